@@ -1,0 +1,86 @@
+"""Every exception trio_msg raises, in one place.
+
+The protocol and close errors live in the sans-IO core
+(:mod:`trio_msg._protocol.errors`) and are re-exported here; the errors
+below belong to the messaging layer.
+"""
+
+from __future__ import annotations
+
+from trio_msg._protocol.errors import *  # noqa: F403
+from trio_msg._protocol.errors import TrioMsgError
+from trio_msg._protocol.errors import __all__ as _protocol_all
+
+__all__ = [
+    *_protocol_all,
+    "CompressionError",
+    "ContentDisallowed",
+    "DecodeError",
+    "EncodeError",
+    "MessageNacked",
+    "MessageOutcomeUnknown",
+    "NotSupported",
+    "SerializerNotInstalled",
+    "Unroutable",
+]
+
+
+class NotSupported(TrioMsgError, NotImplementedError):
+    """The broker (RabbitMQ) cannot do what was asked, e.g. ``immediate=True``
+    or global prefetch-size.  Raised locally; nothing was sent."""
+
+
+class SerializerNotInstalled(TrioMsgError, LookupError):
+    """No serializer (or compressor) is registered under that name, or its
+    optional dependency is not installed."""
+
+
+class ContentDisallowed(TrioMsgError):
+    """A message's content type is not in the consumer's accept list.  The
+    body was not decoded."""
+
+
+class EncodeError(TrioMsgError):
+    """A body could not be serialized."""
+
+
+class DecodeError(TrioMsgError):
+    """A body could not be deserialized (or decompressed)."""
+
+
+class CompressionError(DecodeError):
+    """A body could not be decompressed."""
+
+
+class MessageNacked(TrioMsgError):
+    """The broker nacked a publish (``basic.nack``): it did not take
+    responsibility for the message."""
+
+
+class MessageOutcomeUnknown(TrioMsgError):
+    """The channel or connection went away before the broker confirmed or
+    nacked the publish: it may or may not have been routed."""
+
+
+class Unroutable(TrioMsgError):
+    """A ``mandatory`` publish was returned by the broker (``basic.return``).
+
+    ``reply_code`` is 312 (NO_ROUTE) for RabbitMQ; ``message`` is the returned
+    message, with its body, when available."""
+
+    def __init__(
+        self,
+        reply_text: str,
+        reply_code: int,
+        exchange: str,
+        routing_key: str,
+        message: object = None,
+    ) -> None:
+        super().__init__(
+            f"({reply_code}) {reply_text}: exchange={exchange!r} routing_key={routing_key!r}"
+        )
+        self.reply_code = reply_code
+        self.reply_text = reply_text
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.message = message
