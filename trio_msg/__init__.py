@@ -1,0 +1,40 @@
+"""trio_msg: AMQP 0-9-1 messaging for structured concurrency.
+
+kombu's Producer / Consumer API as async context managers, on trio first and
+on asyncio through anyio, over a sans-IO protocol core built on pamqp.
+"""
+
+from ._params import ConnectionParameters, parse_url
+from ._protocol.events import Outcome
+from ._protocol.frames import BasicProperties
+from .channel import Channel, PublishResult, QueueDeclareOk
+from .connection import Connection, connect
+from .entity import Exchange, Queue, binding, maybe_declare
+from .errors import TrioMsgError
+from .message import Message, MessageState
+from .messaging import Consumer, Pipeline, Producer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BasicProperties",
+    "Channel",
+    "Connection",
+    "ConnectionParameters",
+    "Consumer",
+    "Exchange",
+    "Message",
+    "MessageState",
+    "Outcome",
+    "Pipeline",
+    "Producer",
+    "PublishResult",
+    "Queue",
+    "QueueDeclareOk",
+    "TrioMsgError",
+    "__version__",
+    "binding",
+    "connect",
+    "maybe_declare",
+    "parse_url",
+]

@@ -62,6 +62,9 @@ __all__ = [
 #: The message header that names the compression method's content type.
 HEADER = "compression"
 
+#: What bodies may be given as: bytes or a bytes-like buffer.
+Buffer = bytes | bytearray | memoryview
+
 #: Compresses a body.
 Compressor = Callable[[bytes], bytes]
 
@@ -154,7 +157,7 @@ class CompressionRegistry:
         """Return the names of the registered methods."""
         return [m.name for m in self._methods.values()]
 
-    def compress(self, body: bytes, method: str) -> tuple[bytes, str]:
+    def compress(self, body: Buffer, method: str) -> tuple[bytes, str]:
         """Compress *body* with *method* (a name, alias or content type).
 
         Returns the compressed body and the content type to put in the
@@ -172,7 +175,7 @@ class CompressionRegistry:
             raise EncodeError(f"cannot compress body with {m.name}: {exc}") from exc
         return out, m.content_type
 
-    def decompress(self, body: bytes, content_type: str, max_size: int | None = None) -> bytes:
+    def decompress(self, body: Buffer, content_type: str, max_size: int | None = None) -> bytes:
         """Decompress *body*, compressed with the method *content_type*.
 
         *content_type* is the value of the :data:`HEADER` header (a name or
@@ -422,7 +425,7 @@ def unregister(name: str) -> None:
     registry.unregister(name)
 
 
-def compress(body: bytes, method: str) -> tuple[bytes, str]:
+def compress(body: Buffer, method: str) -> tuple[bytes, str]:
     """Compress *body* with *method*; return ``(compressed_body, content_type)``.
 
     Put the content type in the :data:`HEADER` header.  See
@@ -431,7 +434,7 @@ def compress(body: bytes, method: str) -> tuple[bytes, str]:
     return registry.compress(body, method)
 
 
-def decompress(body: bytes, content_type: str, max_size: int | None = None) -> bytes:
+def decompress(body: Buffer, content_type: str, max_size: int | None = None) -> bytes:
     """Decompress *body* compressed with *content_type* (the :data:`HEADER` value).
 
     See :meth:`CompressionRegistry.decompress`.

@@ -14,6 +14,8 @@ from trio_msg._protocol.errors import __all__ as _protocol_all
 __all__ = [
     *_protocol_all,
     "CompressionError",
+    "ConnectionFailed",
+    "ConsumerCancelled",
     "ContentDisallowed",
     "DecodeError",
     "EncodeError",
@@ -28,6 +30,17 @@ __all__ = [
 class NotSupported(TrioMsgError, NotImplementedError):
     """The broker (RabbitMQ) cannot do what was asked, e.g. ``immediate=True``
     or global prefetch-size.  Raised locally; nothing was sent."""
+
+
+class ConnectionFailed(TrioMsgError, OSError):
+    """No connection could be made to any of the broker's addresses (refused,
+    unreachable, timed out, or the TLS handshake failed).  The message says
+    which address and why; it never contains the password."""
+
+
+class ConsumerCancelled(TrioMsgError):
+    """The broker cancelled a consumer (``basic.cancel`` from the server),
+    e.g. because its queue was deleted.  Ends that consumer's iteration."""
 
 
 class SerializerNotInstalled(TrioMsgError, LookupError):

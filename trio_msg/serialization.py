@@ -45,8 +45,9 @@ Decisions worth knowing:
   them without the library installed raises
   :class:`~trio_msg.errors.SerializerNotInstalled` naming the extra to
   install.  YAML uses ``safe_dump`` / ``safe_load`` only.
-* A message without a content type is treated as ``application/data`` and its
-  body returned as bytes.  A content type with no decoder (an unknown one
+* A message without a content type is treated as ``application/data`` (for
+  the accept check) and its body returned as bytes, whatever its content
+  encoding.  A content type with no decoder (an unknown one
   that the accept set lets through, ``text/plain``, ``application/data``) is
   returned as bytes when its content encoding is ``binary`` (or
   ``ascii-8bit``), and otherwise decoded to ``str`` with that encoding
@@ -272,7 +273,8 @@ class SerializerRegistry:
         *accept* ``None`` every content type is decoded except unsafe ones
         (pickle), which are only ever decoded when listed explicitly.
 
-        A missing content type means ``application/data`` (bytes).  A content
+        A missing content type means ``application/data``, and the body is
+        returned as bytes whatever its content encoding.  A content
         type without a decoder gives bytes if *content_encoding* is
         ``binary``, else ``str`` decoded with *content_encoding* (default
         ``utf-8``).  Any failure to decode raises
@@ -296,6 +298,8 @@ class SerializerRegistry:
                 f"unsafe and is only decoded when the accept list names it explicitly"
             )
         data = body if isinstance(body, bytes) else bytes(body)
+        if not content_type:
+            return data
         if codec is not None and codec.decoder is not None:
             try:
                 return codec.decoder(data)
@@ -461,7 +465,9 @@ def _yaml_dumps(data: Any) -> bytes:
         import yaml
     except ImportError as exc:
         raise _missing("yaml", "PyYAML", "yaml") from exc
-    text: str = yaml.safe_dump(data, allow_unicode=True)
+    # allow_unicode stays off (kombu's choice too): with it on, PyYAML writes
+    # characters such as U+0085 unescaped and reads them back as line breaks.
+    text: str = yaml.safe_dump(data)
     return text.encode("utf-8")
 
 

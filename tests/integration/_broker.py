@@ -43,9 +43,7 @@ def _parse_hostport(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-BROKER_HOST, BROKER_PORT = _parse_hostport(
-    os.environ.get("TRIO_MSG_TEST_BROKER", "127.0.0.1:5672")
-)
+BROKER_HOST, BROKER_PORT = _parse_hostport(os.environ.get("TRIO_MSG_TEST_BROKER", "127.0.0.1:5672"))
 BROKER_URL: str = os.environ.get(
     "TRIO_MSG_TEST_URL", f"amqp://guest:guest@{BROKER_HOST}:{BROKER_PORT}//"
 )
@@ -77,9 +75,7 @@ class RabbitmqctlError(RuntimeError):
 # --------------------------------------------------------------------------- probe
 
 
-def check_broker(
-    host: str = BROKER_HOST, port: int = BROKER_PORT, *, timeout: float = 5.0
-) -> None:
+def check_broker(host: str = BROKER_HOST, port: int = BROKER_PORT, *, timeout: float = 5.0) -> None:
     """Check that a real AMQP 0-9-1 broker answers at host:port.
 
     Sends the protocol header and expects the 7-byte header of a method frame

@@ -208,9 +208,7 @@ class TcpProxy:
                 if link.server is not None:
                     await _close(link.server, reset=link.reset)
 
-    async def _pump(
-        self, link: _Link, pump: Callable[[_Link], Awaitable[None]]
-    ) -> None:
+    async def _pump(self, link: _Link, pump: Callable[[_Link], Awaitable[None]]) -> None:
         try:
             await pump(link)
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -304,6 +302,7 @@ async def tcp_proxy(
     proxy = TcpProxy(target_host, target_port, connect_timeout=connect_timeout)
     multi = await anyio.create_tcp_listener(local_host=listen_host, local_port=0)
     listener, *extra = multi.listeners
+    assert isinstance(listener, anyio.abc.SocketListener)
     for other in extra:  # only one for an address literal; be safe for names
         await other.aclose()
     proxy.host = listen_host

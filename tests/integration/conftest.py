@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from _broker import BROKER_HOST, BROKER_PORT, BROKER_URL, BrokerUnavailable, check_broker
 from _proxy import TcpProxy, tcp_proxy
 
@@ -42,6 +41,14 @@ def broker_url() -> str:
 @pytest.fixture
 async def proxy(anyio_backend: str) -> AsyncIterator[TcpProxy]:
     """A started TCP proxy to the broker; connect to 127.0.0.1:``proxy.port``."""
+    async with tcp_proxy(BROKER_HOST, BROKER_PORT) as p:
+        yield p
+
+
+@pytest.fixture
+async def trio_proxy() -> AsyncIterator[TcpProxy]:
+    """The same, for ``@pytest.mark.trio`` tests (pytest-trio runs it; ``proxy``
+    needs ``anyio_backend`` and so cannot serve trio-marked tests)."""
     async with tcp_proxy(BROKER_HOST, BROKER_PORT) as p:
         yield p
 

@@ -39,9 +39,7 @@ from .errors import (
     REPLY_SUCCESS,
     UNEXPECTED_FRAME,
     AuthenticationError,
-    ChannelClosed,
     ChannelNotOpen,
-    ConnectionClosed,
     ConnectionLost,
     FrameError,
     HeartbeatTimeout,
@@ -277,7 +275,13 @@ class AMQPConnection:
             return
         self._send_method(
             0,
-            fr.make_method(C.Connection.Close, reply_code=reply_code, reply_text=reply_text[:255], class_id=0, method_id=0),
+            fr.make_method(
+                C.Connection.Close,
+                reply_code=reply_code,
+                reply_text=reply_text[:255],
+                class_id=0,
+                method_id=0,
+            ),
         )
 
     def connection_lost(self, error: TrioMsgError | None = None) -> None:
@@ -317,9 +321,13 @@ class AMQPConnection:
                     channel_id = candidate
                     break
             else:
-                raise LocalProtocolError(f"all {self.channel_max} channels are in use", CHANNEL_ERROR)
+                raise LocalProtocolError(
+                    f"all {self.channel_max} channels are in use", CHANNEL_ERROR
+                )
         elif not 1 <= channel_id <= self.channel_max or channel_id in self.channels:
-            raise LocalProtocolError(f"channel {channel_id} is in use or out of range", CHANNEL_ERROR)
+            raise LocalProtocolError(
+                f"channel {channel_id} is in use or out of range", CHANNEL_ERROR
+            )
         channel = AMQPChannel(self, channel_id)
         self.channels[channel_id] = channel
         self._send_method(channel_id, C.Channel.Open())
@@ -383,6 +391,8 @@ class AMQPConnection:
         reader.feed(data)
         try:
             for frame_type, channel_id, payload in reader.frames():
+                if channel_id and self.state is ConnectionState.CLOSING:
+                    continue  # after our connection.close only close/close-ok count
                 if frame_type == fr.FRAME_METHOD:
                     if channel_id == 0:
                         self._on_connection_method(fr.decode_method(payload))
@@ -396,17 +406,30 @@ class AMQPConnection:
                     self._channel_for(channel_id)._on_header(payload)
                 else:
                     self._channel_for(channel_id)._on_body(payload)
-                if self.state is ConnectionState.CLOSED:
+                if self._finished():
                     return
         except RemoteProtocolError as exc:
             self._protocol_error(exc)
             raise
 
+    def _finished(self) -> bool:
+        return self.state is ConnectionState.CLOSED
+
     def _protocol_error(self, exc: RemoteProtocolError) -> None:
-        if self.state in (ConnectionState.OPEN, ConnectionState.AWAIT_OPEN_OK, ConnectionState.AWAIT_TUNE):
+        if self.state in (
+            ConnectionState.OPEN,
+            ConnectionState.AWAIT_OPEN_OK,
+            ConnectionState.AWAIT_TUNE,
+        ):
             self._send_method(
                 0,
-                fr.make_method(C.Connection.Close, reply_code=exc.reply_code, reply_text=str(exc)[:255], class_id=0, method_id=0),
+                fr.make_method(
+                    C.Connection.Close,
+                    reply_code=exc.reply_code,
+                    reply_text=str(exc)[:255],
+                    class_id=0,
+                    method_id=0,
+                ),
             )
         self._terminate(exc)
         self.state = ConnectionState.ERROR
@@ -416,12 +439,17 @@ class AMQPConnection:
         if channel is None:
             if self.state is ConnectionState.CLOSING:
                 return _DISCARD
-            raise RemoteProtocolError(f"frame on channel {channel_id}, which is not open", CHANNEL_ERROR)
+            raise RemoteProtocolError(
+                f"frame on channel {channel_id}, which is not open", CHANNEL_ERROR
+            )
         return channel
 
     def _on_connection_method(self, method: _pbase.Frame) -> None:
         name = method.name
-        if self.state is ConnectionState.CLOSING and name not in ("Connection.Close", "Connection.CloseOk"):
+        if self.state is ConnectionState.CLOSING and name not in (
+            "Connection.Close",
+            "Connection.CloseOk",
+        ):
             return
         was = self.state
         self._move(f"recv {name}")
@@ -432,15 +460,23 @@ class AMQPConnection:
         elif isinstance(method, C.Connection.OpenOk):
             self._events.append(
                 ev.ConnectionOpened(
-                    self.server_properties, self.frame_max, self.channel_max, self.heartbeat, self.mechanism
+                    self.server_properties,
+                    self.frame_max,
+                    self.channel_max,
+                    self.heartbeat,
+                    self.mechanism,
                 )
             )
         elif isinstance(method, C.Connection.Close):
             self._send_method(0, C.Connection.CloseOk())
             code = method.reply_code
-            error: TrioMsgError = connection_closed(code, method.reply_text, method.class_id, method.method_id)
+            error: TrioMsgError = connection_closed(
+                code, method.reply_text, method.class_id, method.method_id
+            )
             if code == 403 and was is ConnectionState.AWAIT_TUNE:
-                error = AuthenticationError(method.reply_text, code, method.class_id, method.method_id)
+                error = AuthenticationError(
+                    method.reply_text, code, method.class_id, method.method_id
+                )
             self._terminate(error)
         elif isinstance(method, C.Connection.CloseOk):
             self._terminate(connection_closed(REPLY_SUCCESS, "Normal shutdown", by_peer=False))
@@ -451,7 +487,9 @@ class AMQPConnection:
             self.blocked = False
             self._events.append(ev.ConnectionUnblocked())
         elif isinstance(method, C.Connection.Secure):
-            raise UnexpectedFrame("the broker sent a SASL challenge; no supported mechanism uses one")
+            raise UnexpectedFrame(
+                "the broker sent a SASL challenge; no supported mechanism uses one"
+            )
 
     def _on_start(self, method: C.Connection.Start) -> None:
         if (method.version_major, method.version_minor) != (0, 9):
@@ -483,7 +521,9 @@ class AMQPConnection:
         self.channel_max = _lower_nonzero(self._pref_channel_max, method.channel_max) or 65535
         self.frame_max = _lower_nonzero(self._pref_frame_max, method.frame_max) or 0xFFFFFFFF
         if self.frame_max < fr.FRAME_MIN_SIZE:
-            raise RemoteProtocolError(f"the broker proposed frame_max {self.frame_max} < 4096", COMMAND_INVALID)
+            raise RemoteProtocolError(
+                f"the broker proposed frame_max {self.frame_max} < 4096", COMMAND_INVALID
+            )
         if self._pref_heartbeat is None:
             self.heartbeat = method.heartbeat
         else:
@@ -492,7 +532,9 @@ class AMQPConnection:
         self._reader.channel_max = self.channel_max
         self._send_method(
             0,
-            C.Connection.TuneOk(channel_max=self.channel_max, frame_max=self.frame_max, heartbeat=self.heartbeat),
+            C.Connection.TuneOk(
+                channel_max=self.channel_max, frame_max=self.frame_max, heartbeat=self.heartbeat
+            ),
         )
         self._send_method(0, fr.make_method(C.Connection.Open, virtual_host=self.vhost))
 
@@ -565,7 +607,7 @@ class AMQPChannel:
         """Queue a synchronous request; its reply comes as an RpcReply with
         the returned token."""
         self._check_open()
-        replies = _REPLIES.get(type(method)) or _REPLIES[type(method).__mro__[1]]  # type: ignore[index]
+        replies = _REPLIES.get(type(method)) or _REPLIES[type(method).__mro__[1]]
         rpc = _Rpc(self.connection._token(), method, replies)
         if self._in_flight is None:
             self._send_rpc(rpc)
@@ -617,11 +659,19 @@ class AMQPChannel:
 
     def exchange_delete(self, exchange: str, *, if_unused: bool = False) -> int:
         return self.request(
-            fr.make_method(C.Exchange.Delete, exchange=fr.check_shortstr(exchange, "exchange"), if_unused=if_unused)
+            fr.make_method(
+                C.Exchange.Delete,
+                exchange=fr.check_shortstr(exchange, "exchange"),
+                if_unused=if_unused,
+            )
         )
 
     def exchange_bind(
-        self, destination: str, source: str, routing_key: str = "", arguments: dict[str, Any] | None = None
+        self,
+        destination: str,
+        source: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
     ) -> int:
         return self.request(
             fr.make_method(
@@ -634,7 +684,11 @@ class AMQPChannel:
         )
 
     def exchange_unbind(
-        self, destination: str, source: str, routing_key: str = "", arguments: dict[str, Any] | None = None
+        self,
+        destination: str,
+        source: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
     ) -> int:
         return self.request(
             fr.make_method(
@@ -669,7 +723,11 @@ class AMQPChannel:
         )
 
     def queue_bind(
-        self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
     ) -> int:
         return self.request(
             fr.make_method(
@@ -682,7 +740,11 @@ class AMQPChannel:
         )
 
     def queue_unbind(
-        self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
     ) -> int:
         return self.request(
             fr.make_method(
@@ -700,11 +762,16 @@ class AMQPChannel:
     def queue_delete(self, queue: str, *, if_unused: bool = False, if_empty: bool = False) -> int:
         return self.request(
             fr.make_method(
-                C.Queue.Delete, queue=fr.check_shortstr(queue, "queue"), if_unused=if_unused, if_empty=if_empty
+                C.Queue.Delete,
+                queue=fr.check_shortstr(queue, "queue"),
+                if_unused=if_unused,
+                if_empty=if_empty,
             )
         )
 
-    def basic_qos(self, prefetch_size: int = 0, prefetch_count: int = 0, global_: bool = False) -> int:
+    def basic_qos(
+        self, prefetch_size: int = 0, prefetch_count: int = 0, global_: bool = False
+    ) -> int:
         if not 0 <= prefetch_count <= 0xFFFF:
             raise LocalProtocolError(f"prefetch_count must be 0..65535, not {prefetch_count}")
         if not 0 <= prefetch_size <= 0xFFFFFFFF:
@@ -737,7 +804,9 @@ class AMQPChannel:
         return self.request(fr.make_method(C.Basic.Cancel, consumer_tag=consumer_tag))
 
     def basic_get(self, queue: str, *, no_ack: bool = False) -> int:
-        return self.request(fr.make_method(C.Basic.Get, queue=fr.check_shortstr(queue, "queue"), no_ack=no_ack))
+        return self.request(
+            fr.make_method(C.Basic.Get, queue=fr.check_shortstr(queue, "queue"), no_ack=no_ack)
+        )
 
     def basic_recover(self, requeue: bool = False) -> int:
         return self.request(C.Basic.Recover(requeue=requeue))
@@ -770,7 +839,14 @@ class AMQPChannel:
         self._rpcs.clear()
         self._reset_content()
         self.connection._send_method(
-            self.id, fr.make_method(C.Channel.Close, reply_code=reply_code, reply_text=reply_text[:255], class_id=0, method_id=0)
+            self.id,
+            fr.make_method(
+                C.Channel.Close,
+                reply_code=reply_code,
+                reply_text=reply_text[:255],
+                class_id=0,
+                method_id=0,
+            ),
         )
 
     # --- asynchronous commands -----------------------------------------------
@@ -791,11 +867,19 @@ class AMQPChannel:
         conn = self.connection
         if len(body) > conn.max_body_size:
             raise LocalProtocolError(
-                f"body of {len(body)} bytes exceeds max_body_size {conn.max_body_size}", CONTENT_TOO_LARGE
+                f"body of {len(body)} bytes exceeds max_body_size {conn.max_body_size}",
+                CONTENT_TOO_LARGE,
             )
         conn._write_many(
             fr.encode_publish(
-                self.id, exchange, routing_key, body, properties, conn.frame_max, mandatory, immediate
+                self.id,
+                exchange,
+                routing_key,
+                body,
+                properties,
+                conn.frame_max,
+                mandatory,
+                immediate,
             )
         )
         if not self.confirming:
@@ -867,7 +951,9 @@ class AMQPChannel:
                 if self.error is not None:
                     error = self.error
                 elif isinstance(method, C.Channel.Close):
-                    error = channel_closed(method.reply_code, method.reply_text, method.class_id, method.method_id)
+                    error = channel_closed(
+                        method.reply_code, method.reply_text, method.class_id, method.method_id
+                    )
                 else:
                     error = channel_closed(REPLY_SUCCESS, "Normal shutdown", by_peer=False)
                 self._closed(error)
@@ -895,12 +981,18 @@ class AMQPChannel:
         elif isinstance(method, C.Channel.Close):
             self._move(f"recv {name}")
             self.connection._send_method(self.id, C.Channel.CloseOk())
-            self._closed(channel_closed(method.reply_code, method.reply_text, method.class_id, method.method_id))
+            self._closed(
+                channel_closed(
+                    method.reply_code, method.reply_text, method.class_id, method.method_id
+                )
+            )
         elif isinstance(method, C.Basic.Cancel):
             self._check_state_open(name)
             self.consumers.pop(method.consumer_tag, None)
             if not method.nowait:
-                self.connection._send_method(self.id, fr.make_method(C.Basic.CancelOk, consumer_tag=method.consumer_tag))
+                self.connection._send_method(
+                    self.id, fr.make_method(C.Basic.CancelOk, consumer_tag=method.consumer_tag)
+                )
             if method.consumer_tag in self._orphans:
                 self._orphans.discard(method.consumer_tag)
             else:
@@ -921,7 +1013,9 @@ class AMQPChannel:
         rpc = self._in_flight
         if rpc is None or type(method) not in rpc.replies:
             expected = "nothing" if rpc is None else rpc.method.name
-            raise UnexpectedFrame(f"unexpected {method.name} on channel {self.id} (waiting for {expected})")
+            raise UnexpectedFrame(
+                f"unexpected {method.name} on channel {self.id} (waiting for {expected})"
+            )
         if isinstance(method, C.Basic.GetOk):
             self._start_content(method)  # the reply is emitted with its content
             return
@@ -930,11 +1024,13 @@ class AMQPChannel:
             self.consumers[method.consumer_tag] = bool(rpc.method.no_ack)
             if rpc.abandoned:
                 # Nobody will read this consumer's messages: cancel it at once.
+                # Send the cancel at once, ahead of any queued request, and
+                # mark *it* abandoned (not whichever request comes next).
                 self._orphans.add(method.consumer_tag)
-                self._finish_rpc()
-                self.request(fr.make_method(C.Basic.Cancel, consumer_tag=method.consumer_tag))
-                assert self._in_flight is not None
-                self._in_flight.abandoned = True
+                cancel = fr.make_method(C.Basic.Cancel, consumer_tag=method.consumer_tag)
+                self._send_rpc(
+                    _Rpc(self.connection._token(), cancel, (C.Basic.CancelOk,), abandoned=True)
+                )
                 return
         elif isinstance(method, C.Basic.CancelOk):
             self.consumers.pop(method.consumer_tag, None)
@@ -978,7 +1074,9 @@ class AMQPChannel:
                 "the broker keeps the message",
                 by_peer=False,
             )
-            self.close(CONTENT_TOO_LARGE, f"message body of {size} bytes exceeds the client's limit")
+            self.close(
+                CONTENT_TOO_LARGE, f"message body of {size} bytes exceeds the client's limit"
+            )
             return
         self._content_props = props
         self._content_size = size
@@ -1079,7 +1177,8 @@ class AMQPChannel:
         pending = self._unconfirmed
         if method.multiple:
             low = self._lowest_unconfirmed
-            if tag == 0:
+            if tag == 0 or tag >= self._next_publish_tag:
+                # never loop past the last publish (a hostile tag could be 2**64-1)
                 tag = self._next_publish_tag - 1
             tags = tuple(t for t in range(low, tag + 1) if pending.pop(t, None) is not None)
             self._lowest_unconfirmed = max(low, tag + 1)

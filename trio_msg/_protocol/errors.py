@@ -159,7 +159,9 @@ class ChannelNotOpen(ChannelClosed, LocalProtocolError):
 
     reply_code = CHANNEL_ERROR
 
-    def __init__(self, reply_text: str = "channel is not open", *args: object, **kw: object) -> None:
+    def __init__(
+        self, reply_text: str = "channel is not open", *args: object, **kw: object
+    ) -> None:
         _Closed.__init__(self, reply_text, CHANNEL_ERROR, by_peer=False)
         ProtocolError.__init__(self, str(self), CHANNEL_ERROR)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import functools
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -128,7 +127,9 @@ class FrameReader:
                         )
                     raise FrameError(f"unknown frame type {frame_type}")
                 if size + FRAME_OVERHEAD > frame_max:
-                    raise FrameError(f"frame of {size + FRAME_OVERHEAD} bytes exceeds frame_max {frame_max}")
+                    raise FrameError(
+                        f"frame of {size + FRAME_OVERHEAD} bytes exceeds frame_max {frame_max}"
+                    )
                 if frame_type == FRAME_HEARTBEAT and channel != 0:
                     raise FrameError(f"heartbeat frame on channel {channel}")
                 if channel > channel_max:
@@ -158,11 +159,16 @@ def _no_validate(self: object) -> None:
     """pamqp validates names against a stricter pattern than RabbitMQ."""
 
 
-@functools.cache
+_UNCHECKED: dict[type[_pbase.Frame], type[_pbase.Frame]] = {}
+
+
 def _unchecked(cls: type[_pbase.Frame]) -> type[_pbase.Frame]:
     # A subclass without __slots__ keeps the parent's __slots__ visible to
     # pamqp's marshal loop; only validation is switched off.
-    return type(cls.__name__, (cls,), {"validate": _no_validate})
+    sub = _UNCHECKED.get(cls)
+    if sub is None:
+        sub = _UNCHECKED[cls] = type(cls.__name__, (cls,), {"validate": _no_validate})
+    return sub
 
 
 def check_shortstr(value: str, what: str) -> str:
@@ -183,7 +189,7 @@ def make_method(cls: type[_pbase.Frame], **fields: Any) -> _pbase.Frame:
 def encode_method(channel: int, method: _pbase.Frame) -> bytes:
     """A whole method frame."""
     try:
-        payload = _METHOD_ID.pack(method.index) + method.marshal()
+        payload = _METHOD_ID.pack(method.index) + bytes(method.marshal())
     except (TypeError, ValueError, struct.error) as exc:
         raise LocalProtocolError(f"cannot encode {method.name}: {exc}") from None
     return _FRAME_HEADER.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END_BYTE
@@ -264,6 +270,19 @@ def _shortstr(value: str) -> bytes:
     return _U8.pack(len(raw)) + raw
 
 
+def _bytes_as_bytearray(value: Any) -> Any:
+    """pamqp encodes only ``bytearray`` as a byte array (``x``), but the
+    decoder below (and users) produce ``bytes``: convert, so that received
+    headers can be published again."""
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, dict):
+        return {k: _bytes_as_bytearray(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_bytes_as_bytearray(v) for v in value]
+    return value
+
+
 def encode_properties(props: BasicProperties) -> tuple[int, bytes]:
     """Return (property flags, encoded property list)."""
     flags = 0
@@ -281,7 +300,7 @@ def encode_properties(props: BasicProperties) -> tuple[int, bytes]:
             parts.append(_U8.pack(value))
         elif kind == "F":
             try:
-                parts.append(_pencode.field_table(value))
+                parts.append(_pencode.field_table(_bytes_as_bytearray(value)))
             except (TypeError, ValueError, struct.error) as exc:
                 raise LocalProtocolError(f"cannot encode headers: {exc}") from None
         else:  # timestamp
@@ -289,7 +308,10 @@ def encode_properties(props: BasicProperties) -> tuple[int, bytes]:
                 if value.tzinfo is None:
                     value = value.replace(tzinfo=datetime.UTC)
                 value = int(value.timestamp())
-            parts.append(_U64.pack(value))
+            try:
+                parts.append(_U64.pack(value))
+            except struct.error:  # before 1970, or beyond 64 bits
+                raise LocalProtocolError(f"timestamp {value!r} does not fit an AMQP timestamp") from None
     return flags, b"".join(parts)
 
 
@@ -419,7 +441,8 @@ def decode_content_header(payload: bytes) -> tuple[int, int, BasicProperties]:
             flags &= ~1
             offset += 2
         props = decode_properties(flags, payload, offset)
-    except (ValueError, struct.error, IndexError, TypeError) as exc:
+    except (ValueError, struct.error, IndexError, TypeError, RecursionError) as exc:
+        # RecursionError: tables or arrays nested thousands deep
         raise FrameError(f"cannot decode content header: {exc!r}", FRAME_ERROR) from None
     return class_id, body_size, props
 
@@ -456,7 +479,9 @@ def encode_publish(
     return out
 
 
-def encode_content(channel: int, body: bytes, props: BasicProperties, frame_max: int) -> list[bytes]:
+def encode_content(
+    channel: int, body: bytes, props: BasicProperties, frame_max: int
+) -> list[bytes]:
     """Content header + body frames."""
     flags, encoded = encode_properties(props)
     size = len(body)
@@ -482,5 +507,11 @@ def encode_ack(channel: int, method_id: int, delivery_tag: int, bits: int) -> by
     """``basic.ack`` (80), ``basic.nack`` (120) or ``basic.reject`` (90):
     all three are a delivery tag and one octet of bits."""
     return _ACK.pack(
-        FRAME_METHOD, channel, _ACK_SIZE, (_BASIC_CLASS << 16) | method_id, delivery_tag, bits, FRAME_END
+        FRAME_METHOD,
+        channel,
+        _ACK_SIZE,
+        (_BASIC_CLASS << 16) | method_id,
+        delivery_tag,
+        bits,
+        FRAME_END,
     )

@@ -50,7 +50,7 @@ def initial_response(mechanism: str, username: str, password: str) -> bytes:
     if mechanism == "AMQPLAIN":
         # A field table without its 4-byte length prefix.
         table = _pencode.field_table({"LOGIN": username, "PASSWORD": password})
-        return table[4:]
+        return bytes(table[4:])
     if mechanism == "EXTERNAL":
         return b""
     raise AuthenticationError(f"unsupported SASL mechanism {mechanism!r}", by_peer=False)

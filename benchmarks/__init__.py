@@ -1,0 +1,1 @@
+"""Benchmarks for trio_msg (see benchmarks/README.md)."""

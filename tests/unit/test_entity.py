@@ -1,0 +1,1067 @@
+"""Exchange, Queue, binding and maybe_declare against a recording fake channel."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+import sniffio
+
+from trio_msg.entity import (
+    PERSISTENT_DELIVERY_MODE,
+    TRANSIENT_DELIVERY_MODE,
+    Exchange,
+    Queue,
+    QueueDeclareOk,
+    binding,
+    maybe_declare,
+    maybe_delivery_mode,
+)
+
+Call = tuple[Any, ...]
+
+
+class FakeConnection:
+    def __init__(self) -> None:
+        self.declared_entities: set[object] = set()
+
+
+class FakeChannel:
+    """Records every call as ``(method, *positional, {keywords})``; each
+    method checkpoints first, like the real driver."""
+
+    def __init__(self, server_names: list[str] | None = None) -> None:
+        self.connection = FakeConnection()
+        self.calls: list[Call] = []
+        self._server_names = list(server_names or ["amq.gen-1", "amq.gen-2"])
+        self.declare_ok_counts = (0, 0)
+
+    async def _record(self, *call: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.calls.append(call)
+
+    async def exchange_declare(
+        self,
+        exchange: str,
+        type: str = "direct",
+        *,
+        passive: bool = False,
+        durable: bool = True,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        await self._record(
+            "exchange_declare",
+            exchange,
+            type,
+            {
+                "passive": passive,
+                "durable": durable,
+                "auto_delete": auto_delete,
+                "internal": internal,
+                "arguments": arguments,
+            },
+        )
+
+    async def exchange_delete(self, exchange: str, *, if_unused: bool = False) -> None:
+        await self._record("exchange_delete", exchange, {"if_unused": if_unused})
+
+    async def exchange_bind(
+        self,
+        destination: str,
+        source: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        await self._record("exchange_bind", destination, source, routing_key, arguments)
+
+    async def exchange_unbind(
+        self,
+        destination: str,
+        source: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        await self._record("exchange_unbind", destination, source, routing_key, arguments)
+
+    async def queue_declare(
+        self,
+        queue: str = "",
+        *,
+        passive: bool = False,
+        durable: bool = True,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> QueueDeclareOk:
+        await self._record(
+            "queue_declare",
+            queue,
+            {
+                "passive": passive,
+                "durable": durable,
+                "exclusive": exclusive,
+                "auto_delete": auto_delete,
+                "arguments": arguments,
+            },
+        )
+        name = queue or self._server_names.pop(0)
+        return QueueDeclareOk(name, *self.declare_ok_counts)
+
+    async def queue_bind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        await self._record("queue_bind", queue, exchange, routing_key, arguments)
+
+    async def queue_unbind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        await self._record("queue_unbind", queue, exchange, routing_key, arguments)
+
+    async def queue_purge(self, queue: str) -> int:
+        await self._record("queue_purge", queue)
+        return 7
+
+    async def queue_delete(
+        self, queue: str, *, if_unused: bool = False, if_empty: bool = False
+    ) -> int:
+        await self._record("queue_delete", queue, {"if_unused": if_unused, "if_empty": if_empty})
+        return 3
+
+    def methods(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+def qargs(queue: Queue) -> dict[str, Any]:
+    return dict(queue.queue_arguments)
+
+
+async def declared_queue_args(queue: Queue) -> dict[str, Any] | None:
+    ch = FakeChannel()
+    await queue.queue_declare(ch)
+    (call,) = ch.calls
+    args: dict[str, Any] | None = call[2]["arguments"]
+    return args
+
+
+# --- the test harness itself ---------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_runs_on_the_claimed_backend(anyio_backend: str) -> None:
+    assert sniffio.current_async_library() == anyio_backend
+
+
+# --- Exchange --------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_exchange_declare_maps_every_field() -> None:
+    ch = FakeChannel()
+    ex = Exchange(
+        "media",
+        type="topic",
+        durable=False,
+        auto_delete=True,
+        internal=True,
+        arguments={"alternate-exchange": "ae"},
+    )
+    await ex.declare(ch)
+    assert ch.calls == [
+        (
+            "exchange_declare",
+            "media",
+            "topic",
+            {
+                "passive": False,
+                "durable": False,
+                "auto_delete": True,
+                "internal": True,
+                "arguments": {"alternate-exchange": "ae"},
+            },
+        )
+    ]
+
+
+@pytest.mark.anyio
+async def test_exchange_defaults() -> None:
+    ch = FakeChannel()
+    await Exchange("x").declare(ch)
+    assert ch.calls == [
+        (
+            "exchange_declare",
+            "x",
+            "direct",
+            {
+                "passive": False,
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": None,
+            },
+        )
+    ]
+
+
+@pytest.mark.anyio
+async def test_exchange_passive_attribute_and_override() -> None:
+    ch = FakeChannel()
+    await Exchange("x", passive=True).declare(ch)
+    await Exchange("x", passive=True).declare(ch, passive=False)
+    await Exchange("x").declare(ch, passive=True)
+    assert [c[3]["passive"] for c in ch.calls] == [True, False, True]
+
+
+@pytest.mark.anyio
+async def test_default_exchange_and_no_declare_are_not_declared_but_checkpoint() -> None:
+    ch = FakeChannel()
+    for ex in (Exchange(""), Exchange("x", no_declare=True)):
+        await ex.declare(ch)
+        reached = False
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await ex.declare(ch)
+            reached = True
+        assert not reached, "declare() did not checkpoint"
+    assert ch.calls == []
+
+
+@pytest.mark.anyio
+async def test_reserved_amq_exchange_is_always_declared_passively() -> None:
+    ch = FakeChannel()
+    await Exchange("amq.topic", type="topic").declare(ch)
+    await Exchange("amq.topic", type="topic").declare(ch, passive=False)
+    assert [(c[1], c[3]["passive"]) for c in ch.calls] == [("amq.topic", True)] * 2
+
+
+@pytest.mark.anyio
+async def test_exchange_bind_to_and_unbind_from() -> None:
+    ch = FakeChannel()
+    dest = Exchange("dest")
+    await dest.bind_to(ch, Exchange("src"), "k.#", {"x-match": "all"})
+    await dest.bind_to(ch, "src2")
+    await dest.unbind_from(ch, "src", "k.#", {"x-match": "all"})
+    await dest.unbind_from(ch, Exchange("src2"))
+    assert ch.calls == [
+        ("exchange_bind", "dest", "src", "k.#", {"x-match": "all"}),
+        ("exchange_bind", "dest", "src2", "", None),
+        ("exchange_unbind", "dest", "src", "k.#", {"x-match": "all"}),
+        ("exchange_unbind", "dest", "src2", "", None),
+    ]
+
+
+@pytest.mark.anyio
+async def test_exchange_bind_with_default_exchange_is_refused_locally() -> None:
+    ch = FakeChannel()
+    with pytest.raises(ValueError, match="default exchange"):
+        await Exchange("dest").bind_to(ch, "")
+    with pytest.raises(ValueError, match="default exchange"):
+        await Exchange("").bind_to(ch, "src")
+    with pytest.raises(ValueError, match="default exchange"):
+        await Exchange("dest").unbind_from(ch, Exchange(""))
+    assert ch.calls == []
+
+
+@pytest.mark.anyio
+async def test_exchange_delete() -> None:
+    ch = FakeChannel()
+    await Exchange("x").delete(ch)
+    await Exchange("x").delete(ch, if_unused=True)
+    assert ch.calls == [
+        ("exchange_delete", "x", {"if_unused": False}),
+        ("exchange_delete", "x", {"if_unused": True}),
+    ]
+    with pytest.raises(ValueError, match="cannot be deleted"):
+        await Exchange("").delete(ch)
+    assert len(ch.calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, None),
+        (1, TRANSIENT_DELIVERY_MODE),
+        (2, PERSISTENT_DELIVERY_MODE),
+        ("transient", 1),
+        ("persistent", 2),
+    ],
+)
+def test_exchange_delivery_mode(given: int | str | None, expected: int | None) -> None:
+    assert Exchange("x", delivery_mode=given).delivery_mode == expected
+
+
+@pytest.mark.parametrize("bad", [0, 3, "durable", "PERSISTENT", ""])
+def test_exchange_delivery_mode_invalid(bad: int | str) -> None:
+    with pytest.raises(ValueError, match="delivery_mode"):
+        Exchange("x", delivery_mode=bad)
+
+
+def test_delivery_mode_type_errors() -> None:
+    with pytest.raises(TypeError):
+        Exchange("x", delivery_mode=True)
+    with pytest.raises(TypeError):
+        Exchange("x", delivery_mode=2.0)  # type: ignore[arg-type]
+
+
+def test_maybe_delivery_mode_default() -> None:
+    assert maybe_delivery_mode(None) == PERSISTENT_DELIVERY_MODE
+    assert maybe_delivery_mode(None, default=None) is None
+    assert maybe_delivery_mode("transient") == 1
+
+
+def test_exchange_validation() -> None:
+    with pytest.raises(ValueError, match="type"):
+        Exchange("x", type="")
+    with pytest.raises(ValueError, match="255"):
+        Exchange("x" * 256)
+    Exchange("x" * 255)
+    with pytest.raises(TypeError):
+        Exchange(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="keys"):
+        Exchange("x", arguments={1: 2})  # type: ignore[dict-item]
+
+
+def test_exchange_equality_and_hash() -> None:
+    a = Exchange("x", "topic", arguments={"alternate-exchange": "ae", "n": [1, {"k": 2}]})
+    b = Exchange("x", "topic", arguments={"n": [1, {"k": 2}], "alternate-exchange": "ae"})
+    assert a == b
+    assert hash(a) == hash(b)
+    assert len({a, b}) == 1
+    # Not part of the declared identity:
+    assert a == Exchange(
+        "x",
+        "topic",
+        arguments=dict(a.arguments),
+        delivery_mode="transient",
+        passive=True,
+        no_declare=True,
+    )
+    # Part of it:
+    for other in (
+        Exchange("y", "topic", arguments=dict(a.arguments)),
+        Exchange("x", "direct", arguments=dict(a.arguments)),
+        Exchange("x", "topic", durable=False, arguments=dict(a.arguments)),
+        Exchange("x", "topic", auto_delete=True, arguments=dict(a.arguments)),
+        Exchange("x", "topic", internal=True, arguments=dict(a.arguments)),
+        Exchange("x", "topic", arguments={"alternate-exchange": "other"}),
+    ):
+        assert a != other
+    assert a != "x"
+
+
+def test_argument_types_are_kept_apart() -> None:
+    # True, 1 and 1.0 encode differently in an AMQP table.
+    assert Exchange("x", arguments={"a": 1}) != Exchange("x", arguments={"a": True})
+    assert Exchange("x", arguments={"a": 1}) != Exchange("x", arguments={"a": 1.0})
+
+
+def test_exchange_is_immutable_and_copies_its_arguments() -> None:
+    args: dict[str, Any] = {"alternate-exchange": "ae", "nested": {"a": 1}}
+    ex = Exchange("x", arguments=args)
+    args["alternate-exchange"] = "changed"
+    args["nested"]["a"] = 2
+    assert ex.arguments == {"alternate-exchange": "ae", "nested": {"a": 1}}
+    with pytest.raises(AttributeError):
+        ex.name = "y"
+    with pytest.raises(TypeError):
+        ex.arguments["k"] = 1  # type: ignore[index]
+    assert copy.copy(ex) is ex
+    assert copy.deepcopy({"e": ex})["e"] is ex
+
+
+@pytest.mark.anyio
+async def test_channel_cannot_mutate_entity_arguments() -> None:
+    class MutatingChannel(FakeChannel):
+        async def exchange_declare(self, exchange: str, type: str = "direct", **kw: Any) -> None:
+            await super().exchange_declare(exchange, type, **kw)
+            kw["arguments"]["alternate-exchange"] = "mutated"
+
+    ex = Exchange("x", arguments={"alternate-exchange": "ae"})
+    await ex.declare(MutatingChannel())
+    assert ex.arguments["alternate-exchange"] == "ae"
+
+
+def test_exchange_repr() -> None:
+    assert repr(Exchange("media", "topic")) == "<Exchange 'media'(topic)>"
+
+
+def test_unhashable_argument_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="hashable"):
+        Exchange("x", arguments={"a": {1, 2}})
+
+
+# --- binding --------------------------------------------------------------------
+
+
+def test_binding_construction() -> None:
+    b = binding("ex", "rk")
+    assert b.exchange == Exchange("ex")
+    assert b.routing_key == "rk"
+    assert b.arguments == {}
+    assert b.unbind_arguments == {}
+    assert Exchange("ex").binding("rk") == b
+    assert hash(Exchange("ex").binding("rk")) == hash(b)
+    with pytest.raises(ValueError, match="needs an exchange"):
+        binding()
+    with pytest.raises(ValueError, match="default exchange"):
+        binding(Exchange(""))
+    with pytest.raises(TypeError):
+        binding(5)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        b.routing_key = "other"
+
+
+def test_binding_equality() -> None:
+    ex = Exchange("h", "headers")
+    b = binding(ex, "", {"x-match": "any"})
+    assert b == binding(ex, "", {"x-match": "any"}, {"x-match": "any"})
+    assert b != binding(ex, "", {"x-match": "all"})
+    assert b != binding(ex, "k", {"x-match": "any"})
+    assert b != binding(ex, "", {"x-match": "any"}, {})
+    assert b != binding(Exchange("h", "topic"), "", {"x-match": "any"})
+    assert repr(b) == "<binding: 'h' -> ''>"
+
+
+@pytest.mark.anyio
+async def test_binding_bind_and_unbind_queue() -> None:
+    ch = FakeChannel()
+    q = Queue("q")
+    b = binding(Exchange("h", "headers"), "rk", {"x-match": "any", "a": 1})
+    await b.bind(ch, q)
+    await b.unbind(ch, q)
+    await binding("h", "rk", {"a": 1}, unbind_arguments={}).unbind(ch, q)
+    assert ch.calls == [
+        ("queue_bind", "q", "h", "rk", {"x-match": "any", "a": 1}),
+        # unbind_arguments=None means "the same as arguments"
+        ("queue_unbind", "q", "h", "rk", {"x-match": "any", "a": 1}),
+        ("queue_unbind", "q", "h", "rk", None),
+    ]
+
+
+@pytest.mark.anyio
+async def test_binding_bind_exchange() -> None:
+    ch = FakeChannel()
+    b = binding("src", "k")
+    await b.bind(ch, Exchange("dest"))
+    await b.unbind(ch, Exchange("dest"))
+    assert ch.calls == [
+        ("exchange_bind", "dest", "src", "k", None),
+        ("exchange_unbind", "dest", "src", "k", None),
+    ]
+
+
+# --- Queue: arguments ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"max_priority": 10}, {"x-max-priority": 10}),
+        ({"max_priority": 255}, {"x-max-priority": 255}),
+        ({"message_ttl": 1.5}, {"x-message-ttl": 1500}),
+        ({"message_ttl": 0}, {"x-message-ttl": 0}),
+        ({"message_ttl": 60}, {"x-message-ttl": 60000}),
+        # kombu's int(float(s) * 1000.0) truncation, kept for identical redeclares
+        ({"message_ttl": 1.005}, {"x-message-ttl": 1004}),
+        ({"expires": 30}, {"x-expires": 30000}),
+        ({"expires": 0.001}, {"x-expires": 1}),
+        ({"max_length": 0}, {"x-max-length": 0}),
+        ({"max_length": 100}, {"x-max-length": 100}),
+        ({"max_length_bytes": 1 << 20}, {"x-max-length-bytes": 1 << 20}),
+        ({"dead_letter_exchange": "dlx"}, {"x-dead-letter-exchange": "dlx"}),
+        ({"dead_letter_exchange": Exchange("dlx")}, {"x-dead-letter-exchange": "dlx"}),
+        ({"dead_letter_exchange": ""}, {"x-dead-letter-exchange": ""}),
+        (
+            {"dead_letter_exchange": "", "dead_letter_routing_key": "dead"},
+            {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"},
+        ),
+        ({"queue_type": "classic"}, {"x-queue-type": "classic"}),
+        ({"queue_type": "quorum"}, {"x-queue-type": "quorum"}),
+        ({"queue_type": "stream"}, {"x-queue-type": "stream"}),
+        ({}, None),
+    ],
+)
+@pytest.mark.anyio
+async def test_queue_convenience_arguments(
+    kwargs: dict[str, Any], expected: dict[str, Any] | None
+) -> None:
+    q = Queue("q", **kwargs)
+    assert await declared_queue_args(q) == expected
+    assert qargs(q) == (expected or {})
+
+
+@pytest.mark.anyio
+async def test_queue_arguments_merge_with_conveniences() -> None:
+    q = Queue(
+        "q",
+        queue_arguments={"x-overflow": "reject-publish", "x-max-priority": 5},
+        max_priority=5,
+        message_ttl=2,
+    )
+    assert await declared_queue_args(q) == {
+        "x-overflow": "reject-publish",
+        "x-max-priority": 5,
+        "x-message-ttl": 2000,
+    }
+    assert q.max_priority == 5
+    assert q.message_ttl == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"max_priority": 0}, ValueError, "max_priority"),
+        ({"max_priority": 256}, ValueError, "max_priority"),
+        ({"max_priority": True}, TypeError, "max_priority"),
+        ({"max_priority": 2.0}, TypeError, "max_priority"),
+        ({"message_ttl": -1}, ValueError, "message_ttl"),
+        ({"message_ttl": float("inf")}, ValueError, "message_ttl"),
+        ({"message_ttl": "10"}, TypeError, "message_ttl"),
+        ({"expires": 0}, ValueError, "expires"),
+        ({"expires": 0.0001}, ValueError, "expires"),
+        ({"max_length": -1}, ValueError, "max_length"),
+        ({"max_length_bytes": -1}, ValueError, "max_length_bytes"),
+        ({"queue_type": "lazy"}, ValueError, "queue_type"),
+        ({"queue_type": "Quorum"}, ValueError, "queue_type"),
+        ({"dead_letter_routing_key": "rk"}, ValueError, "dead-letter exchange"),
+        ({"queue_arguments": {"x-max-priority": 3}, "max_priority": 4}, ValueError, "contradicts"),
+        # same number, different AMQP type
+        ({"queue_arguments": {"x-max-length": 3.0}, "max_length": 3}, ValueError, "contradicts"),
+        ({"queue_arguments": {"x-dead-letter-routing-key": "rk"}}, ValueError, "dead-letter"),
+    ],
+)
+def test_queue_argument_validation(
+    kwargs: dict[str, Any], exc: type[Exception], match: str
+) -> None:
+    with pytest.raises(exc, match=match):
+        Queue("q", **kwargs)
+
+
+@pytest.mark.parametrize("qtype", ["quorum", "stream"])
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        ({"durable": False}, "durable"),
+        ({"exclusive": True}, "exclusive"),
+        ({"auto_delete": True}, "auto-delete"),
+    ],
+)
+def test_quorum_and_stream_queues_must_be_durable_and_shared(
+    qtype: str, flags: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        Queue("q", queue_type=qtype, **flags)
+    # the raw argument is checked the same way
+    with pytest.raises(ValueError, match=match):
+        Queue("q", queue_arguments={"x-queue-type": qtype}, **flags)
+
+
+def test_classic_queue_may_be_transient_and_exclusive() -> None:
+    q = Queue("q", queue_type="classic", durable=False, exclusive=True)
+    assert not q.durable
+    assert q.exclusive
+
+
+# --- Queue: declaring ---------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_queue_declare_maps_flags() -> None:
+    ch = FakeChannel()
+    await Queue("q", durable=False, auto_delete=True).queue_declare(ch)
+    await Queue("q2", exclusive=True).queue_declare(ch, passive=True)
+    assert ch.calls == [
+        (
+            "queue_declare",
+            "q",
+            {
+                "passive": False,
+                "durable": False,
+                "exclusive": False,
+                "auto_delete": True,
+                "arguments": None,
+            },
+        ),
+        (
+            "queue_declare",
+            "q2",
+            {
+                "passive": True,
+                "durable": True,
+                "exclusive": True,
+                # exclusive implies auto_delete, as in kombu
+                "auto_delete": True,
+                "arguments": None,
+            },
+        ),
+    ]
+
+
+@pytest.mark.anyio
+async def test_declare_order_exchanges_then_queue_then_bindings() -> None:
+    ch = FakeChannel()
+    media = Exchange("media", "topic")
+    q = Queue(
+        "video",
+        bindings=[
+            media.binding("video.*"),
+            binding("other", "x"),
+            media.binding("clip.#"),
+        ],
+    )
+    assert await q.declare(ch) == "video"
+    assert ch.methods() == [
+        "exchange_declare",
+        "exchange_declare",
+        "queue_declare",
+        "queue_bind",
+        "queue_bind",
+        "queue_bind",
+    ]
+    assert [c[1] for c in ch.calls[:2]] == ["media", "other"]  # each exchange once
+    assert ch.calls[3:] == [
+        ("queue_bind", "video", "media", "video.*", None),
+        ("queue_bind", "video", "other", "x", None),
+        ("queue_bind", "video", "media", "clip.#", None),
+    ]
+
+
+@pytest.mark.anyio
+async def test_declare_with_single_exchange() -> None:
+    ch = FakeChannel()
+    q = Queue("video", Exchange("media"), "video", binding_arguments={"x-a": 1})
+    await q.declare(ch)
+    assert ch.methods() == ["exchange_declare", "queue_declare", "queue_bind"]
+    assert ch.calls[2] == ("queue_bind", "video", "media", "video", {"x-a": 1})
+
+
+@pytest.mark.anyio
+async def test_declare_with_str_exchange_declares_a_direct_exchange() -> None:
+    ch = FakeChannel()
+    q = Queue("video", "media", "video")
+    assert q.exchange == Exchange("media")
+    await q.declare(ch)
+    assert ch.calls[0][:3] == ("exchange_declare", "media", "direct")
+    assert ch.calls[2] == ("queue_bind", "video", "media", "video", None)
+
+
+@pytest.mark.anyio
+async def test_declare_skips_no_declare_and_default_exchanges_but_still_binds() -> None:
+    ch = FakeChannel()
+    await Queue("q", Exchange("existing", "topic", no_declare=True), "k").declare(ch)
+    assert ch.methods() == ["queue_declare", "queue_bind"]
+
+    ch = FakeChannel()
+    await Queue("q", Exchange("")).declare(ch)
+    await Queue("q").declare(ch)
+    assert ch.methods() == ["queue_declare", "queue_declare"]
+
+
+@pytest.mark.anyio
+async def test_declare_amq_exchange_passively_then_binds() -> None:
+    ch = FakeChannel()
+    await Queue("q", Exchange("amq.topic", "topic"), "a.#").declare(ch)
+    assert ch.methods() == ["exchange_declare", "queue_declare", "queue_bind"]
+    assert ch.calls[0][3]["passive"] is True
+    assert ch.calls[1][2]["passive"] is False
+
+
+@pytest.mark.anyio
+async def test_passive_queue_declare_checks_and_binds_nothing() -> None:
+    ch = FakeChannel()
+    await Queue("q", Exchange("media"), "k").declare(ch, passive=True)
+    assert ch.methods() == ["exchange_declare", "queue_declare"]
+    assert ch.calls[0][3]["passive"] is True
+    assert ch.calls[1][2]["passive"] is True
+
+
+@pytest.mark.anyio
+async def test_no_declare_queue_does_nothing_but_checkpoints() -> None:
+    ch = FakeChannel()
+    q = Queue("q", Exchange("media"), "k", no_declare=True)
+    assert await q.declare(ch) == "q"
+    reached = False
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await q.declare(ch)
+        reached = True
+    assert not reached
+    assert ch.calls == []
+
+
+@pytest.mark.anyio
+async def test_on_declared_is_called_with_the_answer() -> None:
+    seen: list[tuple[str, int, int]] = []
+    ch = FakeChannel()
+    ch.declare_ok_counts = (5, 2)
+    q = Queue("q", on_declared=lambda *a: seen.append(a))
+    await q.declare(ch)
+    await q.queue_declare(ch, passive=True)
+    assert seen == [("q", 5, 2), ("q", 5, 2)]
+    with pytest.raises(TypeError, match="callable"):
+        Queue("q", on_declared=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_server_named_queue_takes_the_brokers_name() -> None:
+    ch = FakeChannel(server_names=["amq.gen-abc"])
+    seen: list[str] = []
+    q = Queue(
+        "", Exchange("media"), "k", exclusive=True, on_declared=lambda n, m, c: seen.append(n)
+    )
+    assert q.server_named
+    h = hash(q)
+    assert await q.declare(ch) == "amq.gen-abc"
+    assert q.name == "amq.gen-abc"
+    assert seen == ["amq.gen-abc"]
+    assert ch.calls[1][1] == ""
+    assert ch.calls[2] == ("queue_bind", "amq.gen-abc", "media", "k", None)
+    assert hash(q) == h  # stable across naming
+    # redeclaring on the same connection uses the name it was given
+    await q.queue_declare(ch)
+    assert ch.calls[-1][1] == "amq.gen-abc"
+    # a reconnect may reset it
+    q.name = ""
+    assert q.name == ""
+
+
+@pytest.mark.anyio
+async def test_server_named_queue_needs_a_name_before_use() -> None:
+    ch = FakeChannel()
+    q = Queue("")
+    with pytest.raises(ValueError, match="no name yet"):
+        await q.queue_declare(ch, passive=True)
+    with pytest.raises(ValueError, match="no name yet"):
+        await q.purge(ch)
+    with pytest.raises(ValueError, match="no name yet"):
+        await q.delete(ch)
+    with pytest.raises(ValueError, match="no name yet"):
+        await q.bind_to(ch, "ex")
+    with pytest.raises(ValueError, match="no name yet"):
+        await q.bind(ch)
+    assert ch.calls == []
+
+
+@pytest.mark.anyio
+async def test_cancelled_server_named_declare_keeps_no_name() -> None:
+    ch = FakeChannel()
+    q = Queue("")
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await q.declare(ch)
+    assert q.name == ""
+    assert ch.calls == []
+
+
+def test_named_queue_is_immutable() -> None:
+    q = Queue("q")
+    with pytest.raises(AttributeError, match="server-named"):
+        q.name = "other"
+    with pytest.raises(AttributeError, match="immutable"):
+        q.durable = False
+    with pytest.raises(AttributeError):
+        del q.routing_key
+    assert q.name == "q"
+
+
+# --- Queue: bindings and validation ----------------------------------------------
+
+
+def test_bindings_conflict_with_exchange_or_routing_key() -> None:
+    b = binding("ex", "k")
+    with pytest.raises(ValueError, match="either bindings"):
+        Queue("q", Exchange("ex"), bindings=[b])
+    with pytest.raises(ValueError, match="either bindings"):
+        Queue("q", routing_key="k", bindings=[b])
+    with pytest.raises(ValueError, match="either bindings"):
+        Queue("q", binding_arguments={"a": 1}, bindings=[b])
+    with pytest.raises(ValueError, match=r"exchange=\[\.\.\.\] or bindings"):
+        Queue("q", [b], bindings=[b])
+
+
+def test_routing_key_without_exchange_is_refused() -> None:
+    with pytest.raises(ValueError, match="need an exchange"):
+        Queue("q", routing_key="q")
+    with pytest.raises(ValueError, match="need an exchange"):
+        Queue("q", Exchange(""), routing_key="q")
+
+
+def test_bindings_validation_and_dedup() -> None:
+    b1, b2 = binding("a", "1"), binding("b", "2")
+    q = Queue("q", bindings=[b1, b2, binding("a", "1")])
+    assert q.bindings == (b1, b2)
+    assert q.exchange is None
+    # kombu's Queue("q", [binding, ...])
+    assert Queue("q", [b1, b2]).bindings == (b1, b2)
+    assert Queue("q", (b for b in [b1, b2])).bindings == (b1, b2)
+    with pytest.raises(TypeError, match="binding objects"):
+        Queue("q", bindings=["a"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="exchange must be"):
+        Queue("q", 5)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_bind_and_unbind_all() -> None:
+    ch = FakeChannel()
+    q = Queue("q", Exchange("main"), "k", binding_arguments={"a": 1})
+    await q.bind(ch)
+    await q.unbind(ch)
+    assert ch.calls == [
+        ("queue_bind", "q", "main", "k", {"a": 1}),
+        ("queue_unbind", "q", "main", "k", {"a": 1}),
+    ]
+    ch = FakeChannel()
+    q = Queue("q", bindings=[binding("a", "1"), binding("b", "2", {"x": 1}, {"y": 2})])
+    await q.bind(ch)
+    await q.unbind(ch)
+    assert ch.calls == [
+        ("queue_bind", "q", "a", "1", None),
+        ("queue_bind", "q", "b", "2", {"x": 1}),
+        ("queue_unbind", "q", "a", "1", None),
+        ("queue_unbind", "q", "b", "2", {"y": 2}),
+    ]
+
+
+@pytest.mark.anyio
+async def test_bind_with_nothing_to_bind_checkpoints() -> None:
+    ch = FakeChannel()
+    reached = False
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await Queue("q").bind(ch)
+        reached = True
+    assert not reached
+    await Queue("q").bind(ch)
+    assert ch.calls == []
+
+
+@pytest.mark.anyio
+async def test_queue_bind_to_unbind_from_purge_delete() -> None:
+    ch = FakeChannel()
+    q = Queue("q")
+    await q.bind_to(ch, Exchange("ex"), "rk", {"a": 1})
+    await q.bind_to(ch, "ex2")
+    await q.unbind_from(ch, "ex", "rk", {"a": 1})
+    assert await q.purge(ch) == 7
+    assert await q.delete(ch) == 3
+    assert await q.delete(ch, if_unused=True, if_empty=True) == 3
+    assert ch.calls == [
+        ("queue_bind", "q", "ex", "rk", {"a": 1}),
+        ("queue_bind", "q", "ex2", "", None),
+        ("queue_unbind", "q", "ex", "rk", {"a": 1}),
+        ("queue_purge", "q"),
+        ("queue_delete", "q", {"if_unused": False, "if_empty": False}),
+        ("queue_delete", "q", {"if_unused": True, "if_empty": True}),
+    ]
+    with pytest.raises(ValueError, match="default exchange"):
+        await q.bind_to(ch, "")
+    with pytest.raises(ValueError, match="default exchange"):
+        await q.unbind_from(ch, Exchange(""))
+
+
+# --- Queue: equality -------------------------------------------------------------
+
+
+def test_queue_equality_and_hash() -> None:
+    def make(**kw: Any) -> Queue:
+        base: dict[str, Any] = {
+            "name": "q",
+            "exchange": Exchange("ex", "topic"),
+            "routing_key": "k",
+            "max_priority": 5,
+        }
+        base.update(kw)
+        return Queue(**base)
+
+    a = make()
+    assert a == make()
+    assert hash(a) == hash(make())
+    assert len({a, make()}) == 1
+    # the convenience and the raw argument declare the same thing
+    assert a == make(max_priority=None, queue_arguments={"x-max-priority": 5})
+    # not part of the declared identity
+    assert a == make(no_ack=True, consumer_arguments={"x-priority": 1}, no_declare=True)
+    assert a == make(on_declared=print)
+    # part of it
+    for other in (
+        make(name="r"),
+        make(exchange=Exchange("ex", "direct")),
+        make(routing_key="j"),
+        make(max_priority=6),
+        make(durable=False),
+        make(exclusive=True),
+        make(auto_delete=True),
+        make(binding_arguments={"a": 1}),
+    ):
+        assert a != other
+    assert a != "q"
+
+
+def test_queue_bindings_compare_as_a_set() -> None:
+    b1, b2 = binding("a", "1"), binding("b", "2")
+    assert Queue("q", bindings=[b1, b2]) == Queue("q", bindings=[b2, b1])
+    assert hash(Queue("q", bindings=[b1, b2])) == hash(Queue("q", bindings=[b2, b1]))
+    assert Queue("q", bindings=[b1]) != Queue("q", bindings=[b1, b2])
+
+
+def test_server_named_queues_compare_by_name() -> None:
+    a, b = Queue(""), Queue("")
+    assert a == b
+    assert a != Queue("amq.gen-x")
+    a.name = "amq.gen-1"
+    b.name = "amq.gen-2"
+    assert a != b
+    assert hash(a) == hash(b)  # name left out of a server-named queue's hash
+    assert a != Queue("amq.gen-1")  # server-named is part of the identity
+
+
+def test_queue_repr() -> None:
+    assert repr(Queue("q")) == "<Queue 'q'>"
+    assert repr(Queue("q", Exchange("ex"), "k")) == "<Queue 'q' -> <Exchange 'ex'(direct)> -> 'k'>"
+    assert (
+        repr(Queue("q", bindings=[binding("a", "1")])) == "<Queue 'q' -> [<binding: 'a' -> '1'>]>"
+    )
+
+
+def test_queue_copies_its_tables() -> None:
+    qa: dict[str, Any] = {"x-overflow": "drop-head"}
+    ba: dict[str, Any] = {"a": 1}
+    q = Queue("q", Exchange("e"), "k", queue_arguments=qa, binding_arguments=ba)
+    qa["x-overflow"] = "reject-publish"
+    ba["a"] = 2
+    assert q.queue_arguments == {"x-overflow": "drop-head"}
+    assert q.binding_arguments == {"a": 1}
+
+
+# --- maybe_declare ---------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_maybe_declare_caches_per_connection() -> None:
+    ch = FakeChannel()
+    q = Queue("q", Exchange("ex"), "k")
+    assert await maybe_declare(q, ch) is True
+    assert q in ch.connection.declared_entities
+    n = len(ch.calls)
+    assert n == 3
+    assert await maybe_declare(q, ch) is False
+    # an equal queue built elsewhere counts as declared
+    assert await maybe_declare(Queue("q", Exchange("ex"), "k"), ch) is False
+    assert len(ch.calls) == n
+    # a different declaration is declared
+    assert await maybe_declare(Queue("q", Exchange("ex"), "other"), ch) is True
+    # another connection has its own cache
+    ch2 = FakeChannel()
+    assert await maybe_declare(q, ch2) is True
+    assert ch2.methods() == ["exchange_declare", "queue_declare", "queue_bind"]
+
+
+@pytest.mark.anyio
+async def test_maybe_declare_exchange() -> None:
+    ch = FakeChannel()
+    ex = Exchange("ex", "fanout")
+    assert await maybe_declare(ex, ch) is True
+    assert await maybe_declare(Exchange("ex", "fanout"), ch) is False
+    assert await maybe_declare(Exchange("ex", "topic"), ch) is True
+    assert ch.methods() == ["exchange_declare", "exchange_declare"]
+
+
+@pytest.mark.anyio
+async def test_maybe_declare_never_caches_server_named_queues() -> None:
+    ch = FakeChannel()
+    q = Queue("", durable=False)
+    assert await maybe_declare(q, ch) is True
+    assert await maybe_declare(q, ch) is True
+    assert ch.methods() == ["queue_declare", "queue_declare"]
+    assert ch.connection.declared_entities == set()
+
+
+@pytest.mark.parametrize(
+    "entity",
+    [
+        Queue("q", auto_delete=True),
+        Queue("q", exclusive=True),
+        Queue("q", expires=10),
+        Queue("q", queue_arguments={"x-expires": 10000}),
+        Exchange("ex", auto_delete=True),
+    ],
+    ids=repr,
+)
+@pytest.mark.anyio
+async def test_maybe_declare_does_not_cache_what_may_vanish(entity: Queue | Exchange) -> None:
+    ch = FakeChannel()
+    assert await maybe_declare(entity, ch) is True
+    assert await maybe_declare(entity, ch) is True
+    assert len(ch.calls) == 2
+    assert ch.connection.declared_entities == set()
+
+
+@pytest.mark.parametrize(
+    "entity",
+    [Exchange(""), Exchange("ex", no_declare=True), Queue("q", no_declare=True)],
+    ids=repr,
+)
+@pytest.mark.anyio
+async def test_maybe_declare_with_nothing_to_declare(entity: Queue | Exchange) -> None:
+    ch = FakeChannel()
+    assert await maybe_declare(entity, ch) is False
+    assert ch.calls == []
+    assert ch.connection.declared_entities == set()
+
+
+@pytest.mark.anyio
+async def test_maybe_declare_checkpoints_when_cached() -> None:
+    ch = FakeChannel()
+    ex = Exchange("ex")
+    await maybe_declare(ex, ch)
+    result: bool | None = None
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        result = await maybe_declare(ex, ch)
+    assert result is None
+
+
+@pytest.mark.anyio
+async def test_cancelled_maybe_declare_is_not_cached() -> None:
+    ch = FakeChannel()
+    ex = Exchange("ex")
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await maybe_declare(ex, ch)
+    assert ch.connection.declared_entities == set()
+    assert await maybe_declare(ex, ch) is True
+
+
+@pytest.mark.anyio
+async def test_failed_declare_is_not_cached() -> None:
+    class Refusing(FakeChannel):
+        async def queue_declare(self, queue: str = "", **kw: Any) -> QueueDeclareOk:
+            await anyio.lowlevel.checkpoint()
+            raise RuntimeError("406")
+
+    ch = Refusing()
+    q = Queue("q")
+    with pytest.raises(RuntimeError):
+        await maybe_declare(q, ch)
+    assert ch.connection.declared_entities == set()
+
+
+# --- typing: the fake matches the protocol ----------------------------------------
+
+
+def test_fake_channel_satisfies_the_protocol() -> None:
+    # Checked by mypy: passing the fake where _DeclaringChannel is expected.
+    f: Callable[[Exchange, FakeChannel], Any] = maybe_declare
+    assert callable(f)

@@ -1,0 +1,559 @@
+"""Channels: the AMQP operations, as cancellable async methods.
+
+A :class:`Channel` wraps one channel of the sans-IO core.  Its methods queue
+frames in the core synchronously (so a request is either wholly queued or not
+at all), wake the connection's single writer, and wait for the reply that the
+connection's reader routes back.
+
+Cancellation, for every request method here: if the caller is cancelled
+before the request was queued, nothing was sent.  If it is cancelled while
+waiting for the reply, the request may or may not have reached the broker;
+its reply is discarded when it comes, and the channel stays usable.  (An
+abandoned ``basic.consume`` is cancelled on the broker as soon as it is
+confirmed; an abandoned ``basic.get`` has its message requeued.)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.lowlevel import checkpoint
+from anyio.streams.memory import MemoryObjectSendStream
+from pamqp import commands as C
+
+from ._protocol import events as ev
+from ._protocol.connection import AMQPChannel
+from ._protocol.errors import ChannelNotOpen, TrioMsgError
+from ._protocol.frames import EMPTY_PROPERTIES, BasicProperties
+from .entity import QueueDeclareOk
+from .errors import NotSupported
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .message import Message
+
+__all__ = ["Channel", "PublishResult", "QueueDeclareOk"]
+
+Outcome = ev.Outcome
+
+
+class _Waiter:
+    __slots__ = ("error", "event", "reply", "sink")
+
+    def __init__(self, sink: MemoryObjectSendStream[Any] | None = None) -> None:
+        self.event = anyio.Event()
+        self.reply: ev.RpcReply | None = None
+        self.error: BaseException | None = None
+        self.sink = sink
+
+
+class PublishResult:
+    """The outcome of one publish on a channel in confirm mode.
+
+    ``outcome`` is ``None`` until the broker answers, then one of
+    :class:`~trio_msg.Outcome`'s ACK, NACK or UNKNOWN (the channel or
+    connection went away first).  ``returned`` holds the returned message
+    when a ``mandatory`` publish could not be routed (it comes before the
+    ack).
+    """
+
+    __slots__ = ("_event", "delivery_tag", "outcome", "returned")
+
+    def __init__(self, delivery_tag: int) -> None:
+        self.delivery_tag = delivery_tag
+        self.outcome: ev.Outcome | None = None
+        self.returned: ev.Returned | None = None
+        self._event: anyio.Event | None = None
+
+    def __repr__(self) -> str:
+        state = self.outcome.value if self.outcome else "pending"
+        return f"<PublishResult #{self.delivery_tag} {state}{' returned' if self.returned else ''}>"
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None
+
+    def _resolve(self, outcome: ev.Outcome) -> None:
+        self.outcome = outcome
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> ev.Outcome:
+        """Wait for the broker's answer and return it.
+
+        Cancellation: stops waiting; the publish was sent, its outcome is
+        still recorded here when it comes.
+        """
+        if self.outcome is None:
+            if self._event is None:
+                self._event = anyio.Event()
+            await self._event.wait()
+        else:
+            await checkpoint()
+        assert self.outcome is not None
+        return self.outcome
+
+
+class Channel:
+    """One AMQP channel.  Get one with ``async with connection.channel() as ch``.
+
+    Leaving the ``async with`` closes the channel (bounded in time, even when
+    cancelled); unacknowledged messages delivered on it are then redelivered
+    by the broker.
+    """
+
+    def __init__(self, connection: Connection, core: AMQPChannel) -> None:
+        self.connection = connection
+        self._core = core
+        self.channel_id = core.id
+        self._waiters: dict[int, _Waiter] = {}
+        self._publishes: dict[int, PublishResult] = {}
+        self._sinks: dict[str, MemoryObjectSendStream[Any]] = {}
+        self._consumer_errors: dict[str, Callable[[TrioMsgError], None]] = {}
+        self._opened = anyio.Event()
+        self._closed = anyio.Event()
+        self._flow = anyio.Event()
+        self._flow.set()
+        self.error: TrioMsgError | None = None
+        #: Returns that could not be paired with a publish (the channel is not
+        #: in confirm mode), oldest first; bounded to the last 1000.
+        self.returns: deque[ev.Returned] = deque(maxlen=1000)
+        self.on_return: Callable[[ev.Returned], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<trio_msg.Channel {self.channel_id} {self._core.state.value}>"
+
+    # --- lifecycle ---------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._core.is_open and self.error is None
+
+    @property
+    def confirming(self) -> bool:
+        """Whether publisher confirms are on."""
+        return self._core.confirming
+
+    async def __aenter__(self) -> Channel:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _wait_open(self) -> None:
+        try:
+            await self._opened.wait()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+            raise
+        if self.error is not None:
+            raise self.error
+
+    async def aclose(self) -> None:
+        """Close the channel and wait (at most a few seconds) for the broker
+        to confirm.  Idempotent.  Cancellation: the close still happens
+        (shielded and bounded); then the cancellation is delivered."""
+        if not self._closed.is_set() and self.error is None:
+            self._core.close()
+            self.connection._kick()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.connection.close_timeout):
+                await self._closed.wait()
+        await checkpoint()
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.connection.error is not None:
+            raise self.connection.error
+        if not self._core.is_open:
+            raise ChannelNotOpen(f"channel {self.channel_id} is {self._core.state.value.lower()}")
+
+    # --- events routed here by the connection's reader -----------------------
+
+    def _on_opened(self) -> None:
+        self._opened.set()
+
+    def _on_reply(self, event: ev.RpcReply) -> None:
+        waiter = self._waiters.pop(event.token, None)
+        if waiter is None:
+            return
+        if waiter.sink is not None and isinstance(event.method, C.Basic.ConsumeOk):
+            self._sinks[event.method.consumer_tag] = waiter.sink
+        waiter.reply = event
+        waiter.event.set()
+
+    async def _on_delivery(self, event: ev.Delivery) -> None:
+        sink = self._sinks.get(event.consumer_tag)
+        if sink is None:
+            # A consumer that is being cancelled: give the message back.
+            if self._core.is_unsettled(event.delivery_tag):
+                self._core.reject(event.delivery_tag, requeue=True)
+                self.connection._kick()
+            return
+        try:
+            sink.send_nowait(event)
+        except anyio.WouldBlock:
+            # The consumer is behind: stop reading the socket until it
+            # catches up (TCP back-pressure; see docs/backpressure).
+            try:
+                await sink.send(event)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._drop_consumer(event.consumer_tag, event.delivery_tag)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._drop_consumer(event.consumer_tag, event.delivery_tag)
+
+    def _drop_consumer(self, consumer_tag: str, delivery_tag: int) -> None:
+        self._sinks.pop(consumer_tag, None)
+        if self._core.is_unsettled(delivery_tag):
+            self._core.reject(delivery_tag, requeue=True)
+            self.connection._kick()
+
+    def _on_confirmation(self, event: ev.Confirmation) -> None:
+        publishes = self._publishes
+        for tag in event.delivery_tags:
+            result = publishes.pop(tag, None)
+            if result is not None:
+                result._resolve(event.outcome)
+
+    def _on_return(self, event: ev.Returned) -> None:
+        if event.publish_tag is not None:
+            result = self._publishes.get(event.publish_tag)
+            if result is not None:
+                result.returned = event
+                return
+        if self.on_return is not None:
+            self.on_return(event)
+        else:
+            self.returns.append(event)
+
+    def _on_consumer_cancelled(self, consumer_tag: str) -> None:
+        sink = self._sinks.pop(consumer_tag, None)
+        notify = self._consumer_errors.pop(consumer_tag, None)
+        if notify is not None:
+            from .errors import ConsumerCancelled
+
+            notify(
+                ConsumerCancelled(
+                    f"the broker cancelled consumer {consumer_tag!r} (queue deleted?)"
+                )
+            )
+        if sink is not None:
+            sink.close()
+
+    def _on_flow(self, active: bool) -> None:
+        if active:
+            self._flow.set()
+        elif self._flow.is_set():
+            self._flow = anyio.Event()
+
+    def _on_closed(self, error: TrioMsgError) -> None:
+        self.error = error
+        for waiter in self._waiters.values():
+            waiter.error = error
+            waiter.event.set()
+        self._waiters.clear()
+        for result in self._publishes.values():
+            result._resolve(ev.Outcome.UNKNOWN)
+        self._publishes.clear()
+        for notify in self._consumer_errors.values():
+            notify(error)
+        self._consumer_errors.clear()
+        for sink in self._sinks.values():
+            sink.close()
+        self._sinks.clear()
+        self._flow.set()
+        self._opened.set()
+        self._closed.set()
+
+    # --- requests ------------------------------------------------------------
+
+    async def _call(
+        self, issue: Callable[[AMQPChannel], int], sink: MemoryObjectSendStream[Any] | None = None
+    ) -> ev.RpcReply:
+        await checkpoint()
+        self._check()
+        token = issue(self._core)
+        waiter = _Waiter(sink)
+        self._waiters[token] = waiter
+        self.connection._kick()
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            if self._waiters.pop(token, None) is not None and self._core.is_open:
+                self._core.abandon(token)
+            raise
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.reply is not None
+        return waiter.reply
+
+    async def exchange_declare(
+        self,
+        exchange: str,
+        type: str = "direct",
+        *,
+        passive: bool = False,
+        durable: bool = True,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        """``exchange.declare``.  A mismatch with an existing exchange closes
+        the channel with :class:`~trio_msg.errors.PreconditionFailed`;
+        ``passive=True`` on a missing one with :class:`~trio_msg.errors.NotFound`."""
+        await self._call(
+            lambda c: c.exchange_declare(
+                exchange,
+                type,
+                passive=passive,
+                durable=durable,
+                auto_delete=auto_delete,
+                internal=internal,
+                arguments=arguments,
+            )
+        )
+
+    async def exchange_delete(self, exchange: str, *, if_unused: bool = False) -> None:
+        """``exchange.delete``."""
+        await self._call(lambda c: c.exchange_delete(exchange, if_unused=if_unused))
+
+    async def exchange_bind(
+        self,
+        destination: str,
+        source: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        """``exchange.bind`` (exchange-to-exchange, a RabbitMQ extension)."""
+        await self._call(lambda c: c.exchange_bind(destination, source, routing_key, arguments))
+
+    async def exchange_unbind(
+        self,
+        destination: str,
+        source: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        """``exchange.unbind``."""
+        await self._call(lambda c: c.exchange_unbind(destination, source, routing_key, arguments))
+
+    async def queue_declare(
+        self,
+        queue: str = "",
+        *,
+        passive: bool = False,
+        durable: bool = True,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> QueueDeclareOk:
+        """``queue.declare``; ``queue=""`` lets the broker name it."""
+        reply = await self._call(
+            lambda c: c.queue_declare(
+                queue,
+                passive=passive,
+                durable=durable,
+                exclusive=exclusive,
+                auto_delete=auto_delete,
+                arguments=arguments,
+            )
+        )
+        m = reply.method
+        return QueueDeclareOk(m.queue, m.message_count, m.consumer_count)
+
+    async def queue_bind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        """``queue.bind``."""
+        await self._call(lambda c: c.queue_bind(queue, exchange, routing_key, arguments))
+
+    async def queue_unbind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        """``queue.unbind``."""
+        await self._call(lambda c: c.queue_unbind(queue, exchange, routing_key, arguments))
+
+    async def queue_purge(self, queue: str) -> int:
+        """``queue.purge``: delete every ready message; returns how many."""
+        reply = await self._call(lambda c: c.queue_purge(queue))
+        return int(reply.method.message_count)
+
+    async def queue_delete(
+        self, queue: str, *, if_unused: bool = False, if_empty: bool = False
+    ) -> int:
+        """``queue.delete``; returns how many messages went with it."""
+        reply = await self._call(
+            lambda c: c.queue_delete(queue, if_unused=if_unused, if_empty=if_empty)
+        )
+        return int(reply.method.message_count)
+
+    async def basic_qos(
+        self, prefetch_size: int = 0, prefetch_count: int = 0, global_: bool = False
+    ) -> None:
+        """``basic.qos``.  RabbitMQ does not implement ``prefetch_size``: a
+        non-zero value raises :class:`~trio_msg.errors.NotSupported` locally."""
+        if prefetch_size:
+            raise NotSupported("RabbitMQ does not implement prefetch_size; use prefetch_count")
+        await self._call(lambda c: c.basic_qos(prefetch_size, prefetch_count, global_))
+
+    async def basic_recover(self, requeue: bool = True) -> None:
+        """``basic.recover``: redeliver unacknowledged messages.  RabbitMQ
+        only implements ``requeue=True``; ``False`` raises NotSupported."""
+        if not requeue:
+            raise NotSupported("RabbitMQ does not implement basic.recover with requeue=False")
+        await self._call(lambda c: c.basic_recover(requeue))
+
+    async def confirm_select(self) -> None:
+        """Turn publisher confirms on (idempotent)."""
+        if self._core.confirming:
+            await checkpoint()
+            return
+        await self._call(lambda c: c.confirm_select())
+
+    async def tx_select(self) -> None:
+        """Make the channel transactional."""
+        await self._call(lambda c: c.tx_select())
+
+    async def tx_commit(self) -> None:
+        """Commit the current transaction."""
+        await self._call(lambda c: c.tx_commit())
+
+    async def tx_rollback(self) -> None:
+        """Roll the current transaction back."""
+        await self._call(lambda c: c.tx_rollback())
+
+    async def flow(self, active: bool) -> None:
+        """``channel.flow``: ask the broker to stop or resume deliveries.
+        RabbitMQ only implements ``active=True``: ``False`` raises
+        :class:`~trio_msg.errors.NotSupported` locally (use ``basic.qos`` or
+        cancel the consumer instead)."""
+        if not active:
+            raise NotSupported(
+                "RabbitMQ does not implement channel.flow(active=False); use qos or cancel"
+            )
+        await self._call(lambda c: c.flow(active))
+
+    async def basic_consume(
+        self,
+        queue: str,
+        sink: MemoryObjectSendStream[Any],
+        *,
+        consumer_tag: str = "",
+        no_ack: bool = False,
+        exclusive: bool = False,
+        arguments: dict[str, Any] | None = None,
+        on_cancel: Callable[[TrioMsgError], None] | None = None,
+    ) -> str:
+        """``basic.consume``: deliveries go to ``sink``; returns the consumer tag."""
+        reply = await self._call(
+            lambda c: c.basic_consume(
+                queue, consumer_tag, no_ack=no_ack, exclusive=exclusive, arguments=arguments
+            ),
+            sink,
+        )
+        tag = str(reply.method.consumer_tag)
+        if on_cancel is not None:
+            self._consumer_errors[tag] = on_cancel
+        return tag
+
+    async def basic_cancel(self, consumer_tag: str) -> None:
+        """``basic.cancel``.  Messages delivered before the cancel took effect
+        and not yet received are requeued."""
+        self._consumer_errors.pop(consumer_tag, None)
+        sink = self._sinks.pop(consumer_tag, None)
+        try:
+            await self._call(lambda c: c.basic_cancel(consumer_tag))
+        finally:
+            if sink is not None:
+                sink.close()
+
+    async def basic_get(
+        self, queue: str, *, no_ack: bool = False, accept: Any = None
+    ) -> Message | None:
+        """``basic.get``: one message, or ``None`` when the queue is empty."""
+        from .message import Message
+
+        reply = await self._call(lambda c: c.basic_get(queue, no_ack=no_ack))
+        m = reply.method
+        if not isinstance(m, C.Basic.GetOk):
+            return None
+        return Message(
+            self,
+            body=reply.body or b"",
+            properties=reply.properties or EMPTY_PROPERTIES,
+            delivery_tag=m.delivery_tag,
+            redelivered=bool(m.redelivered),
+            exchange=m.exchange,
+            routing_key=m.routing_key,
+            consumer_tag=None,
+            no_ack=no_ack,
+            accept=accept,
+        )
+
+    # --- publishing ----------------------------------------------------------
+
+    async def basic_publish(
+        self,
+        body: bytes,
+        exchange: str = "",
+        routing_key: str = "",
+        properties: BasicProperties = EMPTY_PROPERTIES,
+        *,
+        mandatory: bool = False,
+        immediate: bool = False,
+    ) -> PublishResult | None:
+        """Queue one message.  Waits (cancellably) while the connection's
+        outbound buffer is over its high-water mark, while the broker has
+        blocked the connection, and while the broker has paused the channel.
+
+        In confirm mode, returns a :class:`PublishResult` to wait on.
+
+        Cancellation: if cancelled, nothing was queued; once this returns,
+        the whole message is queued (a publish is never half-sent).
+        """
+        await checkpoint()
+        if immediate:
+            raise NotSupported("RabbitMQ removed basic.publish immediate=True (since 3.0)")
+        conn = self.connection
+        if conn._must_wait():
+            await conn._wait_writable()
+        if not self._flow.is_set():
+            await self._flow.wait()
+        self._check()
+        tag = self._core.publish(exchange, routing_key, body, properties, mandatory=mandatory)
+        conn._kick()
+        if tag is None:
+            return None
+        result = PublishResult(tag)
+        self._publishes[tag] = result
+        return result
+
+    def _ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._core.ack(delivery_tag, multiple)
+        self.connection._kick()
+
+    def _nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
+        self._core.nack(delivery_tag, multiple, requeue)
+        self.connection._kick()
+
+    def _reject(self, delivery_tag: int, requeue: bool) -> None:
+        self._core.reject(delivery_tag, requeue)
+        self.connection._kick()

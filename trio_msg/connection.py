@@ -1,0 +1,481 @@
+"""Connections: one task group per connection owns the byte stream.
+
+``async with trio_msg.connect(url) as conn:`` opens TCP (and TLS), runs the
+handshake, and starts three tasks in the connection's own task group:
+
+- the **reader** feeds received bytes to the sans-IO core and routes its
+  events (replies to waiting callers, deliveries to consumers' memory
+  channels, confirms to publishes);
+- the **writer** is the only task that writes: it drains the core's outbound
+  buffer in batches, so a cancelled caller never leaves half a frame on the
+  wire;
+- the **heartbeat** task calls the core's ``tick(now)`` when it is due.
+
+When the connection dies (socket error, heartbeat timeout, a close from the
+broker), every task waiting on it gets the error, and the owning
+``async with`` raises it: one exception, never a bare ExceptionGroup.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.lowlevel import checkpoint
+
+from ._params import ConnectionParameters, make_ssl_context, parse_url, redact, sni_hostname
+from ._protocol import events as ev
+from ._protocol.connection import AMQPConnection
+from ._protocol.errors import (
+    REPLY_SUCCESS,
+    AuthenticationError,
+    ConnectionClosed,
+    ConnectionLost,
+    RemoteProtocolError,
+    TrioMsgError,
+)
+from ._protocol.state import ConnectionState
+from .channel import Channel
+from .errors import ConnectionFailed
+
+__all__ = ["Connection", "connect"]
+
+#: Publishers wait while more than this many bytes are queued for the socket.
+HIGH_WATER = 1024 * 1024
+READ_SIZE = 256 * 1024
+CLOSE_TIMEOUT = 5.0
+
+_STREAM_ERRORS = (
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    OSError,
+    ssl.SSLError,
+)
+
+
+@asynccontextmanager
+async def connect(
+    url: str = "amqp://guest:guest@localhost:5672//", **options: Any
+) -> AsyncIterator[Connection]:
+    """Connect to the broker; yields an open :class:`Connection`.
+
+    ``url`` is an AMQP URI (see :func:`trio_msg._params.parse_url`);
+    keyword options override what it says.  Leaving the block closes the
+    connection (bounded in time, even when cancelled).  If the connection
+    died while the block ran, leaving it raises why
+    (:class:`~trio_msg.errors.ConnectionLost`,
+    :class:`~trio_msg.errors.ConnectionForced`, ...).
+
+    Cancellation: a cancelled connect leaves nothing open.
+    """
+    params = parse_url(url, **options)
+    conn = Connection(params)
+    try:
+        async with anyio.create_task_group() as tg:
+            await conn._open(tg)
+            try:
+                yield conn
+            finally:
+                await conn.aclose()
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise _unwrap(group) from None
+    if conn.error is not None and not _normal_close(conn.error):
+        raise conn.error
+
+
+def _normal_close(error: BaseException) -> bool:
+    return (
+        isinstance(error, ConnectionClosed)
+        and not error.by_peer
+        and error.reply_code == REPLY_SUCCESS
+    )
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """One clear exception out of a task group's: the first that is not a
+    cancellation (there is at most one user-visible error per connection)."""
+    cancelled = anyio.get_cancelled_exc_class()
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if not isinstance(exc, cancelled):
+            return exc
+    return leaves[0] if leaves else group
+
+
+class Connection:
+    """An open AMQP connection.  Made by :func:`connect`; don't construct it.
+
+    Attributes: ``params`` (the :class:`~trio_msg._params.ConnectionParameters`,
+    password hidden from ``repr``), ``server_properties``, ``frame_max``,
+    ``channel_max``, ``heartbeat`` (as negotiated), ``blocked`` (the broker
+    has blocked publishing: a resource alarm), and ``declared_entities``, the
+    cache behind ``maybe_declare``.
+    """
+
+    close_timeout = CLOSE_TIMEOUT
+
+    def __init__(self, params: ConnectionParameters) -> None:
+        self.params = params
+        self._core = AMQPConnection(
+            username=params.username,
+            password=params.password,
+            vhost=params.vhost,
+            auth_mechanism=params.auth_mechanism,
+            frame_max=params.frame_max,
+            channel_max=params.channel_max,
+            heartbeat=params.heartbeat,
+            connection_name=params.connection_name,
+            client_properties=dict(params.client_properties or {}),
+            max_body_size=params.max_body_size,
+        )
+        self._stream: anyio.abc.ByteStream | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._channels: dict[int, Channel] = {}
+        self.error: TrioMsgError | None = None
+        self.declared_entities: set[object] = set()
+        self.server_properties: dict[str, Any] = {}
+        self.address: tuple[str, int] | None = None
+        self._opened = anyio.Event()
+        self._terminated = anyio.Event()
+        self._wake = anyio.Event()
+        self._writable = anyio.Event()
+        self._writable_waiters = 0
+
+    def __repr__(self) -> str:
+        state = self._core.state.value
+        return f"<trio_msg.Connection {self.params.url_redacted()} {state}>"
+
+    @property
+    def is_open(self) -> bool:
+        return self._core.is_open and self.error is None
+
+    @property
+    def blocked(self) -> bool:
+        return self._core.blocked
+
+    @property
+    def frame_max(self) -> int:
+        return self._core.frame_max
+
+    @property
+    def channel_max(self) -> int:
+        return self._core.channel_max
+
+    @property
+    def heartbeat(self) -> int:
+        return self._core.heartbeat
+
+    # --- opening -------------------------------------------------------------
+
+    async def _open(self, tg: anyio.abc.TaskGroup) -> None:
+        params = self.params
+        ssl_context = make_ssl_context(params)
+        failures: list[str] = []
+        try:
+            with anyio.fail_after(params.connection_timeout):
+                for host, port in params.addresses:
+                    try:
+                        self._stream = await self._connect_tcp(host, port, ssl_context)
+                    except (OSError, ssl.SSLError, anyio.BrokenResourceError) as exc:
+                        failures.append(f"{host}:{port}: {_describe(exc)}")
+                        continue
+                    self.address = (host, port)
+                    break
+                else:
+                    raise ConnectionFailed(
+                        redact("cannot connect to the broker: " + "; ".join(failures), params)
+                    )
+                self._tg = tg
+                self._core.initiate()
+                tg.start_soon(self._reader)
+                tg.start_soon(self._writer)
+                tg.start_soon(self._heartbeat)
+                self._kick()
+                await self._opened.wait()
+        except TimeoutError:
+            await self._abort()
+            where = f"{self.address[0]}:{self.address[1]}" if self.address else "the broker"
+            raise ConnectionFailed(
+                f"timed out after {params.connection_timeout}s connecting to {where}"
+                + (f" ({'; '.join(failures)})" if failures else "")
+            ) from None
+        except BaseException:
+            await self._abort()
+            raise
+        if self.error is not None:
+            await self._abort()
+            raise self.error
+
+    async def _connect_tcp(
+        self, host: str, port: int, ssl_context: ssl.SSLContext | None
+    ) -> anyio.abc.ByteStream:
+        if ssl_context is None:
+            return await anyio.connect_tcp(host, port)
+        try:
+            return await anyio.connect_tcp(
+                host,
+                port,
+                ssl_context=ssl_context,
+                tls_hostname=sni_hostname(self.params, host),
+                tls_standard_compatible=False,
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectionFailed(
+                f"TLS certificate of {host}:{port} rejected: {exc.verify_message or exc.reason}"
+            ) from None
+
+    async def _abort(self) -> None:
+        """Tear down without the AMQP close (for failed opens)."""
+        if self.error is None and not self._terminated.is_set():
+            self._core.connection_lost(ConnectionLost("connection aborted"))
+            self._dispatch_nowait(self._core.next_events())
+        if self._stream is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                await self._stream.aclose()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    # --- channels ------------------------------------------------------------
+
+    async def open_channel(self) -> Channel:
+        """Open a new channel.  The caller must :meth:`Channel.aclose` it;
+        prefer ``async with connection.channel()``.
+
+        Cancellation: the channel, if the broker opened it, is closed again.
+        """
+        await checkpoint()
+        self._check()
+        core_channel = self._core.open_channel()
+        channel = Channel(self, core_channel)
+        self._channels[core_channel.id] = channel
+        self._kick()
+        await channel._wait_open()
+        return channel
+
+    @asynccontextmanager
+    async def channel(self) -> AsyncIterator[Channel]:
+        """``async with connection.channel() as ch``: a channel closed on exit."""
+        ch = await self.open_channel()
+        try:
+            yield ch
+        finally:
+            await ch.aclose()
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if not self._core.is_open:
+            raise ConnectionLost(f"the connection is {self._core.state.value.lower()}")
+
+    # --- closing -------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the connection: ``connection.close``, wait (bounded) for
+        ``close-ok``, close the socket.  Idempotent.  Always closes, even
+        when cancelled: the cancellation is delivered afterwards."""
+        with anyio.CancelScope(shield=True):
+            if not self._terminated.is_set() and self._core.state is not ConnectionState.INIT:
+                self._core.close()
+                self._dispatch_nowait(self._core.next_events())
+                self._kick()
+                with anyio.move_on_after(self.close_timeout):
+                    await self._terminated.wait()
+            if not self._terminated.is_set():
+                self._core.connection_lost(None)
+                self._dispatch_nowait(self._core.next_events())
+            if self._stream is not None:
+                with anyio.move_on_after(1):
+                    await self._stream.aclose()
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+        await checkpoint()
+
+    # --- the tasks -----------------------------------------------------------
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    def _must_wait(self) -> bool:
+        return self._core.outbound_size > HIGH_WATER or self._core.blocked or self.error is not None
+
+    async def _wait_writable(self) -> None:
+        """Back-pressure: wait while the outbound buffer is over its mark or
+        the broker blocks us.  Raises the connection's error if it dies."""
+        while self._must_wait():
+            if self.error is not None:
+                raise self.error
+            self._writable_waiters += 1
+            try:
+                await self._writable.wait()
+            finally:
+                self._writable_waiters -= 1
+
+    def _notify_writable(self) -> None:
+        if self._writable_waiters:
+            self._writable.set()
+            self._writable = anyio.Event()
+
+    async def _writer(self) -> None:
+        core = self._core
+        stream = self._stream
+        assert stream is not None
+        try:
+            while True:
+                if not core.outbound_size:
+                    if core.state in (ConnectionState.CLOSED, ConnectionState.ERROR):
+                        return
+                    self._wake = anyio.Event()
+                    self._notify_writable()
+                    await self._wake.wait()
+                    continue
+                data = core.data_to_send()
+                await stream.send(data)
+                if core.outbound_size <= HIGH_WATER:
+                    self._notify_writable()
+        except _STREAM_ERRORS as exc:
+            self._lost(exc)
+        finally:
+            self._notify_writable()
+
+    async def _reader(self) -> None:
+        core = self._core
+        stream = self._stream
+        assert stream is not None
+        try:
+            while core.state not in (ConnectionState.CLOSED, ConnectionState.ERROR):
+                data = await stream.receive(READ_SIZE)
+                try:
+                    core.receive_data(data)
+                except RemoteProtocolError:
+                    pass  # the core closed itself; its events say why
+                events = core.next_events()
+                if events:
+                    await self._dispatch(events)
+                if core.outbound_size:
+                    self._kick()
+        except _STREAM_ERRORS as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: BaseException) -> None:
+        if self._terminated.is_set():
+            return
+        error: TrioMsgError | None = None
+        if self._core.state is not ConnectionState.CLOSING:
+            text = redact(_describe(exc), self.params)
+            if self._core.state is ConnectionState.AWAIT_TUNE:
+                error = AuthenticationError(
+                    "the broker closed the connection during authentication "
+                    f"(wrong credentials, or a mechanism it refuses): {text}",
+                    by_peer=True,
+                )
+            else:
+                error = ConnectionLost(f"connection to the broker lost: {text}")
+        self._core.connection_lost(error)
+        self._dispatch_nowait(self._core.next_events())
+
+    async def _heartbeat(self) -> None:
+        core = self._core
+        while not self._terminated.is_set():
+            deadline = core.next_deadline()
+            if deadline is None:
+                if core.state in (ConnectionState.CLOSED, ConnectionState.ERROR):
+                    return
+                await anyio.sleep(1 if core.state is not ConnectionState.OPEN else math.inf)
+                continue
+            await anyio.sleep_until(deadline)
+            core.tick(anyio.current_time())
+            events = core.next_events()
+            if events:
+                self._dispatch_nowait(events)
+            if core.outbound_size:
+                self._kick()
+
+    # --- routing events --------------------------------------------------------
+
+    async def _dispatch(self, events: list[ev.Event]) -> None:
+        channels = self._channels
+        for event in events:
+            if type(event) is ev.Delivery:
+                channel = channels.get(event.channel_id)
+                if channel is not None:
+                    await channel._on_delivery(event)
+            else:
+                self._route(event)
+
+    def _dispatch_nowait(self, events: list[ev.Event]) -> None:
+        for event in events:
+            if type(event) is not ev.Delivery:  # no consumer can take it now
+                self._route(event)
+
+    def _route(self, event: ev.Event) -> None:
+        channel = self._channels.get(event.channel_id) if event.channel_id else None
+        if isinstance(event, ev.RpcReply):
+            if channel is not None:
+                channel._on_reply(event)
+        elif isinstance(event, ev.Confirmation):
+            if channel is not None:
+                channel._on_confirmation(event)
+        elif isinstance(event, ev.Returned):
+            if channel is not None:
+                channel._on_return(event)
+        elif isinstance(event, ev.ChannelOpened):
+            if channel is not None:
+                channel._on_opened()
+        elif isinstance(event, ev.ChannelClosed):
+            channel = self._channels.pop(event.channel_id, None)
+            if channel is not None:
+                channel._on_closed(event.error)
+        elif isinstance(event, ev.ConsumerCancelled):
+            if channel is not None:
+                channel._on_consumer_cancelled(event.consumer_tag)
+        elif isinstance(event, ev.ChannelFlow):
+            if channel is not None:
+                channel._on_flow(event.active)
+        elif isinstance(event, ev.ConnectionOpened):
+            self.server_properties = event.server_properties
+            self._opened.set()
+        elif isinstance(event, ev.ConnectionBlocked | ev.ConnectionUnblocked):
+            self._notify_writable()
+        elif isinstance(event, ev.ConnectionTerminated):
+            self.error = event.error
+            self._terminated.set()
+            self._opened.set()
+            self._kick()
+            self._notify_writable()
+            self._writable.set()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, anyio.EndOfStream):
+        return "the broker closed the socket"
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, anyio.BrokenResourceError) and exc.__cause__ is not None:
+        text = f"{text} ({exc.__cause__})" if str(exc) else str(exc.__cause__)
+    return text
+
+
+class _AsyncCloseable:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:  # pragma: no cover - typing helper
+        return None

@@ -1,0 +1,199 @@
+"""Received messages."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from anyio.lowlevel import checkpoint
+
+from . import compression, serialization
+from ._protocol.errors import MessageStateError
+from ._protocol.frames import BasicProperties
+
+if TYPE_CHECKING:
+    from .channel import Channel
+
+__all__ = ["Message", "MessageState"]
+
+_UNDECODED = object()
+
+
+class MessageState(enum.Enum):
+    RECEIVED = "RECEIVED"
+    ACK = "ACK"
+    REJECTED = "REJECTED"
+    REQUEUED = "REQUEUED"
+
+
+class Message:
+    """A message received from a queue (by a consumer or ``basic_get``).
+
+    ``body`` is the raw bytes as they arrived; ``payload`` (or
+    :meth:`decode`) decompresses and deserializes them through the registries,
+    honouring the consumer's accept list.
+
+    Settling (:meth:`ack`, :meth:`reject`, :meth:`requeue`, :meth:`nack`)
+    happens once: a second attempt raises
+    :class:`~trio_msg.errors.MessageStateError` locally, so the broker never
+    closes the channel over a double ack.  A message received with
+    ``no_ack=True`` is already settled.
+    """
+
+    __slots__ = (
+        "_decoded",
+        "_props",
+        "accept",
+        "body",
+        "channel",
+        "delivery_info",
+        "delivery_tag",
+        "state",
+    )
+
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        body: bytes,
+        properties: BasicProperties,
+        delivery_tag: int,
+        redelivered: bool,
+        exchange: str,
+        routing_key: str,
+        consumer_tag: str | None,
+        no_ack: bool = False,
+        accept: frozenset[str] | None = None,
+    ) -> None:
+        self.channel = channel
+        self.body = body
+        self._props = properties
+        self.delivery_tag = delivery_tag
+        self.delivery_info = {
+            "exchange": exchange,
+            "routing_key": routing_key,
+            "redelivered": redelivered,
+            "consumer_tag": consumer_tag,
+            "delivery_tag": delivery_tag,
+        }
+        self.accept = accept
+        self.state = MessageState.ACK if no_ack else MessageState.RECEIVED
+        self._decoded: Any = _UNDECODED
+
+    def __repr__(self) -> str:
+        return (
+            f"<trio_msg.Message tag={self.delivery_tag} {self.state.value} "
+            f"content_type={self.content_type!r} {len(self.body)} bytes>"
+        )
+
+    # --- properties ----------------------------------------------------------
+
+    @property
+    def content_type(self) -> str | None:
+        return self._props.content_type
+
+    @property
+    def content_encoding(self) -> str | None:
+        return self._props.content_encoding
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return self._props.headers or {}
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """Every basic property that was set, except ``headers``."""
+        return {k: v for k, v in asdict(self._props).items() if v is not None and k != "headers"}
+
+    @property
+    def basic_properties(self) -> BasicProperties:
+        return self._props
+
+    @property
+    def redelivered(self) -> bool:
+        return bool(self.delivery_info["redelivered"])
+
+    @property
+    def routing_key(self) -> str:
+        return str(self.delivery_info["routing_key"])
+
+    @property
+    def exchange(self) -> str:
+        return str(self.delivery_info["exchange"])
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether the message has been settled (acked, rejected or requeued)."""
+        return self.state is not MessageState.RECEIVED
+
+    # --- decoding ------------------------------------------------------------
+
+    def decode(self) -> Any:
+        """Decompress (per the ``compression`` header) and deserialize the
+        body.  Raises :class:`~trio_msg.errors.ContentDisallowed` when the
+        content type is not accepted, :class:`~trio_msg.errors.DecodeError`
+        when the body cannot be decoded."""
+        if self._decoded is _UNDECODED:
+            body = self.body
+            method = self.headers.get(compression.HEADER)
+            if method:
+                body = compression.decompress(body, str(method))
+            self._decoded = serialization.loads(
+                body, self.content_type, self.content_encoding, accept=self.accept
+            )
+        return self._decoded
+
+    @property
+    def payload(self) -> Any:
+        """The decoded body (see :meth:`decode`)."""
+        return self.decode()
+
+    # --- settling -----------------------------------------------------------
+
+    def _settle(self, state: MessageState) -> None:
+        if self.state is not MessageState.RECEIVED:
+            raise MessageStateError(
+                f"message {self.delivery_tag} is already settled ({self.state.value})"
+            )
+        self.state = state
+
+    async def ack(self, multiple: bool = False) -> None:
+        """Acknowledge the message (with ``multiple``, every earlier unsettled
+        message on the channel too).
+
+        Cancellation: a checkpoint comes first; if cancelled there, nothing
+        was settled.  Otherwise the ack is queued whole.
+        """
+        await checkpoint()
+        self._settle(MessageState.ACK)
+        try:
+            self.channel._ack(self.delivery_tag, multiple)
+        except BaseException:
+            self.state = MessageState.RECEIVED
+            raise
+
+    async def reject(self, requeue: bool = False) -> None:
+        """Reject the message; with ``requeue=False`` the broker drops it (or
+        dead-letters it)."""
+        await checkpoint()
+        self._settle(MessageState.REQUEUED if requeue else MessageState.REJECTED)
+        try:
+            self.channel._reject(self.delivery_tag, requeue)
+        except BaseException:
+            self.state = MessageState.RECEIVED
+            raise
+
+    async def requeue(self) -> None:
+        """Give the message back to its queue."""
+        await self.reject(requeue=True)
+
+    async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
+        """``basic.nack`` (a RabbitMQ extension): reject, optionally many."""
+        await checkpoint()
+        self._settle(MessageState.REQUEUED if requeue else MessageState.REJECTED)
+        try:
+            self.channel._nack(self.delivery_tag, multiple, requeue)
+        except BaseException:
+            self.state = MessageState.RECEIVED
+            raise

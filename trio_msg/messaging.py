@@ -1,0 +1,745 @@
+"""kombu's Producer and Consumer, as async context managers.
+
+Both take a :class:`~trio_msg.Connection` (they then open, and on exit close,
+a channel of their own) or a :class:`~trio_msg.Channel` (they use it and
+leave it open).
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, TypeAlias
+
+import anyio
+from anyio.lowlevel import checkpoint
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from . import compression as _compression
+from . import serialization
+from ._protocol import events as ev
+from ._protocol.errors import TrioMsgError
+from ._protocol.frames import BasicProperties
+from .channel import Channel, PublishResult
+from .connection import Connection
+from .entity import Exchange, Queue, maybe_declare
+from .errors import MessageNacked, MessageOutcomeUnknown, NotSupported, Unroutable
+from .message import Message
+
+__all__ = ["Consumer", "Pipeline", "Producer"]
+
+ReturnCallback: TypeAlias = Callable[[Unroutable, str, str, Message | None], Any]
+MessageCallback: TypeAlias = Callable[[Any, Message], Any]
+
+_PROPERTY_NAMES = frozenset(
+    (
+        "correlation_id",
+        "reply_to",
+        "message_id",
+        "timestamp",
+        "type",
+        "user_id",
+        "app_id",
+        "cluster_id",
+    )
+)
+_DELIVERY_MODES = {"transient": 1, "persistent": 2, 1: 1, 2: 2}
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def _resolve_channel(target: Connection | Channel) -> tuple[Channel, bool]:
+    if isinstance(target, Channel):
+        return target, False
+    if isinstance(target, Connection):
+        return await target.open_channel(), True
+    raise TypeError(f"expected a trio_msg Connection or Channel, not {type(target).__name__}")
+
+
+class Producer:
+    """Publishes messages (kombu's ``Producer``).
+
+    ``async with Producer(conn, exchange=..., serializer="json") as producer:``
+
+    Publisher confirms are on by default (``confirm=True``):
+    :meth:`publish` returns once the broker has taken responsibility for the
+    message, and raises :class:`~trio_msg.errors.MessageNacked` if it refused,
+    :class:`~trio_msg.errors.MessageOutcomeUnknown` if the channel went away
+    first, or :class:`~trio_msg.errors.Unroutable` for a returned
+    ``mandatory`` message (unless ``on_return`` is given).  To publish many
+    without waiting for each confirm, use :meth:`pipeline`.
+    """
+
+    def __init__(
+        self,
+        channel: Connection | Channel,
+        exchange: Exchange | str | None = None,
+        routing_key: str = "",
+        serializer: str | None = None,
+        auto_declare: bool = True,
+        compression: str | None = None,
+        on_return: ReturnCallback | None = None,
+        *,
+        confirm: bool = True,
+    ) -> None:
+        self._target = channel
+        if exchange is None:
+            exchange = Exchange("")
+        elif isinstance(exchange, str):
+            exchange = Exchange(exchange)
+        self.exchange: Exchange = exchange
+        self.routing_key = routing_key
+        self.serializer = serializer
+        self.compression = compression
+        self.auto_declare = auto_declare
+        self.on_return = on_return
+        self.confirm = confirm
+        self._channel: Channel | None = None
+        self._owns_channel = False
+
+    def __repr__(self) -> str:
+        return f"<trio_msg.Producer exchange={self.exchange.name!r} channel={self._channel!r}>"
+
+    @property
+    def channel(self) -> Channel:
+        """The channel in use (set on entering the context)."""
+        if self._channel is None:
+            raise RuntimeError("use the Producer as 'async with Producer(...) as producer'")
+        return self._channel
+
+    @property
+    def connection(self) -> Connection:
+        return self.channel.connection
+
+    async def __aenter__(self) -> Producer:
+        channel, owns = await _resolve_channel(self._target)
+        self._channel, self._owns_channel = channel, owns
+        try:
+            if self.confirm:
+                await channel.confirm_select()
+            if self.auto_declare and self.exchange.name:
+                await self.declare()
+        except BaseException:
+            await self._close_channel()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                await self._drain_returns()
+        finally:
+            await self._close_channel()
+
+    async def _close_channel(self) -> None:
+        if self._owns_channel and self._channel is not None:
+            await self._channel.aclose()
+
+    async def declare(self) -> None:
+        """Declare the default exchange (done on entry when ``auto_declare``)."""
+        if self.exchange.name:
+            await maybe_declare(self.exchange, self.channel)
+        else:
+            await checkpoint()
+
+    async def revive(self, channel: Connection | Channel) -> None:
+        """Re-bind the producer to a new channel (after a connection loss)."""
+        await self._close_channel()
+        self._target = channel
+        await self.__aenter__()
+
+    # --- building messages ---------------------------------------------------
+
+    def _build(
+        self,
+        body: Any,
+        *,
+        delivery_mode: int | str | None,
+        priority: int,
+        content_type: str | None,
+        content_encoding: str | None,
+        serializer: str | None,
+        headers: dict[str, Any] | None,
+        compression: str | None,
+        expiration: float | None,
+        properties: dict[str, Any],
+    ) -> tuple[bytes, BasicProperties]:
+        unknown = set(properties) - _PROPERTY_NAMES
+        if unknown:
+            raise TypeError(f"unknown message properties: {', '.join(sorted(unknown))}")
+        if content_type is not None and isinstance(body, bytes | str):
+            # Already serialized by the caller: kombu's rule.
+            if isinstance(body, str):
+                content_encoding = content_encoding or "utf-8"
+                raw = body.encode(content_encoding)
+            else:
+                content_encoding = content_encoding or "binary"
+                raw = body
+        else:
+            content_type, default_encoding, raw = serialization.dumps(
+                body, serializer or self.serializer
+            )
+            content_encoding = content_encoding or default_encoding
+        headers = dict(headers) if headers else {}
+        method = compression or self.compression
+        if method:
+            raw, headers[_compression.HEADER] = _compression.compress(raw, method)
+        if delivery_mode is None:
+            delivery_mode = self.exchange.delivery_mode
+        if delivery_mode is not None:
+            try:
+                delivery_mode = _DELIVERY_MODES[delivery_mode]
+            except KeyError:
+                raise ValueError(
+                    f"delivery_mode must be 1, 2, 'transient' or 'persistent', not {delivery_mode!r}"
+                ) from None
+        if not 0 <= priority <= 255:
+            raise ValueError(f"priority must be 0..255, not {priority}")
+        timestamp = properties.pop("timestamp", None)
+        if isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
+            timestamp = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+        props = BasicProperties(
+            content_type=content_type,
+            content_encoding=content_encoding,
+            headers=headers or None,
+            delivery_mode=delivery_mode,
+            priority=priority or None,
+            expiration=None if expiration is None else str(int(expiration * 1000)),
+            timestamp=timestamp,
+            **properties,
+        )
+        return raw, props
+
+    # --- publishing ------------------------------------------------------------
+
+    async def _send(
+        self,
+        body: Any,
+        routing_key: str | None,
+        delivery_mode: int | str | None,
+        mandatory: bool,
+        immediate: bool,
+        priority: int,
+        content_type: str | None,
+        content_encoding: str | None,
+        serializer: str | None,
+        headers: dict[str, Any] | None,
+        compression: str | None,
+        exchange: Exchange | str | None,
+        retry: bool,
+        declare: Sequence[Exchange | Queue],
+        expiration: float | None,
+        properties: dict[str, Any],
+    ) -> PublishResult | None:
+        await checkpoint()
+        if immediate:
+            raise NotSupported("RabbitMQ removed basic.publish immediate=True (since 3.0)")
+        if retry:
+            raise NotSupported(
+                "retry=True needs a reviving connection, which this version does not have yet; "
+                "catch ConnectionLost and republish"
+            )
+        channel = self.channel
+        for entity in declare:
+            await maybe_declare(entity, channel)
+        raw, props = self._build(
+            body,
+            delivery_mode=delivery_mode,
+            priority=priority,
+            content_type=content_type,
+            content_encoding=content_encoding,
+            serializer=serializer,
+            headers=headers,
+            compression=compression,
+            expiration=expiration,
+            properties=properties,
+        )
+        if exchange is None:
+            exchange_name = self.exchange.name
+        else:
+            exchange_name = exchange.name if isinstance(exchange, Exchange) else exchange
+        return await channel.basic_publish(
+            raw,
+            exchange_name,
+            self.routing_key if routing_key is None else routing_key,
+            props,
+            mandatory=mandatory,
+        )
+
+    async def publish(
+        self,
+        body: Any,
+        routing_key: str | None = None,
+        delivery_mode: int | str | None = None,
+        mandatory: bool = False,
+        immediate: bool = False,
+        priority: int = 0,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        serializer: str | None = None,
+        headers: dict[str, Any] | None = None,
+        compression: str | None = None,
+        exchange: Exchange | str | None = None,
+        retry: bool = False,
+        retry_policy: dict[str, Any] | None = None,
+        declare: Sequence[Exchange | Queue] = (),
+        expiration: float | None = None,
+        **properties: Any,
+    ) -> PublishResult | None:
+        """Publish one message; with confirms on, wait until the broker
+        confirmed it.  Parameters as kombu's ``Producer.publish``;
+        ``expiration`` is in seconds.  ``immediate=True`` raises
+        :class:`~trio_msg.errors.NotSupported` (RabbitMQ removed it).
+
+        Cancellation: if cancelled before the message was queued, nothing was
+        sent.  If cancelled while waiting for the confirm, the message was
+        sent and its outcome is unknown to the caller; the channel stays
+        usable.
+        """
+        del retry_policy
+        result = await self._send(
+            body, routing_key, delivery_mode, mandatory, immediate, priority, content_type,
+            content_encoding, serializer, headers, compression, exchange, retry, declare,
+            expiration, properties,
+        )  # fmt: skip
+        await self._drain_returns()
+        if result is None:
+            return None
+        outcome = await result.wait()
+        await self._check_outcome(result, outcome)
+        return result
+
+    async def _check_outcome(self, result: PublishResult, outcome: ev.Outcome) -> None:
+        if result.returned is not None:
+            await self._returned(result.returned)
+        if outcome is ev.Outcome.NACK:
+            raise MessageNacked(f"the broker nacked publish #{result.delivery_tag}")
+        if outcome is ev.Outcome.UNKNOWN:
+            error = self.channel.error or self.connection.error
+            raise MessageOutcomeUnknown(
+                f"publish #{result.delivery_tag}: the channel went away before the broker confirmed it"
+                + (f" ({error})" if error else "")
+            )
+
+    async def _returned(self, returned: ev.Returned) -> None:
+        message = Message(
+            self.channel,
+            body=returned.body,
+            properties=returned.properties,
+            delivery_tag=0,
+            redelivered=False,
+            exchange=returned.exchange,
+            routing_key=returned.routing_key,
+            consumer_tag=None,
+            no_ack=True,
+        )
+        exc = Unroutable(
+            returned.reply_text,
+            returned.reply_code,
+            returned.exchange,
+            returned.routing_key,
+            message,
+        )
+        if self.on_return is None:
+            raise exc
+        await _maybe_await(self.on_return(exc, returned.exchange, returned.routing_key, message))
+
+    async def _drain_returns(self) -> None:
+        """Returns that could not be paired with a publish (no confirms)."""
+        returns = self.channel.returns
+        while returns:
+            await self._returned(returns.popleft())
+
+    @asynccontextmanager
+    async def pipeline(self, max_unconfirmed: int = 1000) -> AsyncIterator[Pipeline]:
+        """Publish with confirms without waiting for each one.
+
+        ``async with producer.pipeline(1000) as pipe: await pipe.publish(...)``
+        keeps at most ``max_unconfirmed`` messages unconfirmed (publish waits,
+        cancellably, while the window is full) and, on exit, waits for every
+        outcome.  ``pipe.acked``, ``pipe.nacked``, ``pipe.unknown`` count
+        them; ``pipe.failures`` lists the results that were not acked.
+        """
+        if not self.confirm:
+            raise NotSupported("a pipeline needs publisher confirms (Producer(confirm=True))")
+        pipe = Pipeline(self, max_unconfirmed)
+        yield pipe
+        await pipe.wait_all()
+
+
+class Pipeline:
+    """A window of unconfirmed publishes; see :meth:`Producer.pipeline`."""
+
+    def __init__(self, producer: Producer, max_unconfirmed: int) -> None:
+        if max_unconfirmed < 1:
+            raise ValueError("max_unconfirmed must be at least 1")
+        self.producer = producer
+        self.max_unconfirmed = max_unconfirmed
+        self._window: deque[PublishResult] = deque()
+        self.acked = 0
+        self.nacked = 0
+        self.unknown = 0
+        self.failures: list[PublishResult] = []
+
+    def _settle_done(self) -> None:
+        window = self._window
+        while window and window[0].outcome is not None:
+            self._count(window.popleft())
+
+    def _count(self, result: PublishResult) -> None:
+        outcome = result.outcome
+        if outcome is ev.Outcome.ACK and result.returned is None:
+            self.acked += 1
+            return
+        if outcome is ev.Outcome.NACK:
+            self.nacked += 1
+        elif outcome is ev.Outcome.UNKNOWN:
+            self.unknown += 1
+        else:
+            self.acked += 1
+        self.failures.append(result)
+
+    async def publish(
+        self, body: Any, routing_key: str | None = None, **kwargs: Any
+    ) -> PublishResult:
+        """Like :meth:`Producer.publish`, but returns as soon as the message
+        is queued; waits only while the window is full."""
+        self._settle_done()
+        while len(self._window) >= self.max_unconfirmed:
+            await self._window[0].wait()
+            self._settle_done()
+        p = self.producer
+        result = await p._send(
+            body,
+            routing_key,
+            kwargs.pop("delivery_mode", None),
+            kwargs.pop("mandatory", False),
+            kwargs.pop("immediate", False),
+            kwargs.pop("priority", 0),
+            kwargs.pop("content_type", None),
+            kwargs.pop("content_encoding", None),
+            kwargs.pop("serializer", None),
+            kwargs.pop("headers", None),
+            kwargs.pop("compression", None),
+            kwargs.pop("exchange", None),
+            kwargs.pop("retry", False),
+            kwargs.pop("declare", ()),
+            kwargs.pop("expiration", None),
+            kwargs,
+        )
+        assert result is not None
+        self._window.append(result)
+        return result
+
+    @property
+    def pending(self) -> int:
+        return len(self._window)
+
+    async def wait_all(self) -> None:
+        """Wait for every outstanding outcome.  Cancellation: stops waiting;
+        the messages were sent."""
+        await checkpoint()
+        while self._window:
+            await self._window[0].wait()
+            self._settle_done()
+
+
+class Consumer:
+    """Consumes from queues (kombu's ``Consumer``).
+
+    ``async with Consumer(conn, queues=[q], prefetch_count=10) as consumer:``
+    declares the queues (``auto_declare``), applies ``prefetch_count`` and
+    starts consuming; leaving cancels the consumers (unacknowledged messages
+    go back to the queue when the channel closes).
+
+    ``async for message in consumer`` yields :class:`~trio_msg.Message`\\ s.
+    Or register callbacks (``callbacks=[...]`` / :meth:`register_callback`,
+    plain or async functions taking ``(body, message)``) and ``await
+    consumer.run()``: they run in order, in the task that calls ``run``.
+
+    Deliveries reach the consumer through a memory channel sized to its
+    prefetch (``prefetch_count`` times the number of queues), so the connection's
+    reader never waits on a consumer that respects its prefetch.  Without a
+    prefetch limit the buffer holds ``buffer_size`` messages; when it is full
+    the reader stops reading the socket and TCP pushes back on the broker.
+
+    A server-sent cancel (the queue was deleted) ends iteration with
+    :class:`~trio_msg.errors.ConsumerCancelled`.
+    """
+
+    def __init__(
+        self,
+        channel: Connection | Channel,
+        queues: Queue | Iterable[Queue] | None = None,
+        no_ack: bool | None = None,
+        auto_declare: bool = True,
+        callbacks: Iterable[MessageCallback] | None = None,
+        on_decode_error: Callable[[Message, Exception], Any] | None = None,
+        on_message: Callable[[Message], Any] | None = None,
+        accept: Iterable[str] | None = None,
+        prefetch_count: int | None = None,
+        tag_prefix: str | None = None,
+        buffer_size: int = 1000,
+    ) -> None:
+        self._target = channel
+        if queues is None:
+            queues = []
+        elif isinstance(queues, Queue):
+            queues = [queues]
+        self.queues: list[Queue] = list(queues)
+        self.no_ack = bool(no_ack)
+        self.auto_declare = auto_declare
+        self.callbacks: list[MessageCallback] = list(callbacks or [])
+        self.on_decode_error = on_decode_error
+        self.on_message = on_message
+        self.accept = (
+            serialization.DEFAULT_ACCEPT
+            if accept is None
+            else serialization.prepare_accept_content(accept)
+        )
+        self.prefetch_count = prefetch_count
+        self.tag_prefix = tag_prefix or ""
+        self.buffer_size = buffer_size
+        self._channel: Channel | None = None
+        self._owns_channel = False
+        self._tags: dict[str, str] = {}  # queue name -> consumer tag
+        self._send: MemoryObjectSendStream[ev.Delivery] | None = None
+        self._receive: MemoryObjectReceiveStream[ev.Delivery] | None = None
+        self._error: TrioMsgError | None = None
+
+    def __repr__(self) -> str:
+        return f"<trio_msg.Consumer queues={[q.name for q in self.queues]!r}>"
+
+    @property
+    def channel(self) -> Channel:
+        if self._channel is None:
+            raise RuntimeError("use the Consumer as 'async with Consumer(...) as consumer'")
+        return self._channel
+
+    @property
+    def connection(self) -> Connection:
+        return self.channel.connection
+
+    async def __aenter__(self) -> Consumer:
+        channel, owns = await _resolve_channel(self._target)
+        self._channel, self._owns_channel = channel, owns
+        size = self.buffer_size
+        if self.prefetch_count:
+            size = self.prefetch_count * max(1, len(self.queues))
+        self._send, self._receive = anyio.create_memory_object_stream[ev.Delivery](size)
+        try:
+            if self.auto_declare:
+                await self.declare()
+            if self.prefetch_count is not None:
+                await self.qos(prefetch_count=self.prefetch_count)
+            await self.consume()
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.connection.close_timeout):
+            try:
+                if self.channel.is_open:
+                    await self.cancel()
+            except TrioMsgError:
+                pass
+            finally:
+                if self._owns_channel:
+                    await self.channel.aclose()
+        if self._send is not None:
+            self._send.close()
+        await checkpoint()
+
+    async def revive(self, channel: Connection | Channel) -> None:
+        """Re-bind to a new channel (after a connection loss) and consume again."""
+        self._tags.clear()
+        self._error = None
+        if self._owns_channel and self._channel is not None:
+            await self._channel.aclose()
+        self._target = channel
+        await self.__aenter__()
+
+    # --- kombu's methods ------------------------------------------------------
+
+    async def declare(self) -> None:
+        """Declare the queues, their exchanges and bindings."""
+        await checkpoint()
+        for queue in self.queues:
+            await queue.declare(self.channel)
+
+    def register_callback(self, callback: MessageCallback) -> None:
+        """Add a ``(body, message)`` callback, called after the others."""
+        self.callbacks.append(callback)
+
+    def add_queue(self, queue: Queue) -> Queue:
+        """Add a queue (consumed from at the next :meth:`consume`)."""
+        self.queues.append(queue)
+        return queue
+
+    async def consume(self, no_ack: bool | None = None) -> None:
+        """Start consuming from every queue not consumed from yet."""
+        await checkpoint()
+        no_ack = self.no_ack if no_ack is None else no_ack
+        assert self._send is not None
+        for queue in self.queues:
+            if queue.name in self._tags:
+                continue
+            tag = await self.channel.basic_consume(
+                queue.name,
+                self._send,
+                consumer_tag=f"{self.tag_prefix}{len(self._tags) + 1}" if self.tag_prefix else "",
+                no_ack=queue.no_ack if queue.no_ack is not None else no_ack,
+                arguments=dict(queue.consumer_arguments or {}),
+                on_cancel=self._cancelled,
+            )
+            self._tags[queue.name] = tag
+
+    def _cancelled(self, error: TrioMsgError) -> None:
+        if self._error is None:
+            self._error = error
+        if self._send is not None:
+            self._send.close()
+
+    async def cancel(self) -> None:
+        """End all consumers.  Already-delivered messages are unaffected; the
+        broker sends no more."""
+        await checkpoint()
+        while self._tags:
+            queue, tag = next(iter(self._tags.items()))
+            del self._tags[queue]
+            await self.channel.basic_cancel(tag)
+
+    async def cancel_by_queue(self, queue: str | Queue) -> None:
+        """Cancel the consumer of one queue."""
+        await checkpoint()
+        name = queue.name if isinstance(queue, Queue) else queue
+        tag = self._tags.pop(name, None)
+        if tag is not None:
+            await self.channel.basic_cancel(tag)
+
+    def consuming_from(self, queue: str | Queue) -> bool:
+        name = queue.name if isinstance(queue, Queue) else queue
+        return name in self._tags
+
+    async def purge(self) -> int:
+        """Purge every ready message from all the queues (no undo)."""
+        await checkpoint()
+        total = 0
+        for queue in self.queues:
+            total += await self.channel.queue_purge(queue.name)
+        return total
+
+    async def flow(self, active: bool) -> None:
+        """``channel.flow``; RabbitMQ only implements ``active=True``."""
+        await self.channel.flow(active)
+
+    async def qos(
+        self, prefetch_size: int = 0, prefetch_count: int = 0, apply_global: bool = False
+    ) -> None:
+        """``basic.qos``.  ``prefetch_size`` is not implemented by RabbitMQ
+        (:class:`~trio_msg.errors.NotSupported`)."""
+        await self.channel.basic_qos(prefetch_size, prefetch_count, apply_global)
+
+    async def recover(self, requeue: bool = True) -> None:
+        """Redeliver unacknowledged messages.  RabbitMQ only implements
+        ``requeue=True`` (kombu's default, ``False``, raises NotSupported)."""
+        await self.channel.basic_recover(requeue)
+
+    async def receive(self, body: Any, message: Message) -> None:
+        """Dispatch to the callbacks, in order.  Raises NotImplementedError
+        when none is registered."""
+        if not self.callbacks:
+            raise NotImplementedError("Consumer does not have any callbacks")
+        for callback in self.callbacks:
+            await _maybe_await(callback(body, message))
+        await checkpoint()
+
+    # --- receiving --------------------------------------------------------------
+
+    def __aiter__(self) -> Consumer:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._receive is None:
+            raise RuntimeError("use the Consumer as 'async with Consumer(...) as consumer'")
+        channel = self.channel
+        while True:
+            try:
+                delivery = await self._receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                if self._error is not None:
+                    raise self._error from None
+                if channel.error is not None and not self._owns_channel:
+                    raise channel.error from None
+                raise StopAsyncIteration from None
+            no_ack = not channel._core.is_unsettled(delivery.delivery_tag)
+            if no_ack and channel.error is not None:
+                continue  # an ack-mode message of a closed channel: the broker redelivers it
+            return Message(
+                channel,
+                body=delivery.body,
+                properties=delivery.properties,
+                delivery_tag=delivery.delivery_tag,
+                redelivered=delivery.redelivered,
+                exchange=delivery.exchange,
+                routing_key=delivery.routing_key,
+                consumer_tag=delivery.consumer_tag,
+                no_ack=no_ack,
+                accept=self.accept,
+            )
+
+    async def _handle(self, message: Message) -> None:
+        if self.on_message is not None:
+            await _maybe_await(self.on_message(message))
+            return
+        try:
+            body = message.decode()
+        except Exception as exc:
+            if self.on_decode_error is None:
+                raise
+            await _maybe_await(self.on_decode_error(message, exc))
+            return
+        await self.receive(body, message)
+
+    async def run(self, limit: int | None = None) -> None:
+        """Receive messages and dispatch each (``on_message``, or decode +
+        callbacks; undecodable ones to ``on_decode_error``), forever or for
+        ``limit`` messages.  Cancellation: stops between messages or inside a
+        callback; messages not yet handled stay unacknowledged and return to
+        the queue when the consumer's channel closes."""
+        count = 0
+        async for message in self:
+            await self._handle(message)
+            count += 1
+            if limit is not None and count >= limit:
+                return
+
+    async def drain_events(self, timeout: float | None = None) -> None:
+        """Handle one message, waiting at most ``timeout`` seconds (then
+        ``TimeoutError``), like kombu's ``connection.drain_events``."""
+        with anyio.fail_after(timeout):
+            message = await self.__anext__()
+        await self._handle(message)
