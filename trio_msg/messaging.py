@@ -737,7 +737,7 @@ class Consumer:
             if limit is not None and count >= limit:
                 return
 
-    async def drain_events(self, timeout: float | None = None) -> None:
+    async def drain_events(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (kombu API)
         """Handle one message, waiting at most ``timeout`` seconds (then
         ``TimeoutError``), like kombu's ``connection.drain_events``."""
         with anyio.fail_after(timeout):

@@ -386,7 +386,7 @@ class StateTableDirective(SphinxDirective):
         tbl += nodes.title(text=f"{MACHINES[machine][0]}: state x input -> next state")
         group = nodes.tgroup(cols=3)
         tbl += group
-        for width in (2, 3, 2):
+        for width in (16, 34, 16):  # characters in text output; proportions in HTML
             group += nodes.colspec(colwidth=width)
         head = nodes.thead()
         group += head

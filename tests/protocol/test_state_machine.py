@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from pamqp.commands import Basic, Channel
 
 from trio_msg._protocol import AMQPChannel, ChannelState, Outcome, events
@@ -85,6 +85,11 @@ class ProtocolMachine(RuleBasedStateMachine):
             model.unsettled -= done
 
     # --- rules ---------------------------------------------------------------------
+
+    @initialize()
+    def two_channels(self) -> None:
+        self.open_channel()
+        self.open_channel()
 
     @precondition(lambda self: len(self.models) < 3)
     @rule()

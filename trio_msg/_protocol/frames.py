@@ -311,7 +311,9 @@ def encode_properties(props: BasicProperties) -> tuple[int, bytes]:
             try:
                 parts.append(_U64.pack(value))
             except struct.error:  # before 1970, or beyond 64 bits
-                raise LocalProtocolError(f"timestamp {value!r} does not fit an AMQP timestamp") from None
+                raise LocalProtocolError(
+                    f"timestamp {value!r} does not fit an AMQP timestamp"
+                ) from None
     return flags, b"".join(parts)
 
 
