@@ -477,12 +477,24 @@ class Channel:
     async def basic_cancel(self, consumer_tag: str) -> None:
         """``basic.cancel``.  Messages delivered before the cancel took effect
         and not yet received are requeued."""
-        self._consumer_errors.pop(consumer_tag, None)
-        sink = self._sinks.pop(consumer_tag, None)
+        sink: MemoryObjectSendStream[Any] | None = None
+
+        def issue(core: AMQPChannel) -> int:
+            # Forget the consumer only once the cancel is queued: cancelled
+            # before that (at _call's first checkpoint), nothing was sent and
+            # the consumer must keep its sink.
+            nonlocal sink
+            token = core.basic_cancel(consumer_tag)
+            self._consumer_errors.pop(consumer_tag, None)
+            sink = self._sinks.pop(consumer_tag, None)
+            return token
+
         try:
-            await self._call(lambda c: c.basic_cancel(consumer_tag))
+            await self._call(issue)
         finally:
-            if sink is not None:
+            # A Consumer of several queues shares one sink among its consumer
+            # tags: close it only when the last of them is cancelled.
+            if sink is not None and all(s is not sink for s in self._sinks.values()):
                 sink.close()
 
     async def basic_get(

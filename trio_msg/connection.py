@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
@@ -83,8 +83,12 @@ async def connect(
             try:
                 yield conn
             finally:
-                await conn.aclose()
-                tg.cancel_scope.cancel()
+                # Shielded: aclose() ends with a checkpoint inside the (by
+                # then cancelled) task group, whose Cancelled would replace
+                # the body's exception and then be swallowed by the group.
+                with anyio.CancelScope(shield=True):
+                    await conn.aclose()
+                conn._stop_tasks()
     except BaseExceptionGroup as group:
         raise _unwrap(group) from None
     if conn.error is not None and not _normal_close(conn.error):
@@ -147,6 +151,7 @@ class Connection:
         )
         self._stream: anyio.abc.ByteStream | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._task_scopes: list[anyio.CancelScope] = []
         self._channels: dict[int, Channel] = {}
         self.error: TrioMsgError | None = None
         self.declared_entities: set[object] = set()
@@ -193,7 +198,12 @@ class Connection:
                 for host, port in params.addresses:
                     try:
                         self._stream = await self._connect_tcp(host, port, ssl_context)
-                    except (OSError, ssl.SSLError, anyio.BrokenResourceError) as exc:
+                    except (
+                        OSError,
+                        ssl.SSLError,
+                        anyio.BrokenResourceError,
+                        anyio.EndOfStream,
+                    ) as exc:
                         failures.append(f"{host}:{port}: {_describe(exc)}")
                         continue
                     self.address = (host, port)
@@ -204,9 +214,9 @@ class Connection:
                     )
                 self._tg = tg
                 self._core.initiate()
-                tg.start_soon(self._reader)
-                tg.start_soon(self._writer)
-                tg.start_soon(self._heartbeat)
+                self._spawn(tg, self._reader)
+                self._spawn(tg, self._writer)
+                self._spawn(tg, self._heartbeat)
                 self._kick()
                 await self._opened.wait()
         except TimeoutError:
@@ -249,6 +259,24 @@ class Connection:
         if self._stream is not None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 await self._stream.aclose()
+        self._stop_tasks()
+
+    def _spawn(self, tg: anyio.abc.TaskGroup, fn: Callable[[], Awaitable[None]]) -> None:
+        """Start an IO task shielded from the cancel scopes around ``connect``
+        (a timeout around the ``async with`` must not kill the reader and
+        writer before the close handshake); :meth:`_stop_tasks` ends it."""
+        scope = anyio.CancelScope(shield=True)
+        self._task_scopes.append(scope)
+
+        async def run() -> None:
+            with scope:
+                await fn()
+
+        tg.start_soon(run)
+
+    def _stop_tasks(self) -> None:
+        for scope in self._task_scopes:
+            scope.cancel()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
@@ -303,8 +331,7 @@ class Connection:
             if self._stream is not None:
                 with anyio.move_on_after(1):
                     await self._stream.aclose()
-            if self._tg is not None:
-                self._tg.cancel_scope.cancel()
+            self._stop_tasks()
         await checkpoint()
 
     # --- the tasks -----------------------------------------------------------

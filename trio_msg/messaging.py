@@ -576,9 +576,10 @@ class Consumer:
     async def revive(self, channel: Connection | Channel) -> None:
         """Re-bind to a new channel (after a connection loss) and consume again."""
         self._tags.clear()
-        self._error = None
         if self._owns_channel and self._channel is not None:
             await self._channel.aclose()
+        # Closing the old channel reports its end to the consumer: forget it.
+        self._error = None
         self._target = channel
         await self.__aenter__()
 
@@ -604,6 +605,9 @@ class Consumer:
         await checkpoint()
         no_ack = self.no_ack if no_ack is None else no_ack
         assert self._send is not None
+        assert self._receive is not None
+        if not self._tags and self._receive.statistics().open_send_streams == 0:
+            self._reopen_stream()
         for queue in self.queues:
             if queue.name in self._tags:
                 continue
@@ -616,6 +620,27 @@ class Consumer:
                 on_cancel=self._cancelled,
             )
             self._tags[queue.name] = tag
+
+    def _reopen_stream(self) -> None:
+        """Cancelling the last consumer closed the delivery stream (ending
+        iteration); consuming again needs a new one.  Deliveries still
+        buffered in the old one move over, in order."""
+        assert self._receive is not None
+        buffered: list[ev.Delivery] = []
+        while True:
+            try:
+                buffered.append(self._receive.receive_nowait())
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.WouldBlock):
+                break
+        size = self.buffer_size
+        if self.prefetch_count:
+            size = self.prefetch_count * max(1, len(self.queues))
+        self._send, self._receive = anyio.create_memory_object_stream[ev.Delivery](
+            max(size, len(buffered))
+        )
+        for delivery in buffered:
+            self._send.send_nowait(delivery)
+        self._error = None
 
     def _cancelled(self, error: TrioMsgError) -> None:
         if self._error is None:

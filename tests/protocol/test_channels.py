@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from pamqp.commands import Basic, Channel, Queue
 
-from trio_msg._protocol import ChannelState, Outcome, events
+from trio_msg._protocol import AMQPChannel, ChannelState, Outcome, events
 from trio_msg._protocol.errors import (
     ChannelClosed,
     ChannelNotOpen,
@@ -16,7 +18,7 @@ from trio_msg._protocol.errors import (
     ProtocolError,
 )
 
-from .peer import Peer, build, connected
+from .peer import build, connected, seq, state
 
 
 def _declare_ok(name: str = "q") -> Queue.DeclareOk:
@@ -53,9 +55,10 @@ def test_client_close() -> None:
     (closed,) = peer.send(ch.id, Channel.CloseOk())
     assert isinstance(closed, events.ChannelClosed)
     assert closed.channel_id == ch.id
+    assert isinstance(closed.error, ChannelClosed)
     assert closed.error.reply_code == 200
     assert closed.error.by_peer is False
-    assert ch.state is ChannelState.CLOSED
+    assert state(ch) is ChannelState.CLOSED
     assert ch.id not in peer.conn.channels
     with pytest.raises(ChannelClosed) as info:
         ch.queue_declare("q")
@@ -123,8 +126,8 @@ def test_after_client_close_only_close_and_close_ok_count() -> None:
     peer = connected()
     ch = peer.confirm_channel()
     peer.consume(ch, "ct")
-    t1 = ch.publish("", "q", b"1")
-    t2 = ch.publish("", "q", b"2")
+    t1 = seq(ch.publish("", "q", b"1"))
+    t2 = seq(ch.publish("", "q", b"2"))
     token = ch.queue_declare("q")
     ch.close()
     assert [name for _, name in peer.received_names()] == [
@@ -165,11 +168,18 @@ def test_crossing_closes() -> None:
     ch.close()
     peer.received()
     (closed,) = peer.send(
-        ch.id, Channel.Close(reply_code=406, reply_text="PRECONDITION_FAILED", class_id=60, method_id=80)
+        ch.id,
+        Channel.Close(reply_code=406, reply_text="PRECONDITION_FAILED", class_id=60, method_id=80),
     )
     assert isinstance(closed.error, PreconditionFailed)
     assert peer.received_names() == [(ch.id, "Channel.CloseOk")]
     assert ch.state is ChannelState.CLOSED
+    # The number is not reused while the broker's close-ok for our close is
+    # still to come; that close-ok is swallowed, not a 504 connection error.
+    assert peer.open_channel().id != ch.id
+    assert peer.send(ch.id, Channel.CloseOk()) == []
+    assert peer.conn.is_open
+    assert peer.conn.open_channel().id == ch.id
 
 
 # --- one synchronous request at a time ---------------------------------------------
@@ -306,7 +316,12 @@ def test_abandoned_get_is_requeued() -> None:
     peer.received()
     ch.abandon(token)
     get_ok = build(
-        Basic.GetOk, delivery_tag=7, redelivered=False, exchange="", routing_key="q", message_count=0
+        Basic.GetOk,
+        delivery_tag=7,
+        redelivered=False,
+        exchange="",
+        routing_key="q",
+        message_count=0,
     )
     assert peer.feed(peer.content(ch.id, get_ok, b"payload")) == []
     sent = peer.received()
@@ -335,7 +350,12 @@ def test_get_ok_and_get_empty() -> None:
     t2 = ch.basic_get("q", no_ack=True)
     peer.received()
     get_ok = build(
-        Basic.GetOk, delivery_tag=3, redelivered=True, exchange="ex", routing_key="q", message_count=4
+        Basic.GetOk,
+        delivery_tag=3,
+        redelivered=True,
+        exchange="ex",
+        routing_key="q",
+        message_count=4,
     )
     (reply,) = peer.feed(peer.content(ch.id, get_ok, b"abc" * 5000, chunk=1000))
     assert reply.token == t1
@@ -416,7 +436,11 @@ def test_settle_each_delivery_once() -> None:
         ("Basic.Reject", 3),
         ("Basic.Ack", 5),
     ]
-    assert (sent[0].frame.multiple, sent[1].frame.requeue, sent[1].frame.multiple) == (False, False, False)
+    assert (sent[0].frame.multiple, sent[1].frame.requeue, sent[1].frame.multiple) == (
+        False,
+        False,
+        False,
+    )
     assert sent[2].frame.requeue is True
     assert sent[3].frame.multiple is True
     for settle in (ch.ack, ch.nack, ch.reject):
@@ -478,7 +502,7 @@ NAME = "ключ/с пробелами*?"
 
 def test_rabbitmq_names_are_accepted() -> None:
     peer = connected()
-    calls = [
+    calls: list[Callable[[AMQPChannel], int]] = [
         lambda ch: ch.exchange_declare(NAME, "topic"),
         lambda ch: ch.exchange_bind(NAME, NAME + "2", NAME),
         lambda ch: ch.exchange_unbind(NAME, NAME + "2", NAME),
@@ -496,12 +520,16 @@ def test_rabbitmq_names_are_accepted() -> None:
         call(ch)
         (sent,) = peer.received()
         fields = dict(sent.frame)
-        names = [fields[k] for k in ("exchange", "queue", "routing_key", "destination", "consumer_tag") if k in fields]
+        names = [
+            fields[k]
+            for k in ("exchange", "queue", "routing_key", "destination", "consumer_tag")
+            if k in fields
+        ]
         assert names and all(n == NAME for n in names), sent.name
     ch = peer.open_channel()
     ch.publish(NAME, NAME, b"x")
-    sent = peer.received()
-    assert (sent[0].frame.exchange, sent[0].frame.routing_key) == (NAME, NAME)
+    published = peer.received()
+    assert (published[0].frame.exchange, published[0].frame.routing_key) == (NAME, NAME)
     # deliveries and returns carrying such names decode too
     peer.consume(ch, NAME)
     (delivery,) = peer.deliver(ch.id, NAME, 1, exchange=NAME, routing_key=NAME)

@@ -34,9 +34,7 @@ from trio_msg._protocol.frames import BasicProperties
 
 from .peer import _lenient, build, decode_client_bytes
 
-SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 UTC = datetime.UTC
 
@@ -56,7 +54,9 @@ leaves = st.one_of(
 table_keys = st.text(min_size=1, max_size=12).filter(lambda k: len(k.encode()) <= 128)
 values = st.recursive(
     leaves,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(table_keys, children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(table_keys, children, max_size=4)
+    ),
     max_leaves=20,
 )
 tables = st.dictionaries(table_keys, values, max_size=6)
@@ -80,7 +80,9 @@ PROPERTY_NAMES = [
 
 
 @st.composite
-def properties(draw: st.DrawFn, strings: st.SearchStrategy[str] = nonempty_shortstr) -> BasicProperties:
+def properties(
+    draw: st.DrawFn, strings: st.SearchStrategy[str] = nonempty_shortstr
+) -> BasicProperties:
     fields: dict[str, Any] = {}
     for name in PROPERTY_NAMES:
         if not draw(st.booleans()):
@@ -97,17 +99,21 @@ def properties(draw: st.DrawFn, strings: st.SearchStrategy[str] = nonempty_short
 
 
 def pamqp_properties(props: BasicProperties) -> Basic.Properties:
-    cls = _lenient(Basic.Properties)  # type: ignore[arg-type]
+    cls = _lenient(Basic.Properties)
     kwargs = {("message_type" if k == "type" else k): getattr(props, k) for k in PROPERTY_NAMES}
     if kwargs["cluster_id"] is None:
         kwargs["cluster_id"] = ""
-    return cls(**kwargs)  # type: ignore[no-any-return]
+    props_obj: Basic.Properties = cls(**kwargs)
+    return props_obj
 
 
 def pamqp_content(channel: int, body: bytes, props: BasicProperties, frame_max: int) -> bytes:
     out = [pframe.marshal(pheader.ContentHeader(0, len(body), pamqp_properties(props)), channel)]
     step = frame_max - 8
-    out += [pframe.marshal(pbody.ContentBody(body[i : i + step]), channel) for i in range(0, len(body), step)]
+    out += [
+        pframe.marshal(pbody.ContentBody(body[i : i + step]), channel)
+        for i in range(0, len(body), step)
+    ]
     return b"".join(out)
 
 
@@ -136,10 +142,16 @@ def test_encode_publish_matches_pamqp(
     immediate: bool,
 ) -> None:
     ours = b"".join(
-        fr.encode_publish(channel, exchange, routing_key, body, props, frame_max, mandatory, immediate)
+        fr.encode_publish(
+            channel, exchange, routing_key, body, props, frame_max, mandatory, immediate
+        )
     )
     method = build(
-        Basic.Publish, exchange=exchange, routing_key=routing_key, mandatory=mandatory, immediate=immediate
+        Basic.Publish,
+        exchange=exchange,
+        routing_key=routing_key,
+        mandatory=mandatory,
+        immediate=immediate,
     )
     theirs = pframe.marshal(method, channel) + pamqp_content(channel, body, props, frame_max)
     assert ours == theirs
@@ -152,7 +164,9 @@ def test_encode_publish_matches_pamqp(
     props=properties(),
     frame_max=st.sampled_from([4096, 4097, 5000, 8192, 131072]),
 )
-def test_encode_content_matches_pamqp(channel: int, body: bytes, props: BasicProperties, frame_max: int) -> None:
+def test_encode_content_matches_pamqp(
+    channel: int, body: bytes, props: BasicProperties, frame_max: int
+) -> None:
     assert b"".join(fr.encode_content(channel, body, props, frame_max)) == pamqp_content(
         channel, body, props, frame_max
     )
@@ -172,7 +186,9 @@ def test_encode_properties_matches_pamqp(props: BasicProperties) -> None:
     multiple=st.booleans(),
     requeue=st.booleans(),
 )
-def test_encode_ack_nack_reject_match_pamqp(channel: int, tag: int, multiple: bool, requeue: bool) -> None:
+def test_encode_ack_nack_reject_match_pamqp(
+    channel: int, tag: int, multiple: bool, requeue: bool
+) -> None:
     assert fr.encode_ack(channel, 80, tag, multiple) == pframe.marshal(
         Basic.Ack(delivery_tag=tag, multiple=multiple), channel
     )
@@ -189,7 +205,7 @@ def test_encode_ack_nack_reject_match_pamqp(channel: int, tag: int, multiple: bo
 def test_encode_method_matches_pamqp_with_rabbitmq_names(
     channel: int, name: str, other: str, args: dict[str, Any]
 ) -> None:
-    cases = [
+    cases: list[tuple[Any, dict[str, Any]]] = [
         (Queue.Declare, {"queue": name, "durable": True, "arguments": args}),
         (Exchange.Declare, {"exchange": name, "exchange_type": other, "arguments": args}),
         (Queue.Bind, {"queue": name, "exchange": other, "routing_key": name, "arguments": args}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 from pamqp import frame as pframe
@@ -16,7 +17,7 @@ from trio_msg._protocol.errors import (
     UnexpectedFrame,
 )
 
-from .peer import Peer, build, connected, raw_content_header, raw_frame
+from .peer import Peer, build, connected, raw_content_header, raw_frame, seq
 
 HEARTBEAT = b"\x08\x00\x00\x00\x00\x00\x00\xce"
 
@@ -115,7 +116,7 @@ def _assert_dead(peer: Peer, code: int, exc_type: type[RemoteProtocolError]) -> 
     sent = peer.received()
     assert [s.name for s in sent] == ["Connection.Close"]
     assert sent[0].frame.reply_code == code
-    evs = conn.next_events()
+    evs: list[Any] = conn.next_events()
     assert isinstance(evs[-1], events.ConnectionTerminated)
     assert isinstance(evs[-1].error, exc_type)
     assert evs[-1].error.reply_code == code
@@ -174,7 +175,9 @@ def test_huge_frame_after_tune(size: int) -> None:
         (pframe.marshal(Channel.OpenOk(), 3), 504, RemoteProtocolError),  # not open
     ],
 )
-def test_protocol_errors_reply_codes(data: bytes, code: int, exc: type[RemoteProtocolError]) -> None:
+def test_protocol_errors_reply_codes(
+    data: bytes, code: int, exc: type[RemoteProtocolError]
+) -> None:
     peer = connected()
     with pytest.raises(exc) as info:
         peer.conn.receive_data(data)
@@ -185,11 +188,11 @@ def test_protocol_errors_reply_codes(data: bytes, code: int, exc: type[RemotePro
 def test_protocol_error_closes_channels_and_resolves_confirms() -> None:
     peer = connected()
     ch = peer.confirm_channel()
-    tag = ch.publish("", "q", b"x")
+    tag = seq(ch.publish("", "q", b"x"))
     peer.received()
     with pytest.raises(FrameError):
         peer.conn.receive_data(HEARTBEAT[:-1] + b"\x00")
-    evs = peer.conn.next_events()
+    evs = peer.events()
     assert evs[0] == events.Confirmation(ch.id, (tag,), events.Outcome.UNKNOWN)
     assert isinstance(evs[1], events.ChannelClosed)
     assert isinstance(evs[1].error, FrameError)
@@ -220,7 +223,12 @@ def test_method_in_the_middle_of_a_message() -> None:
     ch = peer.open_channel()
     peer.consume(ch, "ct")
     deliver = build(
-        Basic.Deliver, consumer_tag="ct", delivery_tag=1, redelivered=False, exchange="", routing_key="q"
+        Basic.Deliver,
+        consumer_tag="ct",
+        delivery_tag=1,
+        redelivered=False,
+        exchange="",
+        routing_key="q",
     )
     data = pframe.marshal(deliver, ch.id) + raw_content_header(ch.id, 10)
     assert peer.feed(data) == []
@@ -234,9 +242,16 @@ def test_body_larger_than_header_said() -> None:
     ch = peer.open_channel()
     peer.consume(ch, "ct")
     deliver = build(
-        Basic.Deliver, consumer_tag="ct", delivery_tag=1, redelivered=False, exchange="", routing_key="q"
+        Basic.Deliver,
+        consumer_tag="ct",
+        delivery_tag=1,
+        redelivered=False,
+        exchange="",
+        routing_key="q",
     )
-    data = pframe.marshal(deliver, ch.id) + raw_content_header(ch.id, 3) + raw_frame(3, ch.id, b"abcd")
+    data = (
+        pframe.marshal(deliver, ch.id) + raw_content_header(ch.id, 3) + raw_frame(3, ch.id, b"abcd")
+    )
     with pytest.raises(RemoteProtocolError) as info:
         peer.feed(data)
     assert info.value.reply_code == 505
@@ -258,7 +273,12 @@ def test_content_header_of_another_class() -> None:
     ch = peer.open_channel()
     peer.consume(ch, "ct")
     deliver = build(
-        Basic.Deliver, consumer_tag="ct", delivery_tag=1, redelivered=False, exchange="", routing_key="q"
+        Basic.Deliver,
+        consumer_tag="ct",
+        delivery_tag=1,
+        redelivered=False,
+        exchange="",
+        routing_key="q",
     )
     header = raw_frame(2, ch.id, struct.pack(">HHQH", 50, 0, 0, 0))
     with pytest.raises(UnexpectedFrame):
@@ -269,7 +289,9 @@ def test_wrong_protocol_version() -> None:
     peer = Peer()
     peer.conn.initiate()
     peer.received()
-    start = Connection.Start(version_major=0, version_minor=8, server_properties={}, mechanisms="PLAIN")
+    start = Connection.Start(
+        version_major=0, version_minor=8, server_properties={}, mechanisms="PLAIN"
+    )
     with pytest.raises(RemoteProtocolError):
         peer.send(0, start)
 

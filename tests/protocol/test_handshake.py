@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import struct
+from typing import Any
 
 import pytest
 from pamqp import heartbeat as pheartbeat
@@ -17,11 +18,12 @@ from trio_msg._protocol.errors import (
     ConnectionForced,
     ConnectionLost,
     HeartbeatTimeout,
+    LocalProtocolError,
     MessageStateError,
     NotAllowed,
 )
 
-from .peer import Peer, connected
+from .peer import Peer, connected, seq, state
 
 
 def _amqplain(login: bytes, password: bytes) -> bytes:
@@ -55,7 +57,11 @@ def test_sasl_mechanisms(offered: str, requested: str | None, chosen: str, respo
     assert peer.start(mechanisms=offered) == []
     header, start_ok = peer.received()
     assert header.name == "ProtocolHeader"
-    assert (header.frame.major_version, header.frame.minor_version, header.frame.revision) == (0, 9, 1)
+    assert (header.frame.major_version, header.frame.minor_version, header.frame.revision) == (
+        0,
+        9,
+        1,
+    )
     assert start_ok.channel == 0
     assert start_ok.name == "Connection.StartOk"
     assert start_ok.frame.mechanism == chosen
@@ -78,7 +84,9 @@ def test_sasl_mechanisms(offered: str, requested: str | None, chosen: str, respo
         ("", None),
     ],
 )
-def test_mechanism_not_offered_is_an_authentication_error(offered: str, requested: str | None) -> None:
+def test_mechanism_not_offered_is_an_authentication_error(
+    offered: str, requested: str | None
+) -> None:
     peer = Peer(username="u", password="secret-pw", auth_mechanism=requested)
     evs = peer.start(mechanisms=offered)
     (terminated,) = evs
@@ -140,7 +148,9 @@ def test_server_properties_reach_the_opened_event() -> None:
     ],
 )
 def test_tune_negotiation(
-    client: tuple[int, int, int | None], server: tuple[int, int, int], expected: tuple[int, int, int]
+    client: tuple[int, int, int | None],
+    server: tuple[int, int, int],
+    expected: tuple[int, int, int],
 ) -> None:
     channel_max, frame_max, hb = client
     peer = Peer(channel_max=channel_max, frame_max=frame_max, heartbeat=hb, vhost="/prod")
@@ -215,7 +225,7 @@ def test_eof_during_authentication_is_reported_as_such() -> None:
     peer = Peer()
     peer.start()
     peer.conn.connection_lost()
-    (terminated,) = peer.conn.next_events()
+    (terminated,) = peer.events()
     assert isinstance(terminated.error, ConnectionLost)
     assert "authentication" in str(terminated.error)
 
@@ -237,7 +247,7 @@ def test_client_close() -> None:
     assert type(err) is ConnectionClosed
     assert err.reply_code == 200
     assert err.by_peer is False
-    assert peer.conn.state is ConnectionState.CLOSED
+    assert state(peer.conn) is ConnectionState.CLOSED
     assert peer.received() == []
     # a closed connection ignores whatever still arrives
     assert peer.heartbeat() == []
@@ -257,7 +267,7 @@ def test_server_close_while_client_closing() -> None:
 def test_server_close() -> None:
     peer = connected()
     ch = peer.confirm_channel()
-    tag = ch.publish("", "q", b"x")
+    tag = seq(ch.publish("", "q", b"x"))
     peer.received()
     evs = peer.send(
         0,
@@ -292,6 +302,7 @@ def test_blocked_and_unblocked() -> None:
 def test_close_before_handshake() -> None:
     conn = AMQPConnection()
     conn.close()
+    terminated: Any
     (terminated,) = conn.next_events()
     assert isinstance(terminated.error, ConnectionClosed)
     assert conn.data_to_send() == b""
@@ -370,7 +381,7 @@ def test_two_silent_intervals_kill_the_connection() -> None:
     ch = peer.confirm_channel()
     peer.consume(ch, "ct")
     peer.deliver(ch.id, "ct", 1)
-    tags = [ch.publish("", "q", b"x"), ch.publish("", "q", b"y")]
+    tags = [seq(ch.publish("", "q", b"x")), seq(ch.publish("", "q", b"y"))]
     peer.received()
     conn = peer.conn
     conn.tick(50.0)
@@ -380,7 +391,7 @@ def test_two_silent_intervals_kill_the_connection() -> None:
     assert conn.next_events() == []
     assert conn.is_open
     conn.tick(70.0)
-    evs = conn.next_events()
+    evs: list[Any] = conn.next_events()
     confirmation, ch_closed, terminated = evs
     assert confirmation == events.Confirmation(ch.id, tuple(tags), Outcome.UNKNOWN)
     assert isinstance(ch_closed, events.ChannelClosed)
@@ -418,18 +429,18 @@ def test_next_deadline() -> None:
 def test_connection_lost_resolves_everything() -> None:
     peer = connected()
     ch = peer.confirm_channel()
-    t1 = ch.publish("", "q", b"1")
+    t1 = seq(ch.publish("", "q", b"1"))
     token = ch.queue_declare("q")
     peer.received()
     peer.conn.connection_lost()
-    confirmation, ch_closed, terminated = peer.conn.next_events()
+    confirmation, ch_closed, terminated = peer.events()
     assert confirmation == events.Confirmation(ch.id, (t1,), Outcome.UNKNOWN)
     assert isinstance(ch_closed.error, ConnectionLost)
     assert isinstance(terminated.error, ConnectionLost)
     assert ch.pending_requests == 0
     assert token  # the token is simply never answered
     peer.conn.connection_lost()
-    assert peer.conn.next_events() == []
+    assert peer.events() == []
 
 
 def test_channel_close_event_error_type() -> None:
@@ -440,3 +451,11 @@ def test_channel_close_event_error_type() -> None:
     (closed,) = peer.send(ch.id, Channel.CloseOk())
     assert isinstance(closed.error, ChannelClosed)
     assert closed.error.reply_code == 200
+
+
+def test_initiate_twice_is_a_local_error() -> None:
+    peer = connected()
+    with pytest.raises(LocalProtocolError):
+        peer.conn.initiate()
+    assert peer.conn.is_open
+    assert peer.received() == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,14 +38,19 @@ class Script:
 
 
 def m(channel: int, method: Any) -> bytes:
-    return pframe.marshal(method, channel)
+    return bytes(pframe.marshal(method, channel))
 
 
 def make_script(bodies: list[bytes], chunk: int) -> Script:
     s = Script()
     s.cmd(lambda c: c.initiate())
     s.data(
-        m(0, Connection.Start(server_properties={"product": "RabbitMQ"}, mechanisms="PLAIN AMQPLAIN")),
+        m(
+            0,
+            Connection.Start(
+                server_properties={"product": "RabbitMQ"}, mechanisms="PLAIN AMQPLAIN"
+            ),
+        ),
         m(0, Connection.Tune(channel_max=100, frame_max=8192, heartbeat=30)),
         m(0, Connection.OpenOk()),
     )
@@ -69,7 +75,12 @@ def make_script(bodies: list[bytes], chunk: int) -> Script:
 
     def deliver(channel: int, tag: str, n: int, body: bytes) -> bytes:
         method = build(
-            Basic.Deliver, consumer_tag=tag, delivery_tag=n, redelivered=bool(n % 2), exchange="ex", routing_key="rk"
+            Basic.Deliver,
+            consumer_tag=tag,
+            delivery_tag=n,
+            redelivered=bool(n % 2),
+            exchange="ex",
+            routing_key="rk",
         )
         props = Basic.Properties(content_type="text/plain", headers={"n": n, "s": "x" * n})
         return b"".join(content_frames(channel, method, body, props, chunk))
@@ -83,10 +94,19 @@ def make_script(bodies: list[bytes], chunk: int) -> Script:
     ]
     for n, b in enumerate(bodies, start=1):
         parts.append(deliver(1 if n % 2 else 2, "c1" if n % 2 else "c2", n, b))
-    get_ok = build(Basic.GetOk, delivery_tag=99, redelivered=False, exchange="", routing_key="q", message_count=0)
+    get_ok = build(
+        Basic.GetOk,
+        delivery_tag=99,
+        redelivered=False,
+        exchange="",
+        routing_key="q",
+        message_count=0,
+    )
     parts.append(b"".join(content_frames(2, get_ok, b"got", None, chunk)))
     if bodies:
-        ret = build(Basic.Return, reply_code=312, reply_text="NO_ROUTE", exchange="ex", routing_key="rk0")
+        ret = build(
+            Basic.Return, reply_code=312, reply_text="NO_ROUTE", exchange="ex", routing_key="rk0"
+        )
         parts.append(b"".join(content_frames(1, ret, bodies[0], None, chunk)))
     parts += [
         m(0, Connection.Blocked(reason="memory")),
@@ -95,11 +115,31 @@ def make_script(bodies: list[bytes], chunk: int) -> Script:
         m(0, Connection.Unblocked()),
         m(2, Channel.Flow(active=False)),
         # a zero-length message: method and header only
-        m(1, build(Basic.Deliver, consumer_tag="c1", delivery_tag=1000, redelivered=False, exchange="", routing_key="")),
+        m(
+            1,
+            build(
+                Basic.Deliver,
+                consumer_tag="c1",
+                delivery_tag=1000,
+                redelivered=False,
+                exchange="",
+                routing_key="",
+            ),
+        ),
         raw_content_header(1, 0),
         m(2, build(Basic.Cancel, consumer_tag="c2", nowait=False)),
-        m(2, Channel.Close(reply_code=406, reply_text="PRECONDITION_FAILED", class_id=60, method_id=80)),
-        m(0, Connection.Close(reply_code=320, reply_text="CONNECTION_FORCED", class_id=0, method_id=0)),
+        m(
+            2,
+            Channel.Close(
+                reply_code=406, reply_text="PRECONDITION_FAILED", class_id=60, method_id=80
+            ),
+        ),
+        m(
+            0,
+            Connection.Close(
+                reply_code=320, reply_text="CONNECTION_FORCED", class_id=0, method_id=0
+            ),
+        ),
         raw_frame(3, 1, b"ignored after close"),
     ]
     s.data(*parts)
@@ -163,7 +203,7 @@ def test_byte_by_byte_equals_whole() -> None:
     assert run(script, bytewise) == run(script, whole)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bodies=bodies_st, chunk=st.integers(1, 8184), data=st.data())
 def test_random_splits_equal_whole(bodies: list[bytes], chunk: int, data: st.DataObject) -> None:
     script = make_script(bodies, chunk)
@@ -174,6 +214,6 @@ def test_random_splits_equal_whole(bodies: list[bytes], chunk: int, data: st.Dat
 
     def random_split(i: int, seg: bytes) -> list[bytes]:
         points = [0, *cuts[i], len(seg)]
-        return [seg[a:b] for a, b in zip(points, points[1:], strict=False)]
+        return [seg[a:b] for a, b in itertools.pairwise(points)]
 
     assert run(script, random_split) == run(script, whole)

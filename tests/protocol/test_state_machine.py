@@ -75,7 +75,9 @@ class ProtocolMachine(RuleBasedStateMachine):
             if sent.name not in ("Basic.Ack", "Basic.Nack", "Basic.Reject"):
                 continue
             model = self.models.get(sent.channel)
-            assert model is not None and model.state == "open", "settled on a channel that is not open"
+            assert model is not None and model.state == "open", (
+                "settled on a channel that is not open"
+            )
             tag = sent.frame.delivery_tag
             if getattr(sent.frame, "multiple", False):
                 done = {t for t in model.unsettled if t <= tag}
@@ -98,16 +100,19 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.peer.consume(ch, "ct")
         self.models[ch.id] = ChannelModel(ch)
 
-    @rule(data=st.data(), mandatory=st.booleans(), rk=st.sampled_from(["a", "b"]))
-    def publish(self, data: st.DataObject, mandatory: bool, rk: str) -> None:
+    @rule(data=st.data(), count=st.integers(1, 4))
+    def publish(self, data: st.DataObject, count: int) -> None:
         opened = self.live("open")
         if not opened:
             return
         model = data.draw(st.sampled_from(opened))
-        tag = model.ch.publish("ex", rk, b"payload", mandatory=mandatory)
-        assert tag == len(model.published) + 1
-        model.published[tag] = (rk, mandatory)
-        model.unresolved.add(tag)
+        for _ in range(count):
+            mandatory = data.draw(st.booleans())
+            rk = data.draw(st.sampled_from(["a", "b"]))
+            tag = model.ch.publish("ex", rk, b"payload", mandatory=mandatory)
+            assert tag == len(model.published) + 1
+            model.published[tag] = (rk, mandatory)
+            model.unresolved.add(tag)
         self.check_sent()
 
     @rule(data=st.data(), multiple=st.booleans(), nack=st.booleans())
@@ -119,11 +124,15 @@ class ProtocolMachine(RuleBasedStateMachine):
         # mostly unresolved tags, sometimes one already resolved
         pool = sorted(model.unresolved) or sorted(model.published)
         tag = data.draw(st.sampled_from(pool))
-        expected = tuple(sorted(t for t in model.unresolved if t <= tag)) if multiple else (
-            (tag,) if tag in model.unresolved else ()
+        expected = (
+            tuple(sorted(t for t in model.unresolved if t <= tag))
+            if multiple
+            else ((tag,) if tag in model.unresolved else ())
         )
-        method = Basic.Nack(delivery_tag=tag, multiple=multiple) if nack else Basic.Ack(
-            delivery_tag=tag, multiple=multiple
+        method = (
+            Basic.Nack(delivery_tag=tag, multiple=multiple)
+            if nack
+            else Basic.Ack(delivery_tag=tag, multiple=multiple)
         )
         evs = self.process(self.peer.send(model.ch.id, method))
         outcome = Outcome.NACK if nack else Outcome.ACK
@@ -241,7 +250,9 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.process(evs)
         self.check_close_events(model, evs, unresolved)
 
-    def check_close_events(self, model: ChannelModel, evs: list[events.Event], unresolved: tuple[int, ...]) -> None:
+    def check_close_events(
+        self, model: ChannelModel, evs: list[events.Event], unresolved: tuple[int, ...]
+    ) -> None:
         expected: list[type] = [events.ChannelClosed]
         if unresolved:
             expected.insert(0, events.Confirmation)
@@ -249,6 +260,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         assert [type(e) for e in evs] == expected
         assert model.ch.state is ChannelState.CLOSED
 
+    @precondition(lambda self: sum(len(m.unresolved) for m in self.models.values()) >= 4)
     @rule()
     def connection_lost(self) -> None:
         self.peer.conn.connection_lost()
@@ -296,7 +308,7 @@ class ProtocolMachine(RuleBasedStateMachine):
 
 
 ProtocolMachine.TestCase.settings = settings(
-    max_examples=120,
+    max_examples=150,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

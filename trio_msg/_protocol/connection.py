@@ -186,6 +186,10 @@ class AMQPConnection:
         self.blocked = False
         self.error: TrioMsgError | None = None
         self.channels: dict[int, AMQPChannel] = {}
+        # Channels whose close crossed the broker's: we answered its close,
+        # and its close-ok for ours is still to come.  Their numbers are not
+        # reused until it does.
+        self._crossed: set[int] = set()
 
         self._reader = fr.FrameReader(fr.FRAME_MIN_SIZE, 0)
         self._out: list[bytes] = []
@@ -257,6 +261,8 @@ class AMQPConnection:
 
     def initiate(self) -> None:
         """Queue the protocol header that starts the handshake."""
+        if self.state is not ConnectionState.INIT:
+            raise LocalProtocolError(f"the handshake was already started ({self.state.value})")
         self._move("send protocol-header")
         self._write(fr.PROTOCOL_HEADER)
 
@@ -317,14 +323,18 @@ class AMQPConnection:
             raise LocalProtocolError(f"connection is not open ({self.state.value})", CHANNEL_ERROR)
         if channel_id is None:
             for candidate in range(1, self.channel_max + 1):
-                if candidate not in self.channels:
+                if candidate not in self.channels and candidate not in self._crossed:
                     channel_id = candidate
                     break
             else:
                 raise LocalProtocolError(
                     f"all {self.channel_max} channels are in use", CHANNEL_ERROR
                 )
-        elif not 1 <= channel_id <= self.channel_max or channel_id in self.channels:
+        elif (
+            not 1 <= channel_id <= self.channel_max
+            or channel_id in self.channels
+            or channel_id in self._crossed
+        ):
             raise LocalProtocolError(
                 f"channel {channel_id} is in use or out of range", CHANNEL_ERROR
             )
@@ -396,6 +406,8 @@ class AMQPConnection:
                 if frame_type == fr.FRAME_METHOD:
                     if channel_id == 0:
                         self._on_connection_method(fr.decode_method(payload))
+                    elif channel_id in self._crossed and channel_id not in self.channels:
+                        self._on_crossed(channel_id, payload)
                     else:
                         self._channel_for(channel_id)._on_method(payload)
                 elif frame_type == fr.FRAME_HEARTBEAT:
@@ -437,12 +449,18 @@ class AMQPConnection:
     def _channel_for(self, channel_id: int) -> AMQPChannel:
         channel = self.channels.get(channel_id)
         if channel is None:
-            if self.state is ConnectionState.CLOSING:
+            if self.state is ConnectionState.CLOSING or channel_id in self._crossed:
                 return _DISCARD
             raise RemoteProtocolError(
                 f"frame on channel {channel_id}, which is not open", CHANNEL_ERROR
             )
         return channel
+
+    def _on_crossed(self, channel_id: int, payload: bytes) -> None:
+        """A frame for a channel whose close crossed the broker's: only its
+        close-ok matters (it frees the channel number)."""
+        if isinstance(fr.decode_method(payload), C.Channel.CloseOk):
+            self._crossed.discard(channel_id)
 
     def _on_connection_method(self, method: _pbase.Frame) -> None:
         name = method.name
@@ -947,6 +965,7 @@ class AMQPChannel:
             if isinstance(method, C.Channel.CloseOk | C.Channel.Close):
                 if isinstance(method, C.Channel.Close):
                     self.connection._send_method(self.id, C.Channel.CloseOk())
+                    self.connection._crossed.add(self.id)
                 self._move(f"recv {name}")
                 if self.error is not None:
                     error = self.error
