@@ -370,8 +370,9 @@ class Producer:
         ``async with producer.pipeline(1000) as pipe: await pipe.publish(...)``
         keeps at most ``max_unconfirmed`` messages unconfirmed (publish waits,
         cancellably, while the window is full) and, on exit, waits for every
-        outcome.  ``pipe.acked``, ``pipe.nacked``, ``pipe.unknown`` count
-        them; ``pipe.failures`` lists the results that were not acked.
+        outcome.  ``pipe.acked``, ``pipe.nacked``, ``pipe.unknown`` and
+        ``pipe.returned`` (acked but unroutable, ``mandatory``) count them;
+        ``pipe.failures`` lists the results that were not plainly acked.
         """
         if not self.confirm:
             raise NotSupported("a pipeline needs publisher confirms (Producer(confirm=True))")
@@ -392,6 +393,7 @@ class Pipeline:
         self.acked = 0
         self.nacked = 0
         self.unknown = 0
+        self.returned = 0
         self.failures: list[PublishResult] = []
 
     def _settle_done(self) -> None:
@@ -408,8 +410,8 @@ class Pipeline:
             self.nacked += 1
         elif outcome is ev.Outcome.UNKNOWN:
             self.unknown += 1
-        else:
-            self.acked += 1
+        else:  # acked, but returned unroutable: a failure, not a success
+            self.returned += 1
         self.failures.append(result)
 
     async def publish(

@@ -92,7 +92,10 @@ async def receive(consumer: Consumer, n: int = 1) -> list[trio_msg.Message]:
 async def assert_quiet(consumer: Consumer) -> None:
     """Nothing more is delivered to ``consumer`` for a little while."""
     with anyio.move_on_after(QUIET):
-        message = await consumer.__anext__()
+        try:
+            message = await consumer.__anext__()
+        except StopAsyncIteration:
+            return
         pytest.fail(f"unexpected message {message!r}: {message.body!r}")
 
 
@@ -163,7 +166,7 @@ async def test_producer_default_serializer_and_exchange(
 ) -> None:
     exchange = topo.exchange("direct")
     queue = topo.queue(exchange=exchange, routing_key="rk")
-    async with Consumer(conn, [queue]) as consumer:
+    async with Consumer(conn, [queue], accept=["yaml", "json"]) as consumer:
         async with Producer(conn, exchange=exchange, routing_key="rk", serializer="yaml") as p:
             await p.publish({"a": 1})  # exchange and routing key from the producer
             await p.publish([1, 2], serializer="json")  # per-publish override
@@ -192,7 +195,9 @@ async def test_compression_round_trip(
         )
     async with Consumer(conn, [queue]) as consumer:
         [message] = await receive(consumer)
-        assert message.headers["compression"] == trio_msg.compression.registry.get(method).content_type
+        assert (
+            message.headers["compression"] == trio_msg.compression.registry.get(method).content_type
+        )
         assert message.headers["keep"] == "me"
         assert len(message.body) < len(plain) / 2
         assert message.content_type == "application/json"
@@ -314,7 +319,8 @@ async def test_mandatory_return_in_a_pipeline(
         async with producer.pipeline(10) as pipe:
             await pipe.publish("ok", routing_key=queue.name, mandatory=True)
             lost = await pipe.publish("lost", routing_key=f"{unique_name}.no", mandatory=True)
-        assert pipe.acked == 1
+        # the broker acks a returned message too; it counts as returned, not acked
+        assert (pipe.acked, pipe.returned) == (1, 1)
         assert pipe.failures == [lost]
         assert lost.returned is not None
         assert lost.returned.body == b"lost"
@@ -484,9 +490,7 @@ async def test_callbacks_run_in_order(conn: trio_msg.Connection, topo: Topology)
         c.register_callback(last)
         with anyio.fail_after(TIMEOUT):
             await c.run(limit=3)
-        assert seen == [
-            (name, {"i": i}) for i in range(3) for name in ("plain", "async", "last")
-        ]
+        assert seen == [(name, {"i": i}) for i in range(3) for name in ("plain", "async", "last")]
         with anyio.fail_after(TIMEOUT):
             await c.drain_events(timeout=TIMEOUT)
         assert seen[-1] == ("last", {"i": 3})
@@ -614,6 +618,33 @@ async def test_cancel_by_queue_and_consuming_from(
         assert not consumer.consuming_from(q2)
 
 
+async def test_cancel_ends_iteration_and_consume_resumes(
+    conn: trio_msg.Connection, topo: Topology
+) -> None:
+    q1, q2 = topo.queue("one"), topo.queue("two")
+    async with Consumer(conn, [q1, q2], prefetch_count=5) as consumer:
+        async with Producer(conn) as producer:
+            await producer.publish("before", routing_key=q1.name)
+            with anyio.fail_after(TIMEOUT):
+                while consumer.channel._core.is_unsettled(1) is False:
+                    await anyio.sleep(0.01)  # delivered, not yet received
+            await consumer.cancel()
+            # what was delivered before the cancel is still yielded, then iteration ends
+            [before] = await receive(consumer)
+            assert before.payload == "before"
+            with anyio.fail_after(TIMEOUT):
+                assert [m async for m in consumer] == []
+            await consumer.consume()
+            assert consumer.consuming_from(q1)
+            assert consumer.consuming_from(q2)
+            await producer.publish("after", routing_key=q2.name)
+        [after] = await receive(consumer)
+        assert after.payload == "after"
+        assert not after.redelivered
+        await after.ack(multiple=True)
+        await assert_quiet(consumer)
+
+
 async def test_add_queue_then_consume(conn: trio_msg.Connection, topo: Topology) -> None:
     q1, q2 = topo.queue("one"), topo.queue("two")
     async with Consumer(conn, [q1]) as consumer:
@@ -648,15 +679,20 @@ async def test_qos(conn: trio_msg.Connection, topo: Topology) -> None:
     async with Producer(conn) as producer:
         for i in range(3):
             await producer.publish(i, routing_key=queue.name, declare=[queue])
-    async with Consumer(conn, [queue], prefetch_count=1) as consumer:
-        [first] = await receive(consumer)
+    async with Consumer(conn, []) as consumer:
+        # RabbitMQ applies a per-consumer prefetch to the consumers started after it
+        await consumer.qos(prefetch_count=2)
+        consumer.add_queue(queue)
+        await consumer.declare()
+        await consumer.consume()
+        first, second = await receive(consumer, 2)
         await assert_quiet(consumer)
-        await consumer.qos(prefetch_count=3)
-        rest = await receive(consumer, 2)
-        assert [m.payload for m in [first, *rest]] == [0, 1, 2]
+        await second.ack(multiple=True)
+        [third] = await receive(consumer)
+        assert [m.payload for m in (first, second, third)] == [0, 1, 2]
         with pytest.raises(NotSupported):
             await consumer.qos(prefetch_size=1024)
-        await rest[1].ack(multiple=True)
+        await third.ack()
         assert consumer.channel.is_open
 
 
@@ -708,7 +744,7 @@ async def test_consumer_revive(conn: trio_msg.Connection, topo: Topology) -> Non
             assert message.channel is new
             await message.ack()
             await consumer.cancel()
-        await assert_quiet(consumer)
+            await assert_quiet(consumer)
 
 
 async def test_producer_revive(conn: trio_msg.Connection, topo: Topology) -> None:
@@ -798,9 +834,7 @@ async def test_priorities(conn: trio_msg.Connection, topo: Topology) -> None:
     async with Producer(conn) as producer:
         await trio_msg.maybe_declare(queue, producer.channel)
         for priority in (1, 5, 0, 9, 5, 10):
-            await producer.publish(
-                {"p": priority}, routing_key=queue.name, priority=priority
-            )
+            await producer.publish({"p": priority}, routing_key=queue.name, priority=priority)
     async with Consumer(conn, [queue], prefetch_count=1) as consumer:
         order = []
         for _ in range(6):
@@ -811,9 +845,7 @@ async def test_priorities(conn: trio_msg.Connection, topo: Topology) -> None:
     assert order == [10, 9, 5, 5, 1, 0]
 
 
-async def test_message_properties_arrive_intact(
-    conn: trio_msg.Connection, topo: Topology
-) -> None:
+async def test_message_properties_arrive_intact(conn: trio_msg.Connection, topo: Topology) -> None:
     queue = topo.queue(max_priority=10)
     when = datetime.datetime(2024, 5, 17, 12, 30, 45, tzinfo=datetime.UTC)
     headers = {
@@ -982,9 +1014,7 @@ async def test_direct_exchange_routing(conn: trio_msg.Connection, topo: Topology
     exchange = topo.exchange("direct", "direct")
     queues = {
         "red": topo.queue("red", exchange=exchange, routing_key="red"),
-        "both": topo.queue(
-            "both", bindings=[binding(exchange, "red"), binding(exchange, "green")]
-        ),
+        "both": topo.queue("both", bindings=[binding(exchange, "red"), binding(exchange, "green")]),
     }
     got = await route(conn, exchange, queues, [("red", None), ("green", None), ("blue", None)])
     assert got == {"red": ["red|0"], "both": ["red|0", "green|1"]}
@@ -1018,4 +1048,3 @@ async def test_use_outside_context_is_an_error(conn: trio_msg.Connection) -> Non
     with pytest.raises(TypeError):
         async with Producer(object()):  # type: ignore[arg-type]
             pass
-

@@ -1054,6 +1054,10 @@ class AMQPChannel:
         elif isinstance(method, C.Basic.CancelOk):
             self.consumers.pop(method.consumer_tag, None)
             self._orphans.discard(method.consumer_tag)
+        elif isinstance(method, C.Basic.RecoverOk):
+            # The broker redelivers every unacked message under new tags;
+            # the old ones must never be acked again.
+            self._unsettled.clear()
         elif isinstance(method, C.Channel.FlowOk):
             pass
         if not rpc.abandoned:
