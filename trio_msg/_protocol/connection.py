@@ -684,6 +684,24 @@ class AMQPChannel:
             )
         )
 
+    def _exchange_binding(
+        self,
+        cls: type[_pbase.Frame],
+        destination: str,
+        source: str,
+        routing_key: str,
+        arguments: dict[str, Any] | None,
+    ) -> int:
+        return self.request(
+            fr.make_method(
+                cls,
+                destination=fr.check_shortstr(destination, "destination"),
+                source=fr.check_shortstr(source, "source"),
+                routing_key=fr.check_shortstr(routing_key, "routing key"),
+                arguments=arguments or {},
+            )
+        )
+
     def exchange_bind(
         self,
         destination: str,
@@ -691,15 +709,7 @@ class AMQPChannel:
         routing_key: str = "",
         arguments: dict[str, Any] | None = None,
     ) -> int:
-        return self.request(
-            fr.make_method(
-                C.Exchange.Bind,
-                destination=fr.check_shortstr(destination, "destination"),
-                source=fr.check_shortstr(source, "source"),
-                routing_key=fr.check_shortstr(routing_key, "routing key"),
-                arguments=arguments or {},
-            )
-        )
+        return self._exchange_binding(C.Exchange.Bind, destination, source, routing_key, arguments)
 
     def exchange_unbind(
         self,
@@ -708,14 +718,8 @@ class AMQPChannel:
         routing_key: str = "",
         arguments: dict[str, Any] | None = None,
     ) -> int:
-        return self.request(
-            fr.make_method(
-                C.Exchange.Unbind,
-                destination=fr.check_shortstr(destination, "destination"),
-                source=fr.check_shortstr(source, "source"),
-                routing_key=fr.check_shortstr(routing_key, "routing key"),
-                arguments=arguments or {},
-            )
+        return self._exchange_binding(
+            C.Exchange.Unbind, destination, source, routing_key, arguments
         )
 
     def queue_declare(
@@ -740,6 +744,24 @@ class AMQPChannel:
             )
         )
 
+    def _queue_binding(
+        self,
+        cls: type[_pbase.Frame],
+        queue: str,
+        exchange: str,
+        routing_key: str,
+        arguments: dict[str, Any] | None,
+    ) -> int:
+        return self.request(
+            fr.make_method(
+                cls,
+                queue=fr.check_shortstr(queue, "queue"),
+                exchange=fr.check_shortstr(exchange, "exchange"),
+                routing_key=fr.check_shortstr(routing_key, "routing key"),
+                arguments=arguments or {},
+            )
+        )
+
     def queue_bind(
         self,
         queue: str,
@@ -747,15 +769,7 @@ class AMQPChannel:
         routing_key: str = "",
         arguments: dict[str, Any] | None = None,
     ) -> int:
-        return self.request(
-            fr.make_method(
-                C.Queue.Bind,
-                queue=fr.check_shortstr(queue, "queue"),
-                exchange=fr.check_shortstr(exchange, "exchange"),
-                routing_key=fr.check_shortstr(routing_key, "routing key"),
-                arguments=arguments or {},
-            )
-        )
+        return self._queue_binding(C.Queue.Bind, queue, exchange, routing_key, arguments)
 
     def queue_unbind(
         self,
@@ -764,15 +778,7 @@ class AMQPChannel:
         routing_key: str = "",
         arguments: dict[str, Any] | None = None,
     ) -> int:
-        return self.request(
-            fr.make_method(
-                C.Queue.Unbind,
-                queue=fr.check_shortstr(queue, "queue"),
-                exchange=fr.check_shortstr(exchange, "exchange"),
-                routing_key=fr.check_shortstr(routing_key, "routing key"),
-                arguments=arguments or {},
-            )
-        )
+        return self._queue_binding(C.Queue.Unbind, queue, exchange, routing_key, arguments)
 
     def queue_purge(self, queue: str) -> int:
         return self.request(fr.make_method(C.Queue.Purge, queue=fr.check_shortstr(queue, "queue")))
