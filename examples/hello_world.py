@@ -32,7 +32,7 @@ async def send(conn: trio_msg.Connection) -> None:
         # publisher confirms (the default) publish returns once the broker
         # has the message.
         await producer.publish("Hello World!", routing_key="hello", declare=[hello])
-    print(" [x] Sent 'Hello World!'")
+        print(" [x] Sent 'Hello World!'")
 
 
 async def receive(
