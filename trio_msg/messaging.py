@@ -518,6 +518,7 @@ class Consumer:
         self._channel: Channel | None = None
         self._owns_channel = False
         self._tags: dict[str, str] = {}  # queue name -> consumer tag
+        self._no_ack_tags: set[str] = set()
         self._send: MemoryObjectSendStream[ev.Delivery] | None = None
         self._receive: MemoryObjectReceiveStream[ev.Delivery] | None = None
         self._error: TrioMsgError | None = None
@@ -578,6 +579,7 @@ class Consumer:
     async def revive(self, channel: Connection | Channel) -> None:
         """Re-bind to a new channel (after a connection loss) and consume again."""
         self._tags.clear()
+        self._no_ack_tags.clear()
         if self._owns_channel and self._channel is not None:
             await self._channel.aclose()
         # Closing the old channel reports its end to the consumer: forget it.
@@ -613,15 +615,18 @@ class Consumer:
         for queue in self.queues:
             if queue.name in self._tags:
                 continue
+            queue_no_ack = queue.no_ack if queue.no_ack is not None else no_ack
             tag = await self.channel.basic_consume(
                 queue.name,
                 self._send,
                 consumer_tag=f"{self.tag_prefix}{len(self._tags) + 1}" if self.tag_prefix else "",
-                no_ack=queue.no_ack if queue.no_ack is not None else no_ack,
+                no_ack=queue_no_ack,
                 arguments=dict(queue.consumer_arguments or {}),
                 on_cancel=self._cancelled,
             )
             self._tags[queue.name] = tag
+            if queue_no_ack:
+                self._no_ack_tags.add(tag)
 
     def _reopen_stream(self) -> None:
         """Cancelling the last consumer closed the delivery stream (ending
@@ -722,9 +727,12 @@ class Consumer:
                 if channel.error is not None and not self._owns_channel:
                     raise channel.error from None
                 raise StopAsyncIteration from None
-            no_ack = not channel._core.is_unsettled(delivery.delivery_tag)
-            if no_ack and channel.error is not None:
-                continue  # an ack-mode message of a closed channel: the broker redelivers it
+            no_ack = delivery.consumer_tag in self._no_ack_tags
+            if not no_ack and not channel._core.is_unsettled(delivery.delivery_tag):
+                # An ack-mode message whose channel has closed: its tag is dead
+                # and the broker redelivers it.  (A no_ack message is already
+                # settled and is still handed over: dropping it would lose it.)
+                continue
             return Message(
                 channel,
                 body=delivery.body,

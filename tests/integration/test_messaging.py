@@ -467,6 +467,52 @@ async def test_no_ack_consumer(conn: trio_msg.Connection, topo: Topology) -> Non
     assert await ready_count(conn, queue) == 0
 
 
+async def _buffer_then_close(
+    conn: trio_msg.Connection, topo: Topology, *, no_ack: bool
+) -> tuple[list[Any], BaseException | None]:
+    """Three messages reach a consumer's buffer, then its channel closes
+    before they are read: what does iteration still hand over?"""
+    queue = topo.queue()
+    async with Producer(conn) as producer:
+        await trio_msg.maybe_declare(queue, producer.channel)
+        for n in range(3):
+            await producer.publish(n, routing_key=queue.name)
+    channel = await conn.open_channel()
+    got: list[Any] = []
+    ended: BaseException | None = None
+    async with Consumer(channel, [queue], no_ack=no_ack, auto_declare=False) as consumer:
+        with anyio.fail_after(5):
+            while consumer._receive is not None and consumer._receive.statistics().current_buffer_used < 3:
+                await anyio.sleep(0.01)
+        await channel.aclose()
+        try:
+            async for message in consumer:
+                got.append(message.payload)
+        except trio_msg.TrioMsgError as exc:
+            ended = exc
+    return got, ended
+
+
+async def test_no_ack_messages_buffered_when_the_channel_closes_are_not_lost(
+    conn: trio_msg.Connection, topo: Topology
+) -> None:
+    # The broker counts no_ack messages as delivered: dropping them would lose them.
+    got, ended = await _buffer_then_close(conn, topo, no_ack=True)
+    assert got == [0, 1, 2]
+    assert isinstance(ended, trio_msg.errors.ChannelClosed)
+
+
+async def test_ack_mode_messages_buffered_when_the_channel_closes_are_redelivered(
+    conn: trio_msg.Connection, topo: Topology
+) -> None:
+    # Their delivery tags died with the channel: they are skipped, and the
+    # broker still has them.
+    got, ended = await _buffer_then_close(conn, topo, no_ack=False)
+    assert got == []
+    assert isinstance(ended, trio_msg.errors.ChannelClosed)
+    assert await ready_count(conn, topo.queues[-1]) == 3
+
+
 async def test_callbacks_run_in_order(conn: trio_msg.Connection, topo: Topology) -> None:
     queue = topo.queue()
     seen: list[tuple[str, Any]] = []
