@@ -30,15 +30,13 @@ from ._protocol.connection import AMQPChannel
 from ._protocol.errors import ChannelNotOpen, TrioMsgError
 from ._protocol.frames import EMPTY_PROPERTIES, BasicProperties
 from .entity import QueueDeclareOk
-from .errors import NotSupported
+from .errors import ConsumerCancelled, NotSupported
 
 if TYPE_CHECKING:
     from .connection import Connection
     from .message import Message
 
 __all__ = ["Channel", "PublishResult", "QueueDeclareOk"]
-
-Outcome = ev.Outcome
 
 
 class _Waiter:
@@ -240,8 +238,6 @@ class Channel:
         sink = self._sinks.pop(consumer_tag, None)
         notify = self._consumer_errors.pop(consumer_tag, None)
         if notify is not None:
-            from .errors import ConsumerCancelled
-
             notify(
                 ConsumerCancelled(
                     f"the broker cancelled consumer {consumer_tag!r} (queue deleted?)"

@@ -22,7 +22,6 @@ import math
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -496,13 +495,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, anyio.BrokenResourceError) and exc.__cause__ is not None:
         text = f"{text} ({exc.__cause__})" if str(exc) else str(exc.__cause__)
     return text
-
-
-class _AsyncCloseable:
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:  # pragma: no cover - typing helper
-        return None
