@@ -3,9 +3,16 @@
 Each table maps ``(state, input)`` to the next state.  An input is the name of
 a method received from the peer (``"recv Connection.Tune"``), a command from
 the driver (``"send close"``) or a transport event (``"lost"``).  The core
-looks every transition up here, so a pair missing from a table is a protocol
-error, the tests enumerate the tables, and ``docs/`` draws its state diagrams
-from these same dicts.
+looks method and command transitions up here, so a pair missing from a table
+is a protocol error; the tests enumerate the tables, and ``docs/`` draws its
+state diagrams from these same dicts.
+
+Three kinds of row describe what the code does without a look-up: the
+connection's ``"lost"`` and ``"protocol-error"`` rows (any state to CLOSED or
+ERROR, set directly when the transport fails or the peer breaks the
+protocol), and the channel's ``"recv method"`` / ``"recv content"`` rows (the
+channel checks for OPEN, or drops the frame while CLOSING).
+``tests/protocol/test_transitions.py`` checks that the code agrees with them.
 """
 
 from __future__ import annotations
