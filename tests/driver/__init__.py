@@ -1,0 +1,1 @@
+"""The driver over in-memory streams, against a scripted fake broker."""
