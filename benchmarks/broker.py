@@ -1,0 +1,138 @@
+"""Setting up and checking the benchmark queues, through pika.
+
+The orchestrator uses this, never the clients under test: every run gets a
+fresh, uniquely named, non-durable queue that is deleted afterwards, and
+pre-filled queues are filled here (untimed) with pika's BlockingConnection,
+then checked to hold exactly what was asked for before the run starts.
+
+``python -m benchmarks.broker feed --queue Q --n N --max-depth D`` publishes
+N messages while keeping the queue at most about D deep (the feeder of the
+long consume of workload g).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+
+import pika
+import pika.exceptions
+
+from benchmarks.clients._common import (
+    CONTENT_ENCODING,
+    CONTENT_TYPE,
+    DELIVERY_MODE,
+    SMALL,
+    URL,
+)
+
+PROPS = pika.BasicProperties(
+    content_type=CONTENT_TYPE, content_encoding=CONTENT_ENCODING, delivery_mode=DELIVERY_MODE
+)
+PREFIX = "trio_msg-bench"
+
+
+class BenchError(RuntimeError):
+    """A run produced the wrong result (or the broker did not settle)."""
+
+
+def _connect() -> pika.BlockingConnection:
+    params = pika.URLParameters(URL)
+    params.heartbeat = 0  # the admin connection may sit idle while a run goes on
+    return pika.BlockingConnection(params)
+
+
+class Broker:
+    """One admin connection to the broker (pika, no heartbeats)."""
+
+    def __init__(self) -> None:
+        self.conn = _connect()
+        self.ch = self.conn.channel()
+
+    def close(self) -> None:
+        if self.conn.is_open:
+            self.conn.close()
+
+    def _channel(self):
+        if not self.conn.is_open:
+            self.conn = _connect()
+        if not self.ch.is_open:
+            self.ch = self.conn.channel()
+        return self.ch
+
+    def new_queue(self, label: str) -> str:
+        name = f"{PREFIX}-{label}-{uuid.uuid4().hex[:8]}"
+        self._channel().queue_declare(name, durable=False, auto_delete=False)
+        return name
+
+    def depth(self, queue: str) -> tuple[int, int]:
+        """(ready messages, consumers) of the queue."""
+        try:
+            ok = self._channel().queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise BenchError(f"queue {queue} is gone: {exc}") from exc
+        return ok.method.message_count, ok.method.consumer_count
+
+    def wait_depth(self, queue: str, expected: int, timeout: float = 30.0) -> int:
+        """Wait until the queue holds exactly ``expected`` ready messages and
+        no consumer; fail if it holds more, or never gets there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            messages, consumers = self.depth(queue)
+            if messages > expected:
+                raise BenchError(f"{queue}: {messages} messages, expected {expected}")
+            if messages == expected and consumers == 0:
+                return messages
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"{queue}: {messages} messages and {consumers} consumers after "
+                    f"{timeout:.0f}s, expected {expected} and none"
+                )
+            time.sleep(0.05)
+
+    def delete(self, queue: str) -> None:
+        try:
+            self._channel().queue_delete(queue)
+        except pika.exceptions.AMQPError:
+            pass
+
+    def prefill(self, queue: str, n: int, body: bytes = SMALL) -> None:
+        ch = self._channel()
+        publish = ch.basic_publish
+        for i in range(n):
+            publish("", queue, body, PROPS)
+            if i % 10_000 == 9_999:
+                self.conn.process_data_events(0)
+        self.wait_depth(queue, n, timeout=60)
+
+
+def feed(queue: str, n: int, max_depth: int) -> None:
+    """Publish n messages, pausing whenever the queue is over max_depth."""
+    conn = _connect()
+    ch = conn.channel()
+    publish = ch.basic_publish
+    step = max(1, max_depth // 20)
+    sent = 0
+    while sent < n:
+        while ch.queue_declare(queue, passive=True).method.message_count > max_depth - step:
+            time.sleep(0.02)
+        for _ in range(min(step, n - sent)):
+            publish("", queue, SMALL, PROPS)
+        sent += min(step, n - sent)
+    ch.queue_declare(queue, passive=True)
+    conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=["feed"])
+    parser.add_argument("--queue", required=True)
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--max-depth", type=int, default=100_000)
+    args = parser.parse_args()
+    feed(args.queue, args.n, args.max_depth)
+
+
+if __name__ == "__main__":
+    main()
