@@ -7,6 +7,7 @@ on asyncio through anyio, over a sans-IO protocol core built on pamqp.
 from ._params import ConnectionParameters, parse_url
 from ._protocol.events import Outcome
 from ._protocol.frames import BasicProperties
+from ._retry import RetryPolicy
 from .channel import Channel, PublishResult, QueueDeclareOk
 from .connection import Connection, connect
 from .entity import Exchange, Queue, binding, maybe_declare
@@ -31,6 +32,7 @@ __all__ = [
     "PublishResult",
     "Queue",
     "QueueDeclareOk",
+    "RetryPolicy",
     "TrioMsgError",
     "__version__",
     "binding",

@@ -56,15 +56,17 @@ class PublishResult:
     :class:`~trio_msg.Outcome`'s ACK, NACK or UNKNOWN (the channel or
     connection went away first).  ``returned`` holds the returned message
     when a ``mandatory`` publish could not be routed (it comes before the
-    ack).
+    ack).  ``reason`` says why an UNKNOWN outcome is unknown: the error that
+    closed the channel (or the connection).
     """
 
-    __slots__ = ("_event", "delivery_tag", "outcome", "returned")
+    __slots__ = ("_event", "delivery_tag", "outcome", "reason", "returned")
 
     def __init__(self, delivery_tag: int) -> None:
         self.delivery_tag = delivery_tag
         self.outcome: ev.Outcome | None = None
         self.returned: ev.Returned | None = None
+        self.reason: TrioMsgError | None = None
         self._event: anyio.Event | None = None
 
     def __repr__(self) -> str:
@@ -259,6 +261,7 @@ class Channel:
             waiter.event.set()
         self._waiters.clear()
         for result in self._publishes.values():
+            result.reason = error
             result._resolve(ev.Outcome.UNKNOWN)
         self._publishes.clear()
         for notify in self._consumer_errors.values():

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,13 +34,16 @@ from ._protocol.connection import AMQPConnection
 from ._protocol.errors import (
     REPLY_SUCCESS,
     AuthenticationError,
+    ChannelClosed,
     ConnectionClosed,
     ConnectionLost,
     RemoteProtocolError,
     TrioMsgError,
 )
 from ._protocol.state import ConnectionState
+from ._retry import RetryPolicy, is_revivable
 from .channel import Channel
+from .entity import DeclarationLedger, Exchange, Queue
 from .errors import ConnectionFailed
 
 __all__ = ["Connection", "connect"]
@@ -61,24 +64,49 @@ _STREAM_ERRORS = (
 
 @asynccontextmanager
 async def connect(
-    url: str = "amqp://guest:guest@localhost:5672//", **options: Any
+    url: str = "amqp://guest:guest@localhost:5672//",
+    *,
+    revive: bool | RetryPolicy | Mapping[str, Any] = False,
+    **options: Any,
 ) -> AsyncIterator[Connection]:
     """Connect to the broker; yields an open :class:`Connection`.
 
     ``url`` is an AMQP URI (see :func:`trio_msg._params.parse_url`);
     keyword options override what it says.  Leaving the block closes the
-    connection (bounded in time, even when cancelled).  If the connection
-    died while the block ran, leaving it raises why
-    (:class:`~trio_msg.errors.ConnectionLost`,
+    connection (bounded in time, even when cancelled).
+
+    ``revive=False`` (the default): if the connection dies while the block
+    runs, every task waiting on it gets the error and leaving the block
+    raises it (:class:`~trio_msg.errors.ConnectionLost`,
     :class:`~trio_msg.errors.ConnectionForced`, ...).
+
+    ``revive=True`` (or a :class:`~trio_msg.RetryPolicy`, or kombu's
+    ``ensure()`` keywords as a dict): a lost connection is re-established
+    in the background, with the policy's waits between attempts and the
+    next failover host first; the declarations cached by ``maybe_declare``
+    are replayed on it before anyone else may use it, and Producers and
+    Consumers that opened their own channel on this connection move to the
+    new one by themselves.  Only failures in
+    :data:`trio_msg._retry.REVIVABLE` are retried; a wrong password or a
+    forbidden vhost ends the connection at once.  When the policy runs out
+    of retries, waiting tasks get :class:`~trio_msg.errors.ConnectionFailed`
+    and leaving the block raises it.  See docs/revive.rst.
+
+    The first connection is never retried: a broker that cannot be reached
+    when the program starts is an error the caller should see.
 
     Cancellation: a cancelled connect leaves nothing open.
     """
     params = parse_url(url, **options)
-    conn = Connection(params)
+    policy = None if revive is False else RetryPolicy.coerce(None if revive is True else revive)
+    conn = Connection(params, retry_policy=policy)
     try:
         async with anyio.create_task_group() as tg:
+            conn._tg = tg
             await conn._open(tg)
+            conn._mark_ready()
+            if policy is not None:
+                conn._spawn_supervisor(tg)
             try:
                 yield conn
             finally:
@@ -90,7 +118,10 @@ async def connect(
                 conn._stop_tasks()
     except BaseExceptionGroup as group:
         raise _unwrap(group) from None
-    if conn.error is not None and not _normal_close(conn.error):
+    if policy is not None:
+        if conn._fatal is not None:
+            raise conn._fatal
+    elif conn.error is not None and not _normal_close(conn.error):
         raise conn.error
 
 
@@ -128,14 +159,38 @@ class Connection:
     Attributes: ``params`` (the :class:`~trio_msg._params.ConnectionParameters`,
     password hidden from ``repr``), ``server_properties``, ``frame_max``,
     ``channel_max``, ``heartbeat`` (as negotiated), ``blocked`` (the broker
-    has blocked publishing: a resource alarm), and ``declared_entities``, the
-    cache behind ``maybe_declare``.
+    has blocked publishing: a resource alarm), ``declared_entities``, the
+    cache behind ``maybe_declare`` (and the ledger a reviving connection
+    replays), ``retry_policy`` (``None`` unless the connection revives) and
+    ``incarnation`` (1 for the first connection, one more for each revival).
     """
 
     close_timeout = CLOSE_TIMEOUT
 
-    def __init__(self, params: ConnectionParameters) -> None:
+    def __init__(
+        self, params: ConnectionParameters, retry_policy: RetryPolicy | None = None
+    ) -> None:
         self.params = params
+        self.retry_policy = retry_policy
+        self.incarnation = 0
+        self.declared_entities = DeclarationLedger()
+        self.server_properties: dict[str, Any] = {}
+        self.address: tuple[str, int] | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        #: Set while an incarnation is open and replayed, and once the
+        #: connection is gone for good; a fresh one is made on each loss.
+        self._ready = anyio.Event()
+        #: The error that ended a reviving connection for good.
+        self._fatal: TrioMsgError | None = None
+        self._closing = False
+        self._supervisor_scope: anyio.CancelScope | None = None
+        self._supervisor_done = anyio.Event()
+        self._writable_waiters = 0
+        self._new_incarnation()
+
+    def _new_incarnation(self) -> None:
+        """Fresh per-connection state: a new core, no stream, no channels."""
+        params = self.params
         self._core = AMQPConnection(
             username=params.username,
             password=params.password,
@@ -149,18 +204,18 @@ class Connection:
             max_body_size=params.max_body_size,
         )
         self._stream: anyio.abc.ByteStream | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
         self._task_scopes: list[anyio.CancelScope] = []
+        self._live_tasks: set[anyio.CancelScope] = set()
+        self._tasks_done = anyio.Event()
+        self._tasks_done.set()
         self._channels: dict[int, Channel] = {}
         self.error: TrioMsgError | None = None
-        self.declared_entities: set[object] = set()
-        self.server_properties: dict[str, Any] = {}
-        self.address: tuple[str, int] | None = None
         self._opened = anyio.Event()
         self._terminated = anyio.Event()
         self._wake = anyio.Event()
+        # Waiters of an earlier incarnation hold (and were woken by) the old
+        # event; the count of waiters carries over.
         self._writable = anyio.Event()
-        self._writable_waiters = 0
 
     def __repr__(self) -> str:
         state = self._core.state.value
@@ -168,7 +223,13 @@ class Connection:
 
     @property
     def is_open(self) -> bool:
-        return self._core.is_open and self.error is None
+        """Open and usable now (a reviving connection is not while it reconnects)."""
+        return self._core.is_open and self.error is None and self._ready.is_set()
+
+    @property
+    def reviving(self) -> bool:
+        """Whether this connection re-establishes itself when lost."""
+        return self.retry_policy is not None
 
     @property
     def blocked(self) -> bool:
@@ -188,13 +249,19 @@ class Connection:
 
     # --- opening -------------------------------------------------------------
 
-    async def _open(self, tg: anyio.abc.TaskGroup) -> None:
+    async def _open(self, tg: anyio.abc.TaskGroup, *, rotate: bool = False) -> None:
         params = self.params
         ssl_context = make_ssl_context(params)
         failures: list[str] = []
+        addresses = list(params.addresses)
+        if rotate and self.address in addresses:
+            # Failover: start with the host after the one that was lost.
+            at = addresses.index(self.address) + 1
+            addresses = addresses[at:] + addresses[:at]
+        self.address = None
         try:
             with anyio.fail_after(params.connection_timeout):
-                for host, port in params.addresses:
+                for host, port in addresses:
                     try:
                         self._stream = await self._connect_tcp(host, port, ssl_context)
                     except (
@@ -211,7 +278,6 @@ class Connection:
                     raise ConnectionFailed(
                         redact("cannot connect to the broker: " + "; ".join(failures), params)
                     )
-                self._tg = tg
                 self._core.initiate()
                 self._spawn(tg, self._reader)
                 self._spawn(tg, self._writer)
@@ -251,43 +317,197 @@ class Connection:
             ) from None
 
     async def _abort(self) -> None:
-        """Tear down without the AMQP close (for failed opens)."""
+        """Tear this incarnation down without the AMQP close (failed opens)."""
         if self.error is None and not self._terminated.is_set():
             self._core.connection_lost(ConnectionLost("connection aborted"))
             self._dispatch_nowait(self._core.next_events())
         if self._stream is not None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 await self._stream.aclose()
-        self._stop_tasks()
+        self._stop_incarnation()
 
     def _spawn(self, tg: anyio.abc.TaskGroup, fn: Callable[[], Awaitable[None]]) -> None:
-        """Start an IO task shielded from the cancel scopes around ``connect``
-        (a timeout around the ``async with`` must not kill the reader and
-        writer before the close handshake); :meth:`_stop_tasks` ends it."""
+        """Start an IO task of this incarnation, shielded from the cancel
+        scopes around ``connect`` (a timeout around the ``async with`` must
+        not kill the reader and writer before the close handshake);
+        :meth:`_stop_incarnation` ends it, and ``_tasks_done`` is set once
+        every task of the incarnation has returned."""
         scope = anyio.CancelScope(shield=True)
         self._task_scopes.append(scope)
+        if self._tasks_done.is_set():
+            self._tasks_done = anyio.Event()
+        done = self._tasks_done
+        live = self._live_tasks
+        live.add(scope)
 
         async def run() -> None:
-            with scope:
-                await fn()
+            try:
+                with scope:
+                    await fn()
+            finally:
+                live.discard(scope)
+                if not live:
+                    done.set()
 
         tg.start_soon(run)
 
-    def _stop_tasks(self) -> None:
+    def _stop_incarnation(self) -> None:
         for scope in self._task_scopes:
             scope.cancel()
+
+    def _stop_tasks(self) -> None:
+        self._stop_incarnation()
+        if self._supervisor_scope is not None:
+            self._supervisor_scope.cancel()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+
+    def _mark_ready(self) -> None:
+        self.incarnation += 1
+        self._ready.set()
+
+    # --- revival -------------------------------------------------------------
+
+    def _spawn_supervisor(self, tg: anyio.abc.TaskGroup) -> None:
+        scope = self._supervisor_scope = anyio.CancelScope(shield=True)
+
+        async def run() -> None:
+            try:
+                with scope:
+                    await self._supervise()
+            finally:
+                self._supervisor_done.set()
+
+        tg.start_soon(run)
+
+    async def _supervise(self) -> None:
+        """Wait for each incarnation to die and bring up the next one."""
+        while True:
+            await self._terminated.wait()
+            if self._closing:
+                return
+            error = self.error
+            if not is_revivable(error):
+                self._give_up(error or ConnectionLost("the connection ended"))
+                return
+            await self._end_incarnation()
+            assert error is not None
+            failure = await self._reconnect(error)
+            if failure is not None:
+                self._give_up(failure)
+                return
+
+    async def _reconnect(self, lost: TrioMsgError) -> TrioMsgError | None:
+        """Reconnect by the retry policy; ``None`` once open and replayed,
+        else why not."""
+        assert self.retry_policy is not None and self._tg is not None
+        last: TrioMsgError = lost
+        attempts = 0
+        for wait in self.retry_policy.intervals():
+            await anyio.sleep(wait)
+            attempts += 1
+            self._new_incarnation()
+            try:
+                await self._open(self._tg, rotate=True)
+                await self._replay()
+            except TrioMsgError as exc:
+                await self._end_incarnation()
+                if not is_revivable(exc):
+                    return exc
+                last = exc
+                continue
+            self._mark_ready()
+            return None
+        failure = ConnectionFailed(
+            f"gave up reconnecting after {attempts} attempt{'s' * (attempts != 1)}: {last}"
+        )
+        failure.__cause__ = last
+        return failure
+
+    async def _end_incarnation(self) -> None:
+        """Stop this incarnation's tasks and close its socket; wait until
+        they are gone, so the next incarnation starts from nothing."""
+        self._stop_incarnation()
+        with anyio.CancelScope(shield=True):
+            if self._stream is not None:
+                with anyio.move_on_after(1):
+                    await self._stream.aclose()
+            await self._tasks_done.wait()
+
+    async def _replay(self) -> None:
+        """Declare again, in order, everything ``maybe_declare`` cached.
+
+        An entity the broker now refuses (someone redeclared it otherwise)
+        leaves the cache, so the next ``maybe_declare`` raises the broker's
+        error where the caller sees it; the replay goes on without it.
+        """
+        entities = list(self.declared_entities)
+        if not entities:
+            return
+        channel = await self._open_channel_now()
+        try:
+            for entity in entities:
+                if not isinstance(entity, Exchange | Queue):
+                    continue
+                try:
+                    await entity.declare(channel)
+                except ChannelClosed:
+                    if self.error is not None:
+                        raise  # the connection went, not just the channel
+                    self.declared_entities.discard(entity)
+                    channel = await self._open_channel_now()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await channel.aclose()
+
+    def _may_revive(self, error: BaseException | None) -> bool:
+        """Whether *error* is a loss this connection is (or will be) reviving from."""
+        return (
+            self.retry_policy is not None
+            and self._fatal is None
+            and not self._closing
+            and is_revivable(error)
+        )
+
+    def _give_up(self, error: TrioMsgError) -> None:
+        self._fatal = error
+        if self.error is None:
+            self.error = error
+        self._ready.set()
+        self._writable.set()
+
+    async def wait_connected(self) -> None:
+        """Return once the connection is open (at once if it is).
+
+        On a reviving connection that is reconnecting, wait for it.  Raises
+        the connection's error if it is closed or gone for good.
+
+        Cancellation: stops waiting; nothing else happens.
+        """
+        await checkpoint()
+        while True:
+            if self._fatal is not None:
+                raise self._fatal
+            if self._closing or self.retry_policy is None:
+                self._check()
+                return
+            if self._ready.is_set() and self._core.is_open and self.error is None:
+                return
+            await self._ready.wait()
 
     # --- channels ------------------------------------------------------------
 
     async def open_channel(self) -> Channel:
         """Open a new channel.  The caller must :meth:`Channel.aclose` it;
-        prefer ``async with connection.channel()``.
+        prefer ``async with connection.channel()``.  On a reviving
+        connection that is reconnecting, this waits until it is back.
 
         Cancellation: the channel, if the broker opened it, is closed again.
         """
-        await checkpoint()
+        await self.wait_connected()
+        return await self._open_channel_now()
+
+    async def _open_channel_now(self) -> Channel:
         self._check()
         core_channel = self._core.open_channel()
         channel = Channel(self, core_channel)
@@ -315,9 +535,15 @@ class Connection:
 
     async def aclose(self) -> None:
         """Close the connection: ``connection.close``, wait (bounded) for
-        ``close-ok``, close the socket.  Idempotent.  Always closes, even
-        when cancelled: the cancellation is delivered afterwards."""
+        ``close-ok``, close the socket; a reviving connection stops
+        reviving.  Idempotent.  Always closes, even when cancelled: the
+        cancellation is delivered afterwards."""
         with anyio.CancelScope(shield=True):
+            self._closing = True
+            if self._supervisor_scope is not None:
+                self._supervisor_scope.cancel()
+                with anyio.move_on_after(self.close_timeout):
+                    await self._supervisor_done.wait()
             if not self._terminated.is_set() and self._core.state is not ConnectionState.INIT:
                 self._core.close()
                 self._dispatch_nowait(self._core.next_events())
@@ -331,6 +557,7 @@ class Connection:
                 with anyio.move_on_after(1):
                     await self._stream.aclose()
             self._stop_tasks()
+            self._ready.set()
         await checkpoint()
 
     # --- the tasks -----------------------------------------------------------
@@ -418,7 +645,8 @@ class Connection:
 
     async def _heartbeat(self) -> None:
         core = self._core
-        while not self._terminated.is_set():
+        terminated = self._terminated
+        while not terminated.is_set():
             deadline = core.next_deadline()
             if deadline is None:
                 if core.state in (ConnectionState.CLOSED, ConnectionState.ERROR):
@@ -481,6 +709,8 @@ class Connection:
             self._notify_writable()
         elif isinstance(event, ev.ConnectionTerminated):
             self.error = event.error
+            if self.retry_policy is not None and not self._closing and self._ready.is_set():
+                self._ready = anyio.Event()  # until revived, or given up
             self._terminated.set()
             self._opened.set()
             self._kick()

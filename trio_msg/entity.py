@@ -54,7 +54,11 @@ Decisions worth knowing (where we follow kombu and where we do not):
   in ``channel.connection.declared_entities``, so the cache lives and dies
   with the connection.  Like kombu, it never caches what may vanish from the
   broker behind our back: server-named queues, auto-delete (and so
-  exclusive) exchanges and queues, and queues with an ``x-expires``.
+  exclusive) exchanges and queues, and queues with an ``x-expires``.  The
+  cache is ordered (a :class:`DeclarationLedger`): a reviving connection
+  declares its entities again, in the order they were first declared,
+  before anyone may use the new connection, so that what the cache says
+  exists does exist (a non-durable queue does not survive a broker restart).
 
 Cancellation: every method here is a checkpoint, also when it turns out to
 have nothing to send.  Cancelling one leaves the channel open and usable
@@ -70,7 +74,7 @@ goes away with the connection if it is exclusive).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, MutableSet
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
@@ -81,6 +85,7 @@ __all__ = [
     "PERSISTENT_DELIVERY_MODE",
     "QUEUE_TYPES",
     "TRANSIENT_DELIVERY_MODE",
+    "DeclarationLedger",
     "Exchange",
     "Queue",
     "QueueDeclareOk",
@@ -112,11 +117,38 @@ class QueueDeclareOk(NamedTuple):
     consumer_count: int
 
 
+class DeclarationLedger(MutableSet[object]):
+    """The entities :func:`maybe_declare` has declared on a connection, in
+    the order it first declared them: a set that remembers insertion order
+    (a reviving connection replays it in that order)."""
+
+    def __init__(self, items: Iterable[object] = ()) -> None:
+        self._items: dict[object, None] = dict.fromkeys(items)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __iter__(self) -> Iterator[object]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, value: object) -> None:
+        self._items[value] = None
+
+    def discard(self, value: object) -> None:
+        self._items.pop(value, None)
+
+    def __repr__(self) -> str:
+        return f"DeclarationLedger({list(self._items)!r})"
+
+
 class _DeclarationCache(Protocol):
     """What :func:`maybe_declare` needs of a connection."""
 
     @property
-    def declared_entities(self) -> set[object]: ...
+    def declared_entities(self) -> MutableSet[object]: ...
 
 
 class _DeclaringChannel(Protocol):

@@ -72,7 +72,12 @@ class MessageNacked(TrioMsgError):
 
 class MessageOutcomeUnknown(TrioMsgError):
     """The channel or connection went away before the broker confirmed or
-    nacked the publish: it may or may not have been routed."""
+    nacked the publish: it may or may not have been routed.  ``reason`` is
+    the error that closed the channel or connection (also the ``__cause__``)."""
+
+    def __init__(self, message: str, reason: TrioMsgError | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Unroutable(TrioMsgError):

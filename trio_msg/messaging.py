@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime
 import inspect
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -24,10 +25,17 @@ from . import serialization
 from ._protocol import events as ev
 from ._protocol.errors import TrioMsgError
 from ._protocol.frames import BasicProperties
+from ._retry import RetryPolicy
 from .channel import Channel, PublishResult
 from .connection import Connection
 from .entity import Exchange, Queue, maybe_declare
-from .errors import MessageNacked, MessageOutcomeUnknown, NotSupported, Unroutable
+from .errors import (
+    MessageNacked,
+    MessageOutcomeUnknown,
+    NotSupported,
+    ResourceLocked,
+    Unroutable,
+)
 from .message import Message
 
 __all__ = ["Consumer", "Pipeline", "Producer"]
@@ -48,6 +56,29 @@ _PROPERTY_NAMES = frozenset(
     )
 )
 _DELIVERY_MODES = {"transient": 1, "persistent": 2, 1: 1, 2: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class _Publish:
+    """One message to publish, as the caller asked for it (kept whole so that
+    ``retry=True`` can publish it again)."""
+
+    body: Any
+    routing_key: str | None
+    delivery_mode: int | str | None
+    mandatory: bool
+    immediate: bool
+    priority: int
+    content_type: str | None
+    content_encoding: str | None
+    serializer: str | None
+    headers: dict[str, Any] | None
+    compression: str | None
+    exchange: Exchange | str | None
+    retry: bool
+    declare: Sequence[Exchange | Queue]
+    expiration: float | None
+    properties: dict[str, Any]
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -104,6 +135,7 @@ class Producer:
         self.confirm = confirm
         self._channel: Channel | None = None
         self._owns_channel = False
+        self._revive_lock = anyio.Lock()
 
     def __repr__(self) -> str:
         return f"<trio_msg.Producer exchange={self.exchange.name!r} channel={self._channel!r}>"
@@ -120,16 +152,7 @@ class Producer:
         return self.channel.connection
 
     async def __aenter__(self) -> Producer:
-        channel, owns = await _resolve_channel(self._target)
-        self._channel, self._owns_channel = channel, owns
-        try:
-            if self.confirm:
-                await channel.confirm_select()
-            if self.auto_declare and self.exchange.name:
-                await self.declare()
-        except BaseException:
-            await self._close_channel()
-            raise
+        await self._bind(self._target)
         return self
 
     async def __aexit__(
@@ -144,6 +167,24 @@ class Producer:
         finally:
             await self._close_channel()
 
+    async def _bind(self, target: Connection | Channel) -> None:
+        """Take a channel (opening one on a Connection), turn confirms on and
+        declare the exchange.  The producer uses the channel only once all of
+        that is done: cancelled half-way, it closes the new channel again and
+        keeps the one it had."""
+        channel, owns = await _resolve_channel(target)
+        try:
+            if self.confirm:
+                await channel.confirm_select()
+            if self.auto_declare and self.exchange.name:
+                await maybe_declare(self.exchange, channel)
+        except BaseException:
+            if owns:
+                with anyio.CancelScope(shield=True):
+                    await channel.aclose()
+            raise
+        self._channel, self._owns_channel = channel, owns
+
     async def _close_channel(self) -> None:
         if self._owns_channel and self._channel is not None:
             await self._channel.aclose()
@@ -156,10 +197,36 @@ class Producer:
             await checkpoint()
 
     async def revive(self, channel: Connection | Channel) -> None:
-        """Re-bind the producer to a new channel (after a connection loss)."""
+        """Re-bind the producer to a new channel (after a connection loss).
+
+        A Producer made from a reviving connection does this by itself.
+        Cancellation: the producer keeps its old channel (if it was the
+        producer's own, it has been closed)."""
         await self._close_channel()
         self._target = channel
-        await self.__aenter__()
+        await self._bind(channel)
+
+    def _revivable(self) -> bool:
+        channel = self._channel
+        return (
+            channel is not None
+            and self._owns_channel
+            and not channel.is_open
+            and channel.connection._may_revive(channel.error)
+        )
+
+    async def _usable_channel(self) -> Channel:
+        """The channel to publish on: after a connection loss, wait until a
+        reviving connection is back and move to a new channel on it."""
+        channel = self.channel
+        if channel.is_open or not self._revivable():
+            return channel
+        async with self._revive_lock:
+            if self._revivable():
+                connection = channel.connection
+                await connection.wait_connected()
+                await self._bind(connection)
+        return self.channel
 
     # --- building messages ---------------------------------------------------
 
@@ -225,48 +292,28 @@ class Producer:
 
     # --- publishing ------------------------------------------------------------
 
-    async def _send(
-        self,
-        body: Any,
-        routing_key: str | None,
-        delivery_mode: int | str | None,
-        mandatory: bool,
-        immediate: bool,
-        priority: int,
-        content_type: str | None,
-        content_encoding: str | None,
-        serializer: str | None,
-        headers: dict[str, Any] | None,
-        compression: str | None,
-        exchange: Exchange | str | None,
-        retry: bool,
-        declare: Sequence[Exchange | Queue],
-        expiration: float | None,
-        properties: dict[str, Any],
-    ) -> PublishResult | None:
+    async def _send(self, msg: _Publish) -> PublishResult | None:
         await checkpoint()
-        if immediate:
+        if msg.immediate:
             raise NotSupported("RabbitMQ removed basic.publish immediate=True (since 3.0)")
-        if retry:
-            raise NotSupported(
-                "retry=True needs a reviving connection, which this version does not have yet; "
-                "catch ConnectionLost and republish"
-            )
-        channel = self.channel
-        for entity in declare:
+        if msg.retry:
+            self._check_can_retry()
+        channel = await self._usable_channel()
+        for entity in msg.declare:
             await maybe_declare(entity, channel)
         raw, props = self._build(
-            body,
-            delivery_mode=delivery_mode,
-            priority=priority,
-            content_type=content_type,
-            content_encoding=content_encoding,
-            serializer=serializer,
-            headers=headers,
-            compression=compression,
-            expiration=expiration,
-            properties=properties,
+            msg.body,
+            delivery_mode=msg.delivery_mode,
+            priority=msg.priority,
+            content_type=msg.content_type,
+            content_encoding=msg.content_encoding,
+            serializer=msg.serializer,
+            headers=msg.headers,
+            compression=msg.compression,
+            expiration=msg.expiration,
+            properties=dict(msg.properties),
         )
+        exchange = msg.exchange
         if exchange is None:
             exchange_name = self.exchange.name
         else:
@@ -274,9 +321,9 @@ class Producer:
         return await channel.basic_publish(
             raw,
             exchange_name,
-            self.routing_key if routing_key is None else routing_key,
+            self.routing_key if msg.routing_key is None else msg.routing_key,
             props,
-            mandatory=mandatory,
+            mandatory=msg.mandatory,
         )
 
     async def publish(
@@ -294,7 +341,7 @@ class Producer:
         compression: str | None = None,
         exchange: Exchange | str | None = None,
         retry: bool = False,
-        retry_policy: dict[str, Any] | None = None,
+        retry_policy: RetryPolicy | dict[str, Any] | None = None,
         declare: Sequence[Exchange | Queue] = (),
         expiration: float | None = None,
         **properties: Any,
@@ -304,17 +351,44 @@ class Producer:
         ``expiration`` is in seconds.  ``immediate=True`` raises
         :class:`~trio_msg.errors.NotSupported` (RabbitMQ removed it).
 
+        On a reviving connection, a Producer made from the connection that
+        finds the connection lost waits until it is back and publishes on a
+        new channel (nothing is buffered: this call is what waits).
+        ``retry=True`` also publishes the message again when the connection
+        was lost before the broker confirmed it (at least once: the broker
+        may have routed the first copy too), waiting ``retry_policy``'s
+        intervals (a :class:`~trio_msg.RetryPolicy` or kombu's keyword dict;
+        by default as often as it takes) between attempts; it needs a
+        reviving connection and a Producer made from it
+        (:class:`~trio_msg.errors.NotSupported` otherwise).
+
         Cancellation: if cancelled before the message was queued, nothing was
         sent.  If cancelled while waiting for the confirm, the message was
         sent and its outcome is unknown to the caller; the channel stays
         usable.
         """
-        del retry_policy
-        result = await self._send(
+        msg = _Publish(
             body, routing_key, delivery_mode, mandatory, immediate, priority, content_type,
             content_encoding, serializer, headers, compression, exchange, retry, declare,
             expiration, properties,
         )  # fmt: skip
+        if not retry:
+            return await self._publish_once(msg)
+        self._check_can_retry()
+        waits = RetryPolicy.coerce(retry_policy).intervals()
+        while True:
+            try:
+                return await self._publish_once(msg)
+            except TrioMsgError as exc:
+                if not self._lost_connection(exc):
+                    raise
+                wait = next(waits, None)
+                if wait is None:
+                    raise
+            await anyio.sleep(wait)
+
+    async def _publish_once(self, msg: _Publish) -> PublishResult | None:
+        result = await self._send(msg)
         await self._drain_returns()
         if result is None:
             return None
@@ -322,17 +396,31 @@ class Producer:
         await self._check_outcome(result, outcome)
         return result
 
+    def _check_can_retry(self) -> None:
+        if not (self._owns_channel and self.channel.connection.reviving):
+            raise NotSupported(
+                "retry=True needs a reviving connection (connect(..., revive=True)) and a "
+                "Producer made from that connection rather than from a channel"
+            )
+
+    def _lost_connection(self, exc: TrioMsgError) -> bool:
+        """Whether a failed publish failed because the connection was lost
+        (and the connection is coming back)."""
+        reason = exc.reason if isinstance(exc, MessageOutcomeUnknown) else exc
+        return self.channel.connection._may_revive(reason)
+
     async def _check_outcome(self, result: PublishResult, outcome: ev.Outcome) -> None:
         if result.returned is not None:
             await self._returned(result.returned)
         if outcome is ev.Outcome.NACK:
             raise MessageNacked(f"the broker nacked publish #{result.delivery_tag}")
         if outcome is ev.Outcome.UNKNOWN:
-            error = self.channel.error or self.connection.error
+            error = result.reason
             raise MessageOutcomeUnknown(
                 f"publish #{result.delivery_tag}: the channel went away before the broker confirmed it"
-                + (f" ({error})" if error else "")
-            )
+                + (f" ({error})" if error else ""),
+                error,
+            ) from error
 
     async def _returned(self, returned: ev.Returned) -> None:
         message = Message(
@@ -381,25 +469,67 @@ class Producer:
         await pipe.wait_all()
 
 
+class _Pending:
+    """A window entry: the result, and what ``retry=True`` needs to send it
+    again (the message and the retries it has left)."""
+
+    __slots__ = ("msg", "result", "retries")
+
+    def __init__(self, result: PublishResult, msg: _Publish, retries: Iterator[float] | None):
+        self.result = result
+        self.msg = msg
+        self.retries = retries
+
+
 class Pipeline:
-    """A window of unconfirmed publishes; see :meth:`Producer.pipeline`."""
+    """A window of unconfirmed publishes; see :meth:`Producer.pipeline`.
+
+    ``publish(..., retry=True)`` on a reviving connection: a message whose
+    outcome became UNKNOWN because the connection was lost is published
+    again (at least once: duplicates are possible) as the window settles,
+    at most ``retry_policy``'s ``max_retries`` times; the republished copy
+    waits for the connection to come back, without the policy's intervals.
+    """
 
     def __init__(self, producer: Producer, max_unconfirmed: int) -> None:
         if max_unconfirmed < 1:
             raise ValueError("max_unconfirmed must be at least 1")
         self.producer = producer
         self.max_unconfirmed = max_unconfirmed
-        self._window: deque[PublishResult] = deque()
+        self._window: deque[_Pending] = deque()
         self.acked = 0
         self.nacked = 0
         self.unknown = 0
         self.returned = 0
+        #: How many messages were published again after a connection loss.
+        self.republished = 0
         self.failures: list[PublishResult] = []
 
-    def _settle_done(self) -> None:
+    async def _settle(self) -> None:
+        """Count the settled head of the window; republish (``retry``) what a
+        lost connection left unknown."""
         window = self._window
-        while window and window[0].outcome is not None:
-            self._count(window.popleft())
+        producer = self.producer
+        while window and window[0].result.outcome is not None:
+            entry = window.popleft()
+            result = entry.result
+            if (
+                result.outcome is ev.Outcome.UNKNOWN
+                and entry.retries is not None
+                and producer.channel.connection._may_revive(result.reason)
+                and next(entry.retries, None) is not None
+            ):
+                try:
+                    new = await producer._send(entry.msg)
+                except BaseException:
+                    window.appendleft(entry)  # not sent: still unknown, retried next time
+                    raise
+                assert new is not None
+                entry.result = new
+                window.append(entry)
+                self.republished += 1
+                continue
+            self._count(result)
 
     def _count(self, result: PublishResult) -> None:
         outcome = result.outcome
@@ -418,13 +548,15 @@ class Pipeline:
         self, body: Any, routing_key: str | None = None, **kwargs: Any
     ) -> PublishResult:
         """Like :meth:`Producer.publish`, but returns as soon as the message
-        is queued; waits only while the window is full."""
-        self._settle_done()
+        is queued; waits only while the window is full (and, on a reviving
+        connection, while it reconnects).  Cancellation: nothing was queued
+        by this call (a message republished meanwhile stays in the window)."""
+        await self._settle()
         while len(self._window) >= self.max_unconfirmed:
-            await self._window[0].wait()
-            self._settle_done()
-        p = self.producer
-        result = await p._send(
+            await self._window[0].result.wait()
+            await self._settle()
+        retry_policy = kwargs.pop("retry_policy", None)
+        msg = _Publish(
             body,
             routing_key,
             kwargs.pop("delivery_mode", None),
@@ -442,8 +574,10 @@ class Pipeline:
             kwargs.pop("expiration", None),
             kwargs,
         )
+        result = await self.producer._send(msg)
         assert result is not None
-        self._window.append(result)
+        retries = RetryPolicy.coerce(retry_policy).intervals() if msg.retry else None
+        self._window.append(_Pending(result, msg, retries))
         return result
 
     @property
@@ -451,12 +585,13 @@ class Pipeline:
         return len(self._window)
 
     async def wait_all(self) -> None:
-        """Wait for every outstanding outcome.  Cancellation: stops waiting;
+        """Wait for every outstanding outcome (republishing, with ``retry``,
+        what a lost connection left unknown).  Cancellation: stops waiting;
         the messages were sent."""
         await checkpoint()
         while self._window:
-            await self._window[0].wait()
-            self._settle_done()
+            await self._window[0].result.wait()
+            await self._settle()
 
 
 class Consumer:
@@ -513,6 +648,12 @@ class Consumer:
             else serialization.prepare_accept_content(accept)
         )
         self.prefetch_count = prefetch_count
+        #: The last qos applied (replayed on a new channel).
+        self._qos: tuple[int, int, bool] | None = (
+            None if prefetch_count is None else (0, prefetch_count, False)
+        )
+        self._revive_pending = False
+        self._salvaged: deque[Message] = deque()
         self.tag_prefix = tag_prefix or ""
         self.buffer_size = buffer_size
         self._channel: Channel | None = None
@@ -536,19 +677,19 @@ class Consumer:
     def connection(self) -> Connection:
         return self.channel.connection
 
+    def _stream_size(self) -> int:
+        if self.prefetch_count:
+            return self.prefetch_count * max(1, len(self.queues))
+        return self.buffer_size
+
     async def __aenter__(self) -> Consumer:
         channel, owns = await _resolve_channel(self._target)
         self._channel, self._owns_channel = channel, owns
-        size = self.buffer_size
-        if self.prefetch_count:
-            size = self.prefetch_count * max(1, len(self.queues))
-        self._send, self._receive = anyio.create_memory_object_stream[ev.Delivery](size)
+        self._send, self._receive = anyio.create_memory_object_stream[ev.Delivery](
+            self._stream_size()
+        )
         try:
-            if self.auto_declare:
-                await self.declare()
-            if self.prefetch_count is not None:
-                await self.qos(prefetch_count=self.prefetch_count)
-            await self.consume()
+            await self._setup()
         except BaseException:
             await self._close()
             raise
@@ -561,6 +702,14 @@ class Consumer:
         tb: TracebackType | None,
     ) -> None:
         await self._close()
+
+    async def _setup(self) -> None:
+        """On a fresh channel: declare (``auto_declare``), qos, consume."""
+        if self.auto_declare:
+            await self.declare()
+        if self._qos is not None:
+            await self.channel.basic_qos(*self._qos)
+        await self.consume()
 
     async def _close(self) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.connection.close_timeout):
@@ -577,15 +726,100 @@ class Consumer:
         await checkpoint()
 
     async def revive(self, channel: Connection | Channel) -> None:
-        """Re-bind to a new channel (after a connection loss) and consume again."""
+        """Re-bind to a new channel (after a connection loss) and consume again.
+
+        A Consumer made from a reviving connection does this by itself.
+        Messages still buffered from the old channel are handed over first
+        if they were consumed with ``no_ack``; the others are given back to
+        the broker (or, with the old channel gone, redelivered by it): their
+        delivery tags are never acknowledged on the new channel.
+
+        Cancellation: the consumer is left closed, as after a failed entry.
+        """
+        old = self._channel
+        if old is not None:
+            self._salvage(old)
         self._tags.clear()
         self._no_ack_tags.clear()
-        if self._owns_channel and self._channel is not None:
-            await self._channel.aclose()
+        if self._owns_channel and old is not None:
+            await old.aclose()
         # Closing the old channel reports its end to the consumer: forget it.
         self._error = None
+        self._revive_pending = False
         self._target = channel
-        await self.__aenter__()
+        self._channel, self._owns_channel = await _resolve_channel(channel)
+        try:
+            await self._setup()
+        except BaseException:
+            await self._close()
+            raise
+
+    def _salvage(self, old: Channel) -> None:
+        """Empty the delivery stream of *old*'s deliveries before moving on:
+        no_ack messages are kept to be handed over (the broker counts them
+        delivered), ack-mode ones go back to the queue."""
+        assert self._receive is not None
+        while True:
+            try:
+                delivery = self._receive.receive_nowait()
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.WouldBlock):
+                break
+            if delivery.consumer_tag in self._no_ack_tags:
+                self._salvaged.append(self._message(old, delivery, no_ack=True))
+            elif old.is_open and old._core.is_unsettled(delivery.delivery_tag):
+                old._reject(delivery.delivery_tag, requeue=True)
+        self._send, self._receive = anyio.create_memory_object_stream[ev.Delivery](
+            self._stream_size()
+        )
+
+    def _can_revive(self) -> bool:
+        channel = self.channel
+        return (
+            self._owns_channel
+            and not channel.is_open
+            and channel.connection._may_revive(self._error or channel.error)
+        )
+
+    async def _recover(self) -> None:
+        """After a connection loss: wait for the reviving connection, then
+        declare, qos and consume again on a new channel of it.
+
+        An exclusive queue can still be locked by the lost connection for a
+        moment (the broker may not have noticed it died): ResourceLocked is
+        retried with the connection's retry policy.
+        """
+        old = self.channel
+        connection = old.connection
+        assert connection.retry_policy is not None
+        waits = connection.retry_policy.intervals()
+        while True:
+            await connection.wait_connected()
+            self._salvage(old)
+            self._tags.clear()
+            self._no_ack_tags.clear()
+            self._error = None
+            channel = await connection.open_channel()
+            self._channel = channel
+            try:
+                if self.auto_declare:
+                    for queue in self.queues:
+                        if queue.server_named:
+                            queue.name = ""  # gone with the old connection; get a new one
+                await self._setup()
+            except BaseException as exc:
+                self._channel = old
+                self._tags.clear()
+                self._no_ack_tags.clear()
+                with anyio.CancelScope(shield=True):
+                    await channel.aclose()
+                if isinstance(exc, ResourceLocked) and (wait := next(waits, None)) is not None:
+                    await anyio.sleep(wait)
+                    continue
+                if isinstance(exc, TrioMsgError) and connection._may_revive(exc):
+                    continue  # lost again while setting up: wait for the next one
+                raise
+            self._revive_pending = False
+            return
 
     # --- kombu's methods ------------------------------------------------------
 
@@ -639,11 +873,8 @@ class Consumer:
                 buffered.append(self._receive.receive_nowait())
             except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.WouldBlock):
                 break
-        size = self.buffer_size
-        if self.prefetch_count:
-            size = self.prefetch_count * max(1, len(self.queues))
         self._send, self._receive = anyio.create_memory_object_stream[ev.Delivery](
-            max(size, len(buffered))
+            max(self._stream_size(), len(buffered))
         )
         for delivery in buffered:
             self._send.send_nowait(delivery)
@@ -694,6 +925,7 @@ class Consumer:
         """``basic.qos``.  ``prefetch_size`` is not implemented by RabbitMQ
         (:class:`~trio_msg.errors.NotSupported`)."""
         await self.channel.basic_qos(prefetch_size, prefetch_count, apply_global)
+        self._qos = (prefetch_size, prefetch_count, apply_global)
 
     async def recover(self, requeue: bool = True) -> None:
         """Redeliver unacknowledged messages.  RabbitMQ only implements
@@ -715,13 +947,29 @@ class Consumer:
         return self
 
     async def __anext__(self) -> Message:
+        """The next message.  On a reviving connection, a Consumer made from
+        the connection waits out a connection loss and consumes again on the
+        new connection (messages delivered in ack mode on the lost one are
+        redelivered by the broker).
+
+        Cancellation: no message is lost; one that had arrived stays buffered
+        for the next call."""
         if self._receive is None:
             raise RuntimeError("use the Consumer as 'async with Consumer(...) as consumer'")
-        channel = self.channel
         while True:
+            if self._salvaged:
+                await checkpoint()
+                return self._salvaged.popleft()
+            if self._revive_pending:
+                await self._recover()
+                continue
+            channel = self.channel
             try:
                 delivery = await self._receive.receive()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
+                if self._can_revive():
+                    self._revive_pending = True
+                    continue
                 if self._error is not None:
                     raise self._error from None
                 if channel.error is not None and not self._owns_channel:
@@ -733,18 +981,21 @@ class Consumer:
                 # and the broker redelivers it.  (A no_ack message is already
                 # settled and is still handed over: dropping it would lose it.)
                 continue
-            return Message(
-                channel,
-                body=delivery.body,
-                properties=delivery.properties,
-                delivery_tag=delivery.delivery_tag,
-                redelivered=delivery.redelivered,
-                exchange=delivery.exchange,
-                routing_key=delivery.routing_key,
-                consumer_tag=delivery.consumer_tag,
-                no_ack=no_ack,
-                accept=self.accept,
-            )
+            return self._message(channel, delivery, no_ack=no_ack)
+
+    def _message(self, channel: Channel, delivery: ev.Delivery, *, no_ack: bool) -> Message:
+        return Message(
+            channel,
+            body=delivery.body,
+            properties=delivery.properties,
+            delivery_tag=delivery.delivery_tag,
+            redelivered=delivery.redelivered,
+            exchange=delivery.exchange,
+            routing_key=delivery.routing_key,
+            consumer_tag=delivery.consumer_tag,
+            no_ack=no_ack,
+            accept=self.accept,
+        )
 
     async def _handle(self, message: Message) -> None:
         if self.on_message is not None:
