@@ -155,7 +155,8 @@ class FakeBroker:
       every half interval (unless ``silent`` or ``send_heartbeats=False``).
     - ``silent``: read and record everything, answer nothing, send nothing.
     - ``hold``: names of methods (``"Queue.Declare"``) whose replies are
-      held back in ``held`` until :meth:`release`.
+      held back in ``held`` until :meth:`release`; later methods on the
+      same channel queue up behind them, as on a broker.
     - ``handlers``: name -> ``async def handler(broker, received)`` that
       replaces the default answer.
     - ``auto_confirm``: ack every publish on a confirm channel at once.
@@ -265,6 +266,9 @@ class FakeBroker:
                 await self._on_frame(Received(channel, value, anyio.current_time()))
         except _GONE:
             return  # the client hung up while we were answering
+        except Exception:
+            await stream.aclose()  # a bug in a test's script: fail fast, not by timeout
+            raise
         finally:
             self.client_closed.set()
             self._notify()
@@ -288,7 +292,9 @@ class FakeBroker:
             return
         if self.silent:
             return
-        if name in self.hold:
+        if name in self.hold or any(h.channel == rec.channel for h in self.held):
+            # A broker answers a channel's methods in order: once one is
+            # held, everything after it on that channel waits behind it.
             self.held.append(rec)
             return
         await self.answer(rec)
@@ -398,7 +404,7 @@ class FakeBroker:
         elif name == "Channel.Flow":
             await self.send(channel, C.Channel.FlowOk(active=m.active))
         elif name in _REPLIES:
-            await self.reply(m, channel, build(_REPLIES[name]))
+            await self.reply(m, channel, _REPLIES[name]())
         # Basic.Ack / Nack / Reject, Channel.FlowOk ...: nothing to answer.
 
     async def reply(self, request: Any, channel: int, method: Frame) -> None:
