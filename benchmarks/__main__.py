@@ -495,8 +495,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
             ys = [kib / 1024 for _, kib in long["rss_samples_kib"]]
             ax.plot(xs, ys, color=colours[OURS_TRIO])
             ax.set_ylim(0, max(ys) * 1.25)
-            ax.set_xlabel("messages consumed (thousands)")
-            ax.set_ylabel("RSS, MiB")
+            ax.set_xlabel("messages consumed (thousands)", fontsize=8)
+            ax.set_ylabel("RSS, MiB", fontsize=8)
+            ax.tick_params(labelsize=8)
             ax.set_title(f"g. trio_msg[trio] RSS over a {long['n']:,} consume", fontsize=9)
             continue
         if panel == "g":
