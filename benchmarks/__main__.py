@@ -428,6 +428,17 @@ def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def rss_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    med = results["medians"]
+    workloads = results["parameters"]["workloads"]
+    head = ["peak RSS, MiB", *workloads]
+    rows = [
+        [client, *(f"{med[w][client]['rss_peak_mib']:.1f}" for w in workloads)]
+        for client in results["parameters"]["clients"]
+    ]
+    return head, rows
+
+
 def ratio_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["workload", "trio_msg[trio]", "vs", "target", "trio_msg[asyncio]", "vs", "target"]
     rows = []
@@ -558,6 +569,10 @@ def docs_include(results: dict[str, Any], path: Path) -> None:
         "",
         rst_table(*ratio_rows(results)),
         "",
+        "Peak RSS of each run (medians), workload by workload:",
+        "",
+        rst_table(*rss_rows(results)),
+        "",
     ]
     long = results.get("long_consume")
     if long:
@@ -683,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(*table_rows(results))
     print()
     print_table(*ratio_rows(results))
+    print()
+    print_table(*rss_rows(results))
     print()
     print(
         f"{wall / 60:.1f} minutes; load {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
