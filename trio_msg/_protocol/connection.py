@@ -74,6 +74,14 @@ CAPABILITIES = {
 }
 
 _U32 = struct.Struct(">I")
+_unpack_header = fr._FRAME_HEADER.unpack_from
+_unpack_content_header = fr._CONTENT_HEADER.unpack_from
+_unpack_tag_bits = fr._QB.unpack_from
+_DELIVER_ID = _U32.pack(C.Basic.Deliver.index)
+_ACK_ID = _U32.pack(C.Basic.Ack.index)
+_NACK_ID = _U32.pack(C.Basic.Nack.index)
+_ACK = ev.Outcome.ACK
+_NACK = ev.Outcome.NACK
 
 # Which replies each synchronous request accepts.
 _REPLIES: dict[type[_pbase.Frame], tuple[type[_pbase.Frame], ...]] = {
@@ -192,6 +200,7 @@ class AMQPConnection:
         self._crossed: set[int] = set()
 
         self._reader = fr.FrameReader(fr.FRAME_MIN_SIZE, 0)
+        self._properties: dict[bytes, Any] = {}  # decoded property lists (frames.cached_properties)
         self._out: list[bytes] = []
         self._out_size = 0
         self._events: list[ev.Event] = []
@@ -395,37 +404,182 @@ class AMQPConnection:
             raise self.error
         if self.state is ConnectionState.CLOSED:
             return
-        if data:
-            self._received = True
-        reader = self._reader
-        reader.feed(data)
+        if not data:
+            return
+        self._received = True
+        if data.__class__ is not bytes:
+            data = bytes(data)
+        buf = self._reader.take(data)
+        if buf is None:
+            return  # still inside a frame
         try:
-            for frame_type, channel_id, payload in reader.frames():
-                if channel_id and self.state is ConnectionState.CLOSING:
-                    continue  # after our connection.close only close/close-ok count
-                if frame_type == fr.FRAME_METHOD:
-                    if channel_id == 0:
-                        self._on_connection_method(fr.decode_method(payload))
-                    elif channel_id in self._crossed and channel_id not in self.channels:
-                        self._on_crossed(channel_id, payload)
-                    else:
-                        self._channel_for(channel_id)._on_method(payload)
-                elif frame_type == fr.FRAME_HEARTBEAT:
-                    pass
-                elif channel_id == 0:
-                    raise UnexpectedFrame("content frame on channel 0")
-                elif frame_type == fr.FRAME_HEADER:
-                    self._channel_for(channel_id)._on_header(payload)
-                else:
-                    self._channel_for(channel_id)._on_body(payload)
-                if self._finished():
-                    return
+            self._frames(buf)
         except RemoteProtocolError as exc:
             self._protocol_error(exc)
             raise
 
-    def _finished(self) -> bool:
-        return self.state is ConnectionState.CLOSED
+    def _frames(self, buf: bytes) -> None:
+        """Cut ``buf`` into frames and handle them; hand what is left (the
+        start of an incomplete frame) back to the reader.
+
+        This is the receive loop, so it is written for speed: frames are
+        cut here (with the reader's limits, checked on the header before
+        the payload is looked at), payloads are single slices of ``buf``,
+        and the commonest sequence, ``basic.deliver`` + content header +
+        body all in ``buf``, is handled in one go by :meth:`_fast_deliver`,
+        as are confirms; everything else goes frame by frame to the channel
+        machines.  ``tests/protocol/test_splits.py`` and ``test_decode.py``
+        check that feeding the same bytes whole (the fast way) or byte by
+        byte (always the ordinary way) gives the same events and state.
+        """
+        reader = self._reader
+        frame_max = reader.frame_max
+        channel_max = reader.channel_max
+        channels = self.channels
+        end = len(buf)
+        pos = 0
+        try:
+            while end - pos >= 7:
+                frame_type, channel_id, size = _unpack_header(buf, pos)
+                if not 0 < frame_type < 4 or size + 8 > frame_max or channel_id > channel_max:
+                    fr.check_frame_header(
+                        buf, pos, frame_type, channel_id, size, frame_max, channel_max
+                    )
+                stop = pos + 7 + size
+                if stop >= end:  # payload or frame-end octet not here yet
+                    break
+                if buf[stop] != 0xCE:
+                    raise fr.bad_frame_end(buf[stop])
+                if channel_id == 0:
+                    payload = buf[pos + 7 : stop]
+                    pos = stop + 1
+                    if frame_type == fr.FRAME_METHOD:
+                        self._on_connection_method(fr.decode_method(payload))
+                        if self.state is ConnectionState.CLOSED:
+                            return
+                        frame_max = reader.frame_max  # tune may have changed them
+                        channel_max = reader.channel_max
+                    elif frame_type != fr.FRAME_HEARTBEAT:
+                        raise UnexpectedFrame("content frame on channel 0")
+                    continue
+                if self.state is ConnectionState.CLOSING:
+                    pos = stop + 1
+                    continue  # after our connection.close only close/close-ok count
+                channel = channels.get(channel_id)
+                if channel is None:
+                    payload = buf[pos + 7 : stop]
+                    pos = stop + 1
+                    self._on_unknown_channel(frame_type, channel_id, payload)
+                    continue
+                if (
+                    frame_type == fr.FRAME_METHOD
+                    and channel._content_method is None
+                    and channel.state is ChannelState.OPEN
+                    and size >= 4
+                ):
+                    method_id = buf[pos + 7 : pos + 11]
+                    if method_id == _DELIVER_ID:
+                        after = self._fast_deliver(channel, buf, pos, stop, end, frame_max)
+                        if after:
+                            pos = after
+                            continue
+                    elif size == 13 and method_id in (_ACK_ID, _NACK_ID):
+                        tag, bits = _unpack_tag_bits(buf, pos + 11)
+                        pos = stop + 1
+                        channel._on_confirm(
+                            tag, (bits & 1) == 1, _ACK if method_id == _ACK_ID else _NACK
+                        )
+                        continue
+                payload = buf[pos + 7 : stop]
+                pos = stop + 1
+                if frame_type == fr.FRAME_METHOD:
+                    channel._on_method(payload)
+                elif frame_type == fr.FRAME_HEADER:
+                    channel._on_header(payload)
+                else:
+                    channel._on_body(payload)
+        finally:
+            reader.keep(buf, pos)
+
+    def _fast_deliver(
+        self, channel: AMQPChannel, buf: bytes, pos: int, stop: int, end: int, frame_max: int
+    ) -> int:
+        """A ``basic.deliver`` (the method frame at ``buf[pos:stop + 1]``), its
+        content header and its one body frame (none for an empty body), all
+        complete in ``buf``, on an open channel with no message in progress:
+        the common case, done at once.
+
+        Returns the offset after the last of those frames, or 0 when anything
+        is unusual (a frame incomplete, of another type or channel, over a
+        limit, undecodable; a body in several frames; a body too large): the
+        frames then go the ordinary way, one by one, which deals with it and
+        raises the same errors in the same order.  Nothing is changed before
+        everything has been checked.
+        """
+        channel_id = channel.id
+        after: int
+        try:
+            consumer_tag, tag, redelivered, exchange, routing_key = fr.deliver_fields(
+                buf, pos + 11, stop
+            )
+            h = stop + 1  # the content header frame
+            if end - h < 22:
+                return 0
+            frame_type, frame_channel, size = _unpack_header(buf, h)
+            h_stop = h + 7 + size
+            if (
+                frame_type != fr.FRAME_HEADER
+                or frame_channel != channel_id
+                or size < 14
+                or size + 8 > frame_max
+                or h_stop >= end
+                or buf[h_stop] != 0xCE
+            ):
+                return 0
+            class_id, _weight, body_size, flags = _unpack_content_header(buf, h + 7)
+            if class_id != 60 or flags & 1 or body_size > self.max_body_size:
+                return 0
+            if flags:
+                props = fr.cached_properties(buf[h + 19 : h_stop], self._properties)
+            else:
+                props = fr.EMPTY_PROPERTIES
+            if body_size:
+                b = h_stop + 1  # the body frame
+                if end - b < 8:
+                    return 0
+                frame_type, frame_channel, size = _unpack_header(buf, b)
+                after = b + 8 + size
+                if (
+                    frame_type != fr.FRAME_BODY
+                    or frame_channel != channel_id
+                    or size != body_size
+                    or size + 8 > frame_max
+                    or after > end
+                    or buf[after - 1] != 0xCE
+                ):
+                    return 0
+                body = buf[b + 7 : after - 1]
+            else:
+                body = b""
+                after = h_stop + 1
+        except (ValueError, IndexError, struct.error, TypeError, RecursionError):
+            return 0
+        channel._deliver(consumer_tag, tag, redelivered, exchange, routing_key, props, body)
+        return after
+
+    def _on_unknown_channel(self, frame_type: int, channel_id: int, payload: bytes) -> None:
+        """A frame for a channel that is not (or no longer) open."""
+        if channel_id in self._crossed:
+            # Its close crossed the broker's: only its close-ok matters (it
+            # frees the channel number); content still in flight is dropped.
+            if frame_type == fr.FRAME_METHOD and isinstance(
+                fr.decode_method(payload), C.Channel.CloseOk
+            ):
+                self._crossed.discard(channel_id)
+            return
+        raise RemoteProtocolError(
+            f"frame on channel {channel_id}, which is not open", CHANNEL_ERROR
+        )
 
     def _protocol_error(self, exc: RemoteProtocolError) -> None:
         if self.state in (
@@ -445,22 +599,6 @@ class AMQPConnection:
             )
         self._terminate(exc)
         self.state = ConnectionState.ERROR
-
-    def _channel_for(self, channel_id: int) -> AMQPChannel:
-        channel = self.channels.get(channel_id)
-        if channel is None:
-            if self.state is ConnectionState.CLOSING or channel_id in self._crossed:
-                return _DISCARD
-            raise RemoteProtocolError(
-                f"frame on channel {channel_id}, which is not open", CHANNEL_ERROR
-            )
-        return channel
-
-    def _on_crossed(self, channel_id: int, payload: bytes) -> None:
-        """A frame for a channel whose close crossed the broker's: only its
-        close-ok matters (it frees the channel number)."""
-        if isinstance(fr.decode_method(payload), C.Channel.CloseOk):
-            self._crossed.discard(channel_id)
 
     def _on_connection_method(self, method: _pbase.Frame) -> None:
         name = method.name
@@ -983,7 +1121,7 @@ class AMQPChannel:
                     error = channel_closed(REPLY_SUCCESS, "Normal shutdown", by_peer=False)
                 self._closed(error)
             elif isinstance(method, C.Basic.Ack | C.Basic.Nack):
-                self._on_confirm(method)
+                self._on_confirm_method(method)
             elif isinstance(method, C.Basic.Deliver | C.Basic.GetOk | C.Basic.Return):
                 self._content_method = method  # the content that follows is dropped
                 self._expect_header = True
@@ -993,7 +1131,7 @@ class AMQPChannel:
             self._start_content(method)
         elif isinstance(method, C.Basic.Ack | C.Basic.Nack):
             self._check_state_open(name)
-            self._on_confirm(method)
+            self._on_confirm_method(method)
         elif type(method) in _REPLY_TYPES:
             self._check_state_open(name)
             self._on_reply(method)
@@ -1084,7 +1222,7 @@ class AMQPChannel:
             if self.state is ChannelState.CLOSING:
                 return
             raise UnexpectedFrame(f"content header on channel {self.id} without a method before it")
-        class_id, size, props = fr.decode_content_header(payload)
+        class_id, size, props = fr.decode_content_header(payload, self.connection._properties)
         if self.state is ChannelState.CLOSING:
             self._content_size = size
             self._expect_header = False
@@ -1141,27 +1279,15 @@ class AMQPChannel:
         method = self._content_method
         props = self._content_props or fr.EMPTY_PROPERTIES
         self._reset_content()
-        emit = self.connection._events.append
         if isinstance(method, C.Basic.Deliver):
-            tag = method.delivery_tag
-            no_ack = self.consumers.get(method.consumer_tag)
-            if no_ack is False:
-                self._unsettled[tag] = None
-            if method.consumer_tag in self._orphans:
-                if no_ack is False:
-                    self.reject(tag, requeue=True)
-                return
-            emit(
-                ev.Delivery(
-                    self.id,
-                    method.consumer_tag,
-                    tag,
-                    bool(method.redelivered),
-                    method.exchange,
-                    method.routing_key,
-                    props,
-                    body,
-                )
+            self._deliver(
+                method.consumer_tag,
+                method.delivery_tag,
+                bool(method.redelivered),
+                method.exchange,
+                method.routing_key,
+                props,
+                body,
             )
         elif isinstance(method, C.Basic.GetOk):
             rpc = self._in_flight
@@ -1172,11 +1298,11 @@ class AMQPChannel:
                 if not rpc.method.no_ack:
                     self.reject(method.delivery_tag, requeue=True)
             else:
-                emit(ev.RpcReply(self.id, rpc.token, method, props, body))
+                self.connection._events.append(ev.RpcReply(self.id, rpc.token, method, props, body))
             self._finish_rpc()
         elif isinstance(method, C.Basic.Return):
-            emit(
-                ev.Returned(
+            self.connection._events.append(
+                ev.new_returned(
                     self.id,
                     self._pair_return(method),
                     method.reply_code,
@@ -1187,6 +1313,37 @@ class AMQPChannel:
                     body,
                 )
             )
+
+    def _deliver(
+        self,
+        consumer_tag: str,
+        delivery_tag: int,
+        redelivered: bool,
+        exchange: str,
+        routing_key: str,
+        props: fr.BasicProperties,
+        body: bytes,
+    ) -> None:
+        """A whole ``basic.deliver`` message arrived."""
+        no_ack = self.consumers.get(consumer_tag)
+        if no_ack is False:
+            self._unsettled[delivery_tag] = None
+        if self._orphans and consumer_tag in self._orphans:
+            if no_ack is False:
+                self.reject(delivery_tag, requeue=True)
+            return
+        self.connection._events.append(
+            ev.new_delivery(
+                self.id,
+                consumer_tag,
+                delivery_tag,
+                redelivered,
+                exchange,
+                routing_key,
+                props,
+                body,
+            )
+        )
 
     def _pair_return(self, method: C.Basic.Return) -> int | None:
         for tag, pub in self._unconfirmed.items():
@@ -1200,11 +1357,14 @@ class AMQPChannel:
                 return tag
         return None
 
-    def _on_confirm(self, method: C.Basic.Ack | C.Basic.Nack) -> None:
-        outcome = ev.Outcome.ACK if isinstance(method, C.Basic.Ack) else ev.Outcome.NACK
-        tag = method.delivery_tag
+    def _on_confirm_method(self, method: C.Basic.Ack | C.Basic.Nack) -> None:
+        outcome = _ACK if isinstance(method, C.Basic.Ack) else _NACK
+        self._on_confirm(method.delivery_tag, bool(method.multiple), outcome)
+
+    def _on_confirm(self, tag: int, multiple: bool, outcome: ev.Outcome) -> None:
+        """``basic.ack`` / ``basic.nack`` from the broker (publisher confirms)."""
         pending = self._unconfirmed
-        if method.multiple:
+        if multiple:
             low = self._lowest_unconfirmed
             if tag == 0 or tag >= self._next_publish_tag:
                 # never loop past the last publish (a hostile tag could be 2**64-1)
@@ -1217,7 +1377,7 @@ class AMQPChannel:
             return  # already resolved: a broker never does this, and it harms nothing
         self._advance_lowest()
         if tags:
-            self.connection._events.append(ev.Confirmation(self.id, tags, outcome))
+            self.connection._events.append(ev.new_confirmation(self.id, tags, outcome))
 
     def _advance_lowest(self) -> None:
         low = self._lowest_unconfirmed
@@ -1248,22 +1408,3 @@ class AMQPChannel:
         if self.state is not ChannelState.CLOSED:
             self._move("connection closed")
             self._closed(error)
-
-
-class _DiscardChannel(AMQPChannel):
-    """Frames for a channel already forgotten while the connection closes."""
-
-    def __init__(self) -> None:
-        pass
-
-    def _on_method(self, payload: bytes) -> None:
-        pass
-
-    def _on_header(self, payload: bytes) -> None:
-        pass
-
-    def _on_body(self, payload: bytes) -> None:
-        pass
-
-
-_DISCARD = _DiscardChannel()

@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from ._build import fast_constructor
 from .errors import TrioMsgError
 from .frames import BasicProperties
 
@@ -179,3 +180,10 @@ Event = (
     | ConsumerCancelled
     | ChannelFlow
 )
+
+
+# Positional constructors for the receive path (see ._build): the same objects,
+# built several times faster than through the dataclasses' own __init__.
+new_delivery = fast_constructor(Delivery)
+new_returned = fast_constructor(Returned)
+new_confirmation = fast_constructor(Confirmation)

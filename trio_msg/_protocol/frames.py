@@ -1,18 +1,30 @@
 """Framing: cutting the inbound byte stream into frames, and building frames.
 
-:class:`FrameReader` reads the 7-byte frame header itself, so that every limit
-(frame size, frame type, channel number) is enforced *before* the payload is
-buffered, and pamqp is only asked to decode a payload known to be complete.
+Every limit (frame size, frame type, channel number) is checked on the 7-byte
+frame header *before* the payload is buffered (:func:`check_frame_header`),
+and a payload is only decoded once it is known to be complete.
+:class:`FrameReader` holds the bytes of a frame not yet complete.
 
-The hot frames (``basic.publish``, content headers and bodies, acks) are
-encoded here directly with :mod:`struct`; every other method goes through
-pamqp.  ``tests/protocol/test_codec.py`` proves the two byte-identical.
+The hot frames are encoded and decoded here directly with :mod:`struct`:
+``basic.publish``, content headers and bodies and acks on the way out;
+``basic.deliver``, ``basic.ack`` / ``nack``, ``basic.return``,
+``basic.get-ok`` and content headers on the way in.  Every other method goes
+through pamqp.  ``tests/protocol/test_codec.py`` proves the encoders
+byte-identical to pamqp, and ``tests/protocol/test_decode.py`` proves the
+decoders equal to pamqp's on everything pamqp can marshal.  Where the two
+legitimately differ (a 64-bit delivery tag beyond ``2**63``, which pamqp
+reads as negative, a negative decimal, which pamqp reads as unsigned, odd
+timestamps) the tests say why.  The hand-written method decoders are also
+stricter than pamqp: a truncated field or a frame longer than its arguments
+is a :class:`~.errors.FrameError`, not a silently shortened string.
 
 Properties have their own codec (:func:`encode_properties`,
 :func:`decode_properties`): it is faster than pamqp's generic one and it does
 not fail on timestamps that :class:`datetime.datetime` cannot hold (other
 clients send milliseconds, or garbage): those are delivered as the raw
-integer instead of poisoning the connection.
+integer instead of poisoning the connection.  Decoded property lists are
+remembered per connection (:func:`cached_properties`), since a stream of
+messages usually repeats the same few.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from pamqp import base as _pbase
 from pamqp import commands as _pcommands
 from pamqp import encode as _pencode
 
+from ._build import fast_constructor
 from .errors import CHANNEL_ERROR, FRAME_ERROR, FrameError, LocalProtocolError
 
 __all__ = [
@@ -40,9 +53,12 @@ __all__ = [
     "PROTOCOL_HEADER",
     "BasicProperties",
     "FrameReader",
+    "cached_properties",
+    "check_frame_header",
     "check_shortstr",
     "decode_method",
     "decode_properties",
+    "deliver_fields",
     "encode_content",
     "encode_method",
     "encode_properties",
@@ -67,6 +83,8 @@ _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+_QB = struct.Struct(">QB")  # a delivery tag and its bits
+_QBB = struct.Struct(">QBB")  # ... and the length of the short string after them
 
 _KNOWN_FRAME_TYPES = frozenset((FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT))
 
@@ -74,26 +92,64 @@ Frame: TypeAlias = tuple[int, int, bytes]
 """(frame type, channel number, payload)"""
 
 
+def check_frame_header(
+    data: bytes | bytearray,
+    pos: int,
+    frame_type: int,
+    channel: int,
+    size: int,
+    frame_max: int,
+    channel_max: int,
+) -> None:
+    """Raise the :class:`~.errors.FrameError` that the frame header at
+    ``data[pos:]`` deserves, or return if it is acceptable:
+
+    - an unknown frame type: 501 (naming the protocol the server offered if
+      it answered with a protocol header);
+    - a frame larger than ``frame_max``: 501;
+    - a heartbeat on a non-zero channel: 501;
+    - a channel number above ``channel_max``: 504.
+    """
+    if frame_type not in _KNOWN_FRAME_TYPES:
+        if data[pos : pos + 4] == b"AMQP":
+            raise FrameError(
+                "the server does not speak AMQP 0-9-1: it answered with "
+                f"protocol header {bytes(data[pos : pos + 8])!r}"
+            )
+        raise FrameError(f"unknown frame type {frame_type}")
+    if size + FRAME_OVERHEAD > frame_max:
+        raise FrameError(f"frame of {size + FRAME_OVERHEAD} bytes exceeds frame_max {frame_max}")
+    if frame_type == FRAME_HEARTBEAT and channel != 0:
+        raise FrameError(f"heartbeat frame on channel {channel}")
+    if channel > channel_max:
+        raise FrameError(
+            f"frame on channel {channel} exceeds channel_max {channel_max}", CHANNEL_ERROR
+        )
+
+
+def bad_frame_end(octet: int) -> FrameError:
+    return FrameError(f"bad frame-end octet {octet:#04x}")
+
+
 class FrameReader:
     """An incremental buffer that yields complete, checked frames.
 
-    Limits are checked on the 7-byte header, before the payload is buffered:
+    Limits are checked on the 7-byte header, before the payload is buffered
+    (see :func:`check_frame_header`); a frame whose last octet is not 0xCE is
+    a 501 as well.  ``frame_max`` (4096 until tuning is done) and
+    ``channel_max`` may be changed between calls (after ``connection.tune``).
 
-    - a frame larger than ``frame_max`` (4096 until tuning is done): 501;
-    - an unknown frame type: 501;
-    - a heartbeat on a non-zero channel: 501;
-    - a channel number above ``channel_max``: 504;
-    - a frame whose last octet is not 0xCE: 501.
-
-    ``frame_max`` and ``channel_max`` may be changed between calls (after
-    ``connection.tune``).
+    Two ways to use it: :meth:`feed` and :meth:`frames`, or, for a receive
+    loop that cuts frames itself, :meth:`take` and :meth:`keep`, which hand
+    over whole byte strings (payloads are then slices of them, copied once)
+    and do not touch the bytes again until a held frame can be complete.
     """
 
-    __slots__ = ("_buf", "_pos", "channel_max", "frame_max")
+    __slots__ = ("_buf", "_need", "channel_max", "frame_max")
 
     def __init__(self, frame_max: int = FRAME_MIN_SIZE, channel_max: int = 65535) -> None:
         self._buf = bytearray()
-        self._pos = 0
+        self._need = 0  # how many bytes must be held before looking again
         self.frame_max = frame_max
         self.channel_max = channel_max
 
@@ -104,52 +160,57 @@ class FrameReader:
     @property
     def buffered(self) -> int:
         """How many bytes are held that do not yet form a whole frame."""
-        return len(self._buf) - self._pos
+        return len(self._buf)
 
     def frames(self) -> Iterator[Frame]:
         """Yield every complete frame in the buffer.
 
         :raises FrameError: on any malformed frame (the reader is then useless).
         """
-        buf = self._buf
-        pos = self._pos
-        end = len(buf)
+        data = bytes(self._buf)
+        self._buf.clear()
+        pos = 0
+        end = len(data)
         frame_max = self.frame_max
         channel_max = self.channel_max
         try:
             while end - pos >= 7:
-                frame_type, channel, size = _FRAME_HEADER.unpack_from(buf, pos)
-                if frame_type not in _KNOWN_FRAME_TYPES:
-                    if buf[pos : pos + 4] == b"AMQP":
-                        raise FrameError(
-                            "the server does not speak AMQP 0-9-1: it answered with "
-                            f"protocol header {bytes(buf[pos : pos + 8])!r}"
-                        )
-                    raise FrameError(f"unknown frame type {frame_type}")
-                if size + FRAME_OVERHEAD > frame_max:
-                    raise FrameError(
-                        f"frame of {size + FRAME_OVERHEAD} bytes exceeds frame_max {frame_max}"
-                    )
-                if frame_type == FRAME_HEARTBEAT and channel != 0:
-                    raise FrameError(f"heartbeat frame on channel {channel}")
-                if channel > channel_max:
-                    raise FrameError(
-                        f"frame on channel {channel} exceeds channel_max {channel_max}",
-                        CHANNEL_ERROR,
-                    )
+                frame_type, channel, size = _FRAME_HEADER.unpack_from(data, pos)
+                check_frame_header(data, pos, frame_type, channel, size, frame_max, channel_max)
                 stop = pos + 7 + size
                 if stop >= end:  # payload or frame-end octet not here yet
                     break
-                if buf[stop] != FRAME_END:
-                    raise FrameError(f"bad frame-end octet {buf[stop]:#04x}")
-                payload = bytes(buf[pos + 7 : stop])
+                if data[stop] != FRAME_END:
+                    raise bad_frame_end(data[stop])
+                payload = data[pos + 7 : stop]
                 pos = stop + 1
                 yield frame_type, channel, payload
         finally:
-            if pos:
-                del buf[:pos]
-                pos = 0
-            self._pos = pos
+            self._buf[:0] = data[pos:]
+
+    def take(self, data: bytes) -> bytes | None:
+        """Append ``data`` to what is held and return it all as one byte
+        string to cut frames from, or ``None`` (keeping ``data``) while the
+        frame held cannot be complete yet.  Whatever the caller does not
+        consume it must hand back with :meth:`keep`."""
+        buf = self._buf
+        if not buf:
+            return data
+        buf += data
+        if len(buf) < self._need:
+            return None
+        whole = bytes(buf)
+        buf.clear()
+        return whole
+
+    def keep(self, data: bytes, pos: int) -> None:
+        """Hold ``data[pos:]``, the beginning of a frame not yet complete
+        (its header, if all there, already checked)."""
+        rest = len(data) - pos
+        if rest <= 0:
+            return
+        self._buf += data[pos:]
+        self._need = 7 if rest < 7 else _U32.unpack_from(data, pos + 3)[0] + FRAME_OVERHEAD
 
 
 # --- methods --------------------------------------------------------------
@@ -195,14 +256,129 @@ def encode_method(channel: int, method: _pbase.Frame) -> bytes:
     return _FRAME_HEADER.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END_BYTE
 
 
+# --- decoding the hot methods ---------------------------------------------------
+#
+# Each takes the whole payload of a method frame (method id included) and
+# raises ValueError, IndexError or struct.error when it is malformed;
+# decode_method turns those into a FrameError.  Strings are read at the
+# offsets the length octets give and the final offset must land exactly on
+# the end of the frame: a string running past its frame cannot go unnoticed.
+
+_new = object.__new__
+_Basic = _pcommands.Basic
+
+
+def deliver_fields(data: bytes, pos: int, end: int) -> tuple[str, int, bool, str, str]:
+    """The arguments of a ``basic.deliver`` at ``data[pos:end]`` (after the
+    method id): consumer tag, delivery tag, redelivered, exchange, routing key."""
+    n = data[pos]
+    p = pos + 1 + n
+    consumer_tag = data[pos + 1 : p].decode()
+    delivery_tag, bits, n = _QBB.unpack_from(data, p)
+    p += 10
+    q = p + n
+    exchange = data[p:q].decode()
+    n = data[q]
+    p = q + 1 + n
+    routing_key = data[q + 1 : p].decode()
+    if p != end:
+        raise ValueError("arguments do not fill the frame")
+    return consumer_tag, delivery_tag, (bits & 1) == 1, exchange, routing_key
+
+
+def _decode_deliver(data: bytes) -> _pbase.Frame:
+    m = _new(_Basic.Deliver)
+    (m.consumer_tag, m.delivery_tag, m.redelivered, m.exchange, m.routing_key) = deliver_fields(
+        data, 4, len(data)
+    )
+    return m
+
+
+def _decode_ack(data: bytes) -> _pbase.Frame:
+    if len(data) != 13:
+        raise ValueError("basic.ack is 13 bytes")
+    m = _new(_Basic.Ack)
+    m.delivery_tag, bits = _QB.unpack_from(data, 4)
+    m.multiple = (bits & 1) == 1
+    return m
+
+
+def _decode_nack(data: bytes) -> _pbase.Frame:
+    if len(data) != 13:
+        raise ValueError("basic.nack is 13 bytes")
+    m = _new(_Basic.Nack)
+    m.delivery_tag, bits = _QB.unpack_from(data, 4)
+    m.multiple = (bits & 1) == 1
+    m.requeue = (bits & 2) == 2
+    return m
+
+
+def _decode_return(data: bytes) -> _pbase.Frame:
+    reply_code = _U16.unpack_from(data, 4)[0]
+    n = data[6]
+    p = 7 + n
+    reply_text = data[7:p].decode()
+    n = data[p]
+    q = p + 1 + n
+    exchange = data[p + 1 : q].decode()
+    n = data[q]
+    p = q + 1 + n
+    routing_key = data[q + 1 : p].decode()
+    if p != len(data):
+        raise ValueError("arguments do not fill the frame")
+    m = _new(_Basic.Return)
+    m.reply_code = reply_code
+    m.reply_text = reply_text
+    m.exchange = exchange
+    m.routing_key = routing_key
+    return m
+
+
+def _decode_get_ok(data: bytes) -> _pbase.Frame:
+    delivery_tag, bits, n = _QBB.unpack_from(data, 4)
+    p = 14
+    q = p + n
+    exchange = data[p:q].decode()
+    n = data[q]
+    p = q + 1 + n
+    routing_key = data[q + 1 : p].decode()
+    message_count = _U32.unpack_from(data, p)[0]
+    if p + 4 != len(data):
+        raise ValueError("arguments do not fill the frame")
+    m = _new(_Basic.GetOk)
+    m.delivery_tag = delivery_tag
+    m.redelivered = (bits & 1) == 1
+    m.exchange = exchange
+    m.routing_key = routing_key
+    m.message_count = message_count
+    return m
+
+
+_HOT_DECODERS = {
+    _Basic.Deliver.index: _decode_deliver,
+    _Basic.Ack.index: _decode_ack,
+    _Basic.Nack.index: _decode_nack,
+    _Basic.Return.index: _decode_return,
+    _Basic.GetOk.index: _decode_get_ok,
+}
+
+
 def decode_method(payload: bytes) -> _pbase.Frame:
-    """Decode a method frame's payload.
+    """Decode a method frame's payload into pamqp's method object: by hand
+    for the hot methods, by pamqp for the others.
 
     :raises FrameError: unknown method or undecodable arguments.
     """
     if len(payload) < 4:
         raise FrameError("method frame shorter than its method id")
     index = _METHOD_ID.unpack_from(payload)[0]
+    hot = _HOT_DECODERS.get(index)
+    if hot is not None:
+        try:
+            return hot(payload)
+        except (ValueError, IndexError, struct.error) as exc:
+            name = _pcommands.INDEX_MAPPING[index].name
+            raise FrameError(f"cannot decode {name}: {exc!r}") from None
     cls = _pcommands.INDEX_MAPPING.get(index)
     if cls is None:
         raise FrameError(f"unknown method id {index >> 16}.{index & 0xFFFF}")
@@ -317,6 +493,9 @@ def encode_properties(props: BasicProperties) -> tuple[int, bytes]:
     return flags, b"".join(parts)
 
 
+_new_properties = fast_constructor(BasicProperties)
+
+
 def _timestamp(raw: int) -> datetime.datetime | int:
     try:
         return datetime.datetime.fromtimestamp(raw, tz=datetime.UTC)
@@ -325,29 +504,156 @@ def _timestamp(raw: int) -> datetime.datetime | int:
 
 
 def decode_properties(flags: int, data: bytes, offset: int = 0) -> BasicProperties:
-    """Decode a property list.  Raises ``ValueError``/``struct.error``/
+    """Decode the property list at ``data[offset:]`` announced by ``flags``
+    (the first flag word).  Raises ``ValueError``/``struct.error``/
     ``IndexError`` on garbage (the caller maps them to a frame error)."""
-    if not flags:
+    if not flags & 0xFFFC:
         return EMPTY_PROPERTIES
-    values: dict[str, Any] = {}
-    for name, bit, kind in _PROPERTY_FIELDS:
-        if not flags & bit:
-            continue
-        if kind == "s":
+    content_type: str | None = None
+    content_encoding: str | None = None
+    headers: Table | None = None
+    delivery_mode: int | None = None
+    priority: int | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    expiration: str | None = None
+    message_id: str | None = None
+    timestamp: datetime.datetime | int | None = None
+    type_: str | None = None
+    user_id: str | None = None
+    app_id: str | None = None
+    cluster_id: str | None = None
+    # Short strings: the length octet, then the bytes; reading past the end
+    # yields a short slice, which the final check below catches.
+    if flags & 0x8000:
+        n = data[offset]
+        offset += 1 + n
+        content_type = data[offset - n : offset].decode()
+    if flags & 0x4000:
+        n = data[offset]
+        offset += 1 + n
+        content_encoding = data[offset - n : offset].decode()
+    if flags & 0x2000:
+        headers, offset = _decode_table(data, offset)
+    if flags & 0x1000:
+        delivery_mode = data[offset]
+        offset += 1
+    if flags & 0x0800:
+        priority = data[offset]
+        offset += 1
+    if flags & 0x07FC:  # the rarer ones
+        if flags & 0x0400:
             n = data[offset]
-            values[name] = data[offset + 1 : offset + 1 + n].decode("utf-8")
             offset += 1 + n
-            if offset > len(data):
-                raise ValueError("truncated property")
-        elif kind == "o":
-            values[name] = data[offset]
-            offset += 1
-        elif kind == "F":
-            values[name], offset = _decode_table(data, offset)
-        else:
-            values[name] = _timestamp(_U64.unpack_from(data, offset)[0])
+            correlation_id = data[offset - n : offset].decode()
+        if flags & 0x0200:
+            n = data[offset]
+            offset += 1 + n
+            reply_to = data[offset - n : offset].decode()
+        if flags & 0x0100:
+            n = data[offset]
+            offset += 1 + n
+            expiration = data[offset - n : offset].decode()
+        if flags & 0x0080:
+            n = data[offset]
+            offset += 1 + n
+            message_id = data[offset - n : offset].decode()
+        if flags & 0x0040:
+            timestamp = _timestamp(_U64.unpack_from(data, offset)[0])
             offset += 8
-    return BasicProperties(**values)
+        if flags & 0x0020:
+            n = data[offset]
+            offset += 1 + n
+            type_ = data[offset - n : offset].decode()
+        if flags & 0x0010:
+            n = data[offset]
+            offset += 1 + n
+            user_id = data[offset - n : offset].decode()
+        if flags & 0x0008:
+            n = data[offset]
+            offset += 1 + n
+            app_id = data[offset - n : offset].decode()
+        if flags & 0x0004:
+            n = data[offset]
+            offset += 1 + n
+            cluster_id = data[offset - n : offset].decode()
+    if offset > len(data):
+        raise ValueError("truncated property list")
+    return _new_properties(
+        content_type,
+        content_encoding,
+        headers,
+        delivery_mode,
+        priority,
+        correlation_id,
+        reply_to,
+        expiration,
+        message_id,
+        timestamp,
+        type_,
+        user_id,
+        app_id,
+        cluster_id,
+    )
+
+
+_CACHE_ENTRIES = 256  # property lists remembered per connection
+_CACHE_KEY_MAX = 1024  # longer ones are decoded every time
+
+
+def _copy_properties(template: BasicProperties, headers: Table | None) -> BasicProperties:
+    t = template
+    return _new_properties(
+        t.content_type,
+        t.content_encoding,
+        headers,
+        t.delivery_mode,
+        t.priority,
+        t.correlation_id,
+        t.reply_to,
+        t.expiration,
+        t.message_id,
+        t.timestamp,
+        t.type,
+        t.user_id,
+        t.app_id,
+        t.cluster_id,
+    )
+
+
+def cached_properties(raw: bytes, cache: dict[bytes, Any]) -> BasicProperties:
+    """The properties encoded in ``raw``, a content header's first flag word
+    and property list (without continuation words), remembered in ``cache``.
+
+    Every value a property list decodes to is immutable except the headers
+    table and the tables and arrays in it.  So a cached result without
+    headers is handed out again as it is (it is frozen); one whose headers
+    hold only immutable values is handed out as a new object with a fresh
+    copy of the headers dict, so no two messages ever share a mutable
+    object; one with nested tables or arrays is not cached.  The cache is
+    emptied when full (a stream whose properties never repeat costs one
+    dictionary lookup and insertion per message).
+    """
+    hit = cache.get(raw)
+    if hit is not None:
+        if hit.__class__ is BasicProperties:
+            return hit
+        template = hit[0]
+        return _copy_properties(template, dict(template.headers))
+    props = decode_properties(_U16.unpack_from(raw)[0], raw, 2)
+    if len(raw) <= _CACHE_KEY_MAX:
+        if len(cache) >= _CACHE_ENTRIES:
+            cache.clear()
+        headers = props.headers
+        if headers is None:
+            cache[raw] = props
+        else:
+            for value in headers.values():
+                if value.__class__ is dict or value.__class__ is list:
+                    break
+            else:
+                cache[raw] = (_copy_properties(props, dict(headers)),)
+    return props
 
 
 _S8 = struct.Struct(">b")
@@ -364,7 +670,7 @@ _FIXED = {
     0x49: _S32,  # I
     0x69: _U32,  # i
     0x6C: _S64,  # l
-    0x4C: _U64,  # L
+    0x4C: _S64,  # L: signed, as pamqp and py-amqp (kombu) read and write it
     0x66: _F32,  # f
     0x64: _F64,  # d
 }
@@ -373,23 +679,23 @@ _FIXED = {
 def _decode_value(data: bytes, offset: int) -> tuple[Any, int]:
     kind = data[offset]
     offset += 1
+    if kind == 0x53 or kind == 0x78:  # S long string, x byte array
+        n = _U32.unpack_from(data, offset)[0]
+        offset += 4 + n
+        if offset > len(data):
+            raise ValueError("truncated long string")
+        raw = data[offset - n : offset]
+        if kind == 0x78:
+            return raw, offset
+        try:
+            return raw.decode(), offset
+        except UnicodeDecodeError:
+            return raw, offset
     fixed = _FIXED.get(kind)
     if fixed is not None:
         return fixed.unpack_from(data, offset)[0], offset + fixed.size
-    if kind == 0x53 or kind == 0x78:  # S longstr, x byte array
-        n = _U32.unpack_from(data, offset)[0]
-        offset += 4
-        raw = data[offset : offset + n]
-        if len(raw) != n:
-            raise ValueError("truncated long string")
-        if kind == 0x78:
-            return raw, offset + n
-        try:
-            return raw.decode("utf-8"), offset + n
-        except UnicodeDecodeError:
-            return raw, offset + n
     if kind == 0x74:  # t
-        return bool(data[offset]), offset + 1
+        return data[offset] != 0, offset + 1
     if kind == 0x46:  # F
         return _decode_table(data, offset)
     if kind == 0x41:  # A
@@ -402,10 +708,12 @@ def _decode_value(data: bytes, offset: int) -> tuple[Any, int]:
         while offset < stop:
             item, offset = _decode_value(data, offset)
             items.append(item)
+        if offset != stop:
+            raise ValueError("array overruns its length")
         return items, offset
     if kind == 0x54:  # T
         return _timestamp(_U64.unpack_from(data, offset)[0]), offset + 8
-    if kind == 0x44:  # D decimal
+    if kind == 0x44:  # D decimal: a scale and a signed mantissa (as pamqp writes it)
         places = data[offset]
         value = _S32.unpack_from(data, offset + 1)[0]
         return decimal.Decimal(value).scaleb(-places), offset + 5
@@ -422,27 +730,49 @@ def _decode_table(data: bytes, offset: int) -> tuple[Table, int]:
         raise ValueError("truncated table")
     table: Table = {}
     while offset < stop:
-        klen = data[offset]
-        key = data[offset + 1 : offset + 1 + klen].decode("utf-8")
-        offset += 1 + klen
-        table[key], offset = _decode_value(data, offset)
+        n = data[offset]
+        offset += 1 + n
+        key = data[offset - n : offset].decode()
+        if data[offset] == 0x53:  # S, the most common value, inline
+            n = _U32.unpack_from(data, offset + 1)[0]
+            offset += 5 + n
+            if offset > stop:
+                raise ValueError("truncated long string")
+            raw = data[offset - n : offset]
+            try:
+                table[key] = raw.decode()
+            except UnicodeDecodeError:
+                table[key] = raw
+        else:
+            table[key], offset = _decode_value(data, offset)
     if offset != stop:
         raise ValueError("table overruns its length")
     return table, offset
 
 
-def decode_content_header(payload: bytes) -> tuple[int, int, BasicProperties]:
-    """Return (class id, body size, properties) of a content header frame.
+def decode_content_header(
+    payload: bytes, cache: dict[bytes, Any] | None = None
+) -> tuple[int, int, BasicProperties]:
+    """Return (class id, body size, properties) of a content header frame,
+    through ``cache`` (see :func:`cached_properties`) if one is given.
 
     :raises FrameError: when the payload cannot be decoded.
     """
     try:
         class_id, _weight, body_size, flags = _CONTENT_HEADER.unpack_from(payload)
-        offset = 14
-        while flags & 1:  # continuation flag words (never used by basic)
-            flags &= ~1
-            offset += 2
-        props = decode_properties(flags, payload, offset)
+        if flags & 1:
+            # Continuation flag words: basic has only 14 properties, all in
+            # the first word, so the others are skipped (as pamqp does).
+            offset = 14
+            word = flags
+            while word & 1:
+                word = _U16.unpack_from(payload, offset)[0]
+                offset += 2
+            props = decode_properties(flags, payload, offset)
+        elif cache is not None:
+            props = cached_properties(payload[12:], cache)
+        else:
+            props = decode_properties(flags, payload, 14)
     except (ValueError, struct.error, IndexError, TypeError, RecursionError) as exc:
         # RecursionError: tables or arrays nested thousands deep
         raise FrameError(f"cannot decode content header: {exc!r}", FRAME_ERROR) from None
