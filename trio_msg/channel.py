@@ -220,9 +220,12 @@ class Channel:
 
     def _on_confirmation(self, event: ev.Confirmation) -> None:
         publishes = self._publishes
+        # UNKNOWN comes only as the channel closes: say why.
+        reason = self._core.error if event.outcome is ev.Outcome.UNKNOWN else None
         for tag in event.delivery_tags:
             result = publishes.pop(tag, None)
             if result is not None:
+                result.reason = reason
                 result._resolve(event.outcome)
 
     def _on_return(self, event: ev.Returned) -> None:
