@@ -127,22 +127,24 @@ async def test_publish_while_disconnected_waits_is_cancellable_and_buffers_nothi
 ) -> None:
     queue = trio_msg.Queue(unique_name, durable=False)
     try:
-        async with trio_msg.connect(_proxy_url(proxy), revive=FAST) as conn:
-            async with trio_msg.Producer(conn) as producer:
-                await producer.publish("one", routing_key=queue.name, declare=[queue])
-                proxy.refuse_new()
-                proxy.cut()
-                with anyio.fail_after(5):
-                    while conn.is_open:  # the client notices the cut
-                        await anyio.sleep(0.01)
-                with anyio.move_on_after(0.5) as scope:
-                    await producer.publish("dropped", routing_key=queue.name)
-                assert scope.cancelled_caught
-                assert not conn.is_open
-                proxy.heal()
-                with anyio.fail_after(10):
-                    await producer.publish("two", routing_key=queue.name)
-                assert conn.incarnation == 2
+        async with (
+            trio_msg.connect(_proxy_url(proxy), revive=FAST) as conn,
+            trio_msg.Producer(conn) as producer,
+        ):
+            await producer.publish("one", routing_key=queue.name, declare=[queue])
+            proxy.refuse_new()
+            proxy.cut()
+            with anyio.fail_after(5):
+                while conn.is_open:  # the client notices the cut
+                    await anyio.sleep(0.01)
+            with anyio.move_on_after(0.5) as scope:
+                await producer.publish("dropped", routing_key=queue.name)
+            assert scope.cancelled_caught
+            assert not conn.is_open
+            proxy.heal()
+            with anyio.fail_after(10):
+                await producer.publish("two", routing_key=queue.name)
+            assert conn.incarnation == 2
         # The cancelled publish was never sent: only "one" and "two" are there.
         assert await _queue_depth(broker_url, queue.name) == 2
     finally:
@@ -248,25 +250,23 @@ async def test_old_delivery_tag_is_never_acked_on_the_new_connection(
     queue = trio_msg.Queue(unique_name, auto_delete=False, durable=False)
     try:
         with anyio.fail_after(30):
-            async with trio_msg.connect(
-                broker_url, connection_name=unique_name, revive=FAST
-            ) as conn:
-                async with (
-                    trio_msg.Producer(conn) as producer,
-                    trio_msg.Consumer(conn, queues=[queue], prefetch_count=1) as consumer,
-                ):
-                    await producer.publish("m", routing_key=queue.name)
-                    old = await consumer.__anext__()
-                    assert not old.redelivered
-                    await _force_close(unique_name)
-                    again = await consumer.__anext__()
-                    assert again.payload == "m"
-                    assert again.redelivered
-                    assert again.delivery_tag == old.delivery_tag == 1
-                    # The old message's tag belongs to the dead channel.
-                    with pytest.raises(MessageStateError):
-                        await old.ack()
-                    await again.ack()
+            async with (
+                trio_msg.connect(broker_url, connection_name=unique_name, revive=FAST) as conn,
+                trio_msg.Producer(conn) as producer,
+                trio_msg.Consumer(conn, queues=[queue], prefetch_count=1) as consumer,
+            ):
+                await producer.publish("m", routing_key=queue.name)
+                old = await consumer.__anext__()
+                assert not old.redelivered
+                await _force_close(unique_name)
+                again = await consumer.__anext__()
+                assert again.payload == "m"
+                assert again.redelivered
+                assert again.delivery_tag == old.delivery_tag == 1
+                # The old message's tag belongs to the dead channel.
+                with pytest.raises(MessageStateError):
+                    await old.ack()
+                await again.ack()
         assert await _queue_depth(broker_url, queue.name) == 0
     finally:
         async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
