@@ -36,6 +36,10 @@ extensions = [
 # to the standard library therefore stay plain text, which is why nitpicky
 # mode is off.
 nitpicky = False
+# Type hints name builtins such as ``type``; with the public API documented,
+# attributes called ``type`` (Exchange.type, BasicProperties.type) make such
+# a reference ambiguous.  The builtin is meant; say nothing.
+suppress_warnings = ["ref.python"]
 
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 templates_path: list[str] = []
