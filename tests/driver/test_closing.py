@@ -250,3 +250,23 @@ async def test_channel_close_from_the_broker_fails_its_waiters_only(
             assert conn.is_open
         await doomed.aclose()  # already closed: no-op
     assert "Channel.CloseOk" in broker.names(doomed.channel_id)
+
+
+@pytest.mark.trio
+async def test_crossing_closes_end_at_once(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Our connection.close crosses the broker's: neither side waits for a
+    close-ok the other will never send."""
+
+    async def close_instead(b: FakeBroker, rec: object) -> None:
+        await b.close_connection(320, "CONNECTION_FORCED - shutdown")
+
+    broker.handlers["Connection.Close"] = close_instead
+    async with broker:
+        start = trio.current_time()
+        with pytest.raises(ConnectionForced):
+            async with connect(URL):
+                pass
+        assert trio.current_time() - start < 1
+        assert broker.count("Connection.Close") == 1
