@@ -421,3 +421,119 @@ async def test_retry_policy_rejects_bad_values() -> None:
         {"max_retries": 4, "interval_start": 1, "interval_step": 2, "interval_max": 4}
     )
     assert list(policy.intervals()) == [1, 3, 4, 4]
+
+
+async def _wait_lost(conn: trio_msg.Connection) -> None:
+    with anyio.fail_after(5):
+        while conn.is_open:
+            await anyio.sleep(0.01)
+
+
+async def test_wait_connected_is_a_checkpoint_and_cancellable_while_reconnecting(
+    proxy: TcpProxy,
+) -> None:
+    async with trio_msg.connect(_proxy_url(proxy), revive=FAST) as conn:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await conn.wait_connected()  # open: still a checkpoint
+        assert scope.cancelled_caught
+        proxy.refuse_new()
+        proxy.cut()
+        await _wait_lost(conn)
+        with anyio.move_on_after(0.3) as scope:
+            await conn.wait_connected()
+        assert scope.cancelled_caught
+        proxy.heal()
+        with anyio.fail_after(10):
+            await conn.wait_connected()
+        async with conn.channel() as ch:
+            await ch.queue_declare("", exclusive=True)
+
+
+async def test_consumer_cancelled_while_moving_over_tries_again(
+    proxy: TcpProxy, broker_url: str, unique_name: str
+) -> None:
+    """Cancel the iteration while its consumer waits for the connection,
+    and again while it redeclares on the new one (the link stalled): the
+    next iteration finishes the move and gets the message."""
+    queue = trio_msg.Queue(unique_name, durable=False)
+    try:
+        async with (
+            trio_msg.connect(_proxy_url(proxy), revive=FAST) as conn,
+            trio_msg.Consumer(conn, queues=[queue], prefetch_count=1) as consumer,
+        ):
+            proxy.refuse_new()
+            proxy.cut()
+            await _wait_lost(conn)
+            with anyio.move_on_after(0.3) as scope:
+                await consumer.__anext__()
+            assert scope.cancelled_caught
+            proxy.heal()
+            with anyio.fail_after(10):
+                await conn.wait_connected()
+            proxy.stall()
+            with anyio.move_on_after(0.3) as scope:
+                await consumer.__anext__()  # opening a channel / declaring: held
+            assert scope.cancelled_caught
+            proxy.resume()
+            async with trio_msg.connect(broker_url) as other, trio_msg.Producer(other) as producer:
+                await producer.publish("hello", routing_key=queue.name)
+            with anyio.fail_after(10):
+                message = await consumer.__anext__()
+            assert message.payload == "hello"
+            await message.ack()
+            # one consumer on the queue, not one per attempt
+            async with trio_msg.connect(broker_url) as other, other.channel() as ch:
+                ok = await ch.queue_declare(queue.name, passive=True)
+            assert ok.consumer_count == 1
+    finally:
+        async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
+            await ch.queue_delete(queue.name)
+
+
+async def test_producer_cancelled_while_moving_over_keeps_confirms(
+    proxy: TcpProxy, broker_url: str, unique_name: str
+) -> None:
+    """A producer cancelled between opening its new channel and turning
+    confirms on must not publish unconfirmed afterwards."""
+    queue = trio_msg.Queue(unique_name, durable=False)
+    try:
+        async with (
+            trio_msg.connect(_proxy_url(proxy), revive=FAST) as conn,
+            trio_msg.Producer(conn) as producer,
+        ):
+            await producer.publish("one", routing_key=queue.name, declare=[queue])
+            proxy.cut()
+            await _wait_lost(conn)
+            with anyio.fail_after(10):
+                await conn.wait_connected()
+            proxy.stall()
+            with anyio.move_on_after(0.3) as scope:
+                await producer.publish("held", routing_key=queue.name)
+            assert scope.cancelled_caught
+            proxy.resume()
+            with anyio.fail_after(10):
+                result = await producer.publish("two", routing_key=queue.name)
+            assert result is not None and result.outcome is trio_msg.Outcome.ACK
+            assert producer.channel.confirming
+    finally:
+        async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
+            await ch.queue_delete(queue.name)
+
+
+async def test_heartbeat_loss_and_handshake_timeouts_are_retried(proxy: TcpProxy) -> None:
+    """A stalled link: heartbeats stop (HeartbeatTimeout), reconnects time
+    out (ConnectionFailed), both retried until the link flows again."""
+    async with trio_msg.connect(
+        _proxy_url(proxy), revive=FAST, heartbeat=1, connection_timeout=0.5
+    ) as conn:
+        proxy.stall()
+        with anyio.fail_after(10):
+            await _wait_lost(conn)
+        await anyio.sleep(1.0)  # a reconnect attempt or two time out
+        assert not conn.is_open
+        proxy.cut()  # drop the stalled links ...
+        proxy.resume()  # ... and let new ones flow
+        with anyio.fail_after(10):
+            await conn.wait_connected()
+        assert conn.incarnation >= 2
