@@ -387,6 +387,23 @@ class Producer:
                     raise
             await anyio.sleep(wait)
 
+    async def _send_retrying(
+        self, msg: _Publish, retries: Iterator[float] | None, *, sleep: bool = True
+    ) -> PublishResult | None:
+        """:meth:`_send`, tried again (``retries``: the policy's waits) while
+        it fails because the connection was lost."""
+        while True:
+            try:
+                return await self._send(msg)
+            except TrioMsgError as exc:
+                if retries is None or not self._lost_connection(exc):
+                    raise
+                wait = next(retries, None)
+                if wait is None:
+                    raise
+            if sleep:
+                await anyio.sleep(wait)
+
     async def _publish_once(self, msg: _Publish) -> PublishResult | None:
         result = await self._send(msg)
         await self._drain_returns()
@@ -487,8 +504,10 @@ class Pipeline:
     ``publish(..., retry=True)`` on a reviving connection: a message whose
     outcome became UNKNOWN because the connection was lost is published
     again (at least once: duplicates are possible) as the window settles,
-    at most ``retry_policy``'s ``max_retries`` times; the republished copy
-    waits for the connection to come back, without the policy's intervals.
+    and a publish that finds the connection lost is tried again, in all at
+    most ``retry_policy``'s ``max_retries`` times per message; each attempt
+    waits for the connection to come back, without the policy's intervals
+    (a window of unknowns would otherwise sleep once per message).
     """
 
     def __init__(self, producer: Producer, max_unconfirmed: int) -> None:
@@ -520,7 +539,7 @@ class Pipeline:
                 and next(entry.retries, None) is not None
             ):
                 try:
-                    new = await producer._send(entry.msg)
+                    new = await producer._send_retrying(entry.msg, entry.retries, sleep=False)
                 except BaseException:
                     window.appendleft(entry)  # not sent: still unknown, retried next time
                     raise
@@ -574,9 +593,9 @@ class Pipeline:
             kwargs.pop("expiration", None),
             kwargs,
         )
-        result = await self.producer._send(msg)
-        assert result is not None
         retries = RetryPolicy.coerce(retry_policy).intervals() if msg.retry else None
+        result = await self.producer._send_retrying(msg, retries, sleep=False)
+        assert result is not None
         self._window.append(_Pending(result, msg, retries))
         return result
 
