@@ -427,6 +427,10 @@ class Connection:
     async def _end_incarnation(self) -> None:
         """Stop this incarnation's tasks and close its socket; wait until
         they are gone, so the next incarnation starts from nothing."""
+        if not self._terminated.is_set():
+            # Given up on while open (the replay failed): settle its waiters.
+            self._core.connection_lost(ConnectionLost("connection abandoned while reviving"))
+            self._dispatch_nowait(self._core.next_events())
         self._stop_incarnation()
         with anyio.CancelScope(shield=True):
             if self._stream is not None:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _broker import BROKER_URL
+from _broker import BROKER_URL, close_connection_by_name
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -110,3 +110,44 @@ def test_rpc() -> None:
     for n, result in [(0, 0), (1, 1), (10, 55), (20, 6765)]:
         assert f" [.] fib({n})" in lines  # the server's side
         assert f" [.] Got fib({n}) = {result}" in lines  # the client's
+
+
+def test_resilient_runs_undisturbed() -> None:
+    count = example_constant("resilient", "COUNT")
+    lines = run_example("resilient")
+    assert lines[-1] == f" [x] Received all {count}"
+    assert not any("Reconnected" in line for line in lines)
+
+
+def test_resilient_rides_out_a_forced_close() -> None:
+    """Close the example's connection from the broker while it runs: it
+    reconnects, and every message still arrives."""
+    count = example_constant("resilient", "COUNT")
+    name = example_constant("resilient", "NAME")
+    env = dict(os.environ, TRIO_MSG_URL=BROKER_URL, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "resilient.py")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith(" [x] Sent 5"):
+                close_connection_by_name(name, "trio_msg example test")
+                break
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines += out.splitlines()
+    assert proc.returncode == 0, err
+    assert err == ""
+    assert any(line.startswith(" [!] Reconnected (incarnation 2)") for line in lines), lines
+    assert lines[-1] == f" [x] Received all {count}"
