@@ -12,24 +12,33 @@ Where bytes legitimately differ, decoded values are compared instead:
 - pamqp reads timestamps above 2**32 as milliseconds; trio_msg keeps any
   value that is no datetime as the raw integer.  Compared timestamps stay
   below 2**32 (year 2106).
-- header tables go through pamqp's table encoder on both sides (keys sorted).
+- header tables: trio_msg encodes the common value types itself and leaves
+  the rest to pamqp; both are compared with pamqp's encoder on every type
+  pamqp accepts, and on values it refuses (then both refuse).  ``bytes``
+  values are sent as byte arrays, as pamqp sends ``bytearray``.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
+import enum
 import struct
+import time
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pamqp import body as pbody
 from pamqp import decode as pdecode
+from pamqp import encode as pencode
 from pamqp import frame as pframe
 from pamqp import header as pheader
 from pamqp.commands import Basic, Exchange, Queue
 
 from trio_msg._protocol import frames as fr
+from trio_msg._protocol.errors import LocalProtocolError
 from trio_msg._protocol.frames import BasicProperties
 
 from .peer import _lenient, build, decode_client_bytes
@@ -259,3 +268,70 @@ def test_empty_strings_round_trip(props: BasicProperties) -> None:
         if name == "headers":
             continue
         assert getattr(again, name) == getattr(props, name), name
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+    BIG = 2**40
+
+
+class Name(str):
+    pass
+
+
+exotic_leaves = st.one_of(
+    leaves,
+    st.integers(),  # beyond 64 bits too: refused
+    st.floats(),  # nan, inf, and doubles that overflow 32 bits
+    st.binary(max_size=20),
+    st.decimals(allow_nan=True),
+    st.decimals(min_value=-(10**6), max_value=10**6, places=2),
+    st.datetimes(timezones=st.none() | st.just(UTC), min_value=datetime.datetime(1971, 1, 1)),
+    st.datetimes(timezones=st.none(), max_value=datetime.datetime(1969, 1, 1)),  # refused
+    st.just(time.gmtime(1_700_000_000)),
+    st.sampled_from([Colour.RED, Colour.BIG, Name("sub"), 1j, object()]),
+    st.text(max_size=300),
+)
+exotic_values = st.recursive(
+    exotic_leaves,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(table_keys, children, max_size=4)
+        | st.dictionaries(table_keys, children, max_size=2).map(collections.OrderedDict)
+    ),
+    max_leaves=12,
+)
+exotic_keys = st.one_of(table_keys, st.text(min_size=40, max_size=80))  # > 128 bytes: truncated
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(table=st.dictionaries(exotic_keys, exotic_values, max_size=6))
+def test_encode_table_matches_pamqp_on_every_type(table: dict[str, Any]) -> None:
+    try:
+        theirs: bytes | None = pencode.field_table(fr._bytes_as_bytearray(table))
+    except (TypeError, ValueError, struct.error, OverflowError, AttributeError):
+        theirs = None
+    if theirs is None:
+        with pytest.raises(LocalProtocolError):
+            fr.encode_table(table)
+    else:
+        assert fr.encode_table(table) == theirs
+
+
+@pytest.mark.parametrize(
+    "table",
+    [{}, {"k": "v"}, {"b": b"\x00"}, {"n": {"deep": [1, {"x": None}]}}, {"k" * 200: 1}],
+)
+def test_encode_table_in_pamqps_deprecated_mode(table: dict[str, Any]) -> None:
+    pencode.support_deprecated_rabbitmq(True)
+    try:
+        assert fr.encode_table(table) == pencode.field_table(fr._bytes_as_bytearray(table))
+        assert fr.encode_table({"u": 40000}) == b"\x00\x00\x00\x07\x01uI\x00\x00\x9c\x40"
+    finally:
+        pencode.support_deprecated_rabbitmq(False)
+
+
+def test_encode_table_refuses_what_pamqp_cannot_encode() -> None:
+    for bad in ({"x": object()}, {"n": 2**64}, {"f": 1e300}, {1: "int key"}, {"s": "\ud800"}):
+        with pytest.raises(LocalProtocolError):
+            fr.encode_table(bad)  # type: ignore[arg-type]

@@ -77,6 +77,8 @@ _U32 = struct.Struct(">I")
 _unpack_header = fr._FRAME_HEADER.unpack_from
 _unpack_content_header = fr._CONTENT_HEADER.unpack_from
 _unpack_tag_bits = fr._QB.unpack_from
+_unpack_tag_bits_len = fr._QBB.unpack_from
+_new_delivery = ev.new_delivery
 _DELIVER_ID = _U32.pack(C.Basic.Deliver.index)
 _ACK_ID = _U32.pack(C.Basic.Ack.index)
 _NACK_ID = _U32.pack(C.Basic.Nack.index)
@@ -519,9 +521,19 @@ class AMQPConnection:
         channel_id = channel.id
         after: int
         try:
-            consumer_tag, tag, redelivered, exchange, routing_key = fr.deliver_fields(
-                buf, pos + 11, stop
-            )
+            # fr.deliver_fields, inlined (test_decode checks both against pamqp)
+            n = buf[pos + 11]
+            p = pos + 12 + n
+            consumer_tag = buf[pos + 12 : p].decode()
+            tag, bits, n = _unpack_tag_bits_len(buf, p)
+            p += 10
+            q = p + n
+            exchange = buf[p:q].decode()
+            n = buf[q]
+            p = q + 1 + n
+            routing_key = buf[q + 1 : p].decode()
+            if p != stop:
+                return 0
             h = stop + 1  # the content header frame
             if end - h < 22:
                 return 0
@@ -564,7 +576,26 @@ class AMQPConnection:
                 after = h_stop + 1
         except (ValueError, IndexError, struct.error, TypeError, RecursionError):
             return 0
-        channel._deliver(consumer_tag, tag, redelivered, exchange, routing_key, props, body)
+        # AMQPChannel._deliver, inlined
+        no_ack = channel.consumers.get(consumer_tag)
+        if no_ack is False:
+            channel._unsettled[tag] = None
+        if channel._orphans and consumer_tag in channel._orphans:
+            if no_ack is False:
+                channel.reject(tag, requeue=True)
+            return after
+        self._events.append(
+            _new_delivery(
+                channel_id,
+                consumer_tag,
+                tag,
+                (bits & 1) == 1,
+                exchange,
+                routing_key,
+                props,
+                body,
+            )
+        )
         return after
 
     def _on_unknown_channel(self, frame_type: int, channel_id: int, payload: bytes) -> None:

@@ -460,37 +460,155 @@ def _bytes_as_bytearray(value: Any) -> Any:
 
 
 def encode_properties(props: BasicProperties) -> tuple[int, bytes]:
-    """Return (property flags, encoded property list)."""
+    """Return (property flags, encoded property list), as pamqp encodes them
+    (except that an empty string is sent, where pamqp drops it)."""
+    if props is EMPTY_PROPERTIES:
+        return 0, b""
     flags = 0
     parts: list[bytes] = []
-    for name, bit, kind in _PROPERTY_FIELDS:
+    value: Any = props.content_type
+    if value is not None:
+        flags = 0x8000
+        parts.append(_shortstr(value))
+    value = props.content_encoding
+    if value is not None:
+        flags |= 0x4000
+        parts.append(_shortstr(value))
+    value = props.headers
+    if value is not None:
+        flags |= 0x2000
+        parts.append(encode_table(value))
+    value = props.delivery_mode
+    if value is not None:
+        flags |= 0x1000
+        parts.append(_octet("delivery_mode", value))
+    value = props.priority
+    if value is not None:
+        flags |= 0x0800
+        parts.append(_octet("priority", value))
+    for name, bit, kind in _RARE_PROPERTIES:
         value = getattr(props, name)
         if value is None:
             continue
         flags |= bit
         if kind == "s":
             parts.append(_shortstr(value))
-        elif kind == "o":
-            if not 0 <= value <= 255:
-                raise LocalProtocolError(f"{name} must be 0..255, not {value!r}")
-            parts.append(_U8.pack(value))
-        elif kind == "F":
-            try:
-                parts.append(_pencode.field_table(_bytes_as_bytearray(value)))
-            except (TypeError, ValueError, struct.error) as exc:
-                raise LocalProtocolError(f"cannot encode headers: {exc}") from None
-        else:  # timestamp
-            if isinstance(value, datetime.datetime):
-                if value.tzinfo is None:
-                    value = value.replace(tzinfo=datetime.UTC)
-                value = int(value.timestamp())
-            try:
-                parts.append(_U64.pack(value))
-            except struct.error:  # before 1970, or beyond 64 bits
-                raise LocalProtocolError(
-                    f"timestamp {value!r} does not fit an AMQP timestamp"
-                ) from None
+        else:
+            parts.append(_encode_timestamp(value))
     return flags, b"".join(parts)
+
+
+_RARE_PROPERTIES = _PROPERTY_FIELDS[5:]
+_OCTETS = [_U8.pack(i) for i in range(256)]
+
+
+def _octet(name: str, value: int) -> bytes:
+    if not 0 <= value <= 255:
+        raise LocalProtocolError(f"{name} must be 0..255, not {value!r}")
+    return _OCTETS[value]
+
+
+def _encode_timestamp(value: datetime.datetime | int) -> bytes:
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        value = int(value.timestamp())
+    try:
+        return _U64.pack(value)
+    except struct.error:  # before 1970, or beyond 64 bits
+        raise LocalProtocolError(f"timestamp {value!r} does not fit an AMQP timestamp") from None
+
+
+class _LeaveToPamqp(Exception):
+    """A table value the fast encoder does not handle itself."""
+
+
+def encode_table(table: Table) -> bytes:
+    """A field table, byte for byte as pamqp's ``encode.field_table`` encodes
+    it (``bytes`` values as byte arrays, like ``bytearray``).
+
+    The common value types are encoded here; anything else (a subclass of
+    a builtin, ``Decimal``, a key longer than 128 bytes, which pamqp
+    truncates, pamqp's deprecated-RabbitMQ mode ...), and anything that
+    fails, goes to pamqp itself, so its behaviour, errors included, is
+    pamqp's.  ``tests/protocol/test_codec.py`` compares the two.
+    """
+    if not _pencode.DEPRECATED_RABBITMQ_SUPPORT:
+        try:
+            return _fast_table(table)
+        except Exception:  # pamqp decides, and raises its own error
+            pass
+    try:
+        return bytes(_pencode.field_table(_bytes_as_bytearray(table)))
+    except (TypeError, ValueError, struct.error, OverflowError, AttributeError) as exc:
+        raise LocalProtocolError(f"cannot encode headers: {exc}") from None
+
+
+def _fast_table(table: Table) -> bytes:
+    if not table:
+        return b"\x00\x00\x00\x00"
+    parts = []
+    for key in sorted(table):
+        raw = key.encode()
+        if len(raw) > 128:
+            raise _LeaveToPamqp
+        parts.append(_OCTETS[len(raw)])
+        parts.append(raw)
+        parts.append(_fast_value(table[key]))
+    data = b"".join(parts)
+    return _U32.pack(len(data)) + data
+
+
+def _fast_array(items: list[Any]) -> bytes:
+    data = b"".join([_fast_value(item) for item in items])
+    return _U32.pack(len(data)) + data
+
+
+_TAG_S8 = struct.Struct(">cb")
+_TAG_S16 = struct.Struct(">ch")
+_TAG_U16 = struct.Struct(">cH")
+_TAG_S32 = struct.Struct(">ci")
+_TAG_U32 = struct.Struct(">cI")
+_TAG_S64 = struct.Struct(">cq")
+_TAG_F32 = struct.Struct(">cf")
+_TAG_U64 = struct.Struct(">cQ")
+
+
+def _fast_value(value: Any) -> bytes:
+    kind = value.__class__
+    if kind is str:
+        raw: bytes = value.encode()
+        return _TAG_U32.pack(b"S", len(raw)) + raw
+    if kind is int:  # the smallest type that holds it, as pamqp picks
+        if -128 <= value <= 127:
+            return _TAG_S8.pack(b"b", value)
+        if -32768 <= value <= 32767:
+            return _TAG_S16.pack(b"s", value)
+        if 0 <= value <= 65535:
+            return _TAG_U16.pack(b"u", value)
+        if -2147483648 <= value <= 2147483647:
+            return _TAG_S32.pack(b"I", value)
+        if 0 <= value <= 4294967295:
+            return _TAG_U32.pack(b"i", value)
+        return _TAG_S64.pack(b"l", value)  # struct.error beyond 64 bits: pamqp decides
+    if kind is bool:
+        return b"t\x01" if value else b"t\x00"
+    if kind is dict:
+        return b"F" + _fast_table(value)
+    if kind is list:
+        return b"A" + _fast_array(value)
+    if kind is float:
+        return _TAG_F32.pack(b"f", value)  # pamqp sends floats as 32 bits
+    if kind is bytes or kind is bytearray:
+        encoded: bytes = _TAG_U32.pack(b"x", len(value)) + value
+        return encoded
+    if value is None:
+        return b"V"
+    if kind is datetime.datetime:
+        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        return _TAG_U64.pack(b"T", int(value.timestamp()))
+    raise _LeaveToPamqp
 
 
 _new_properties = fast_constructor(BasicProperties)
@@ -638,8 +756,8 @@ def cached_properties(raw: bytes, cache: dict[bytes, Any]) -> BasicProperties:
     if hit is not None:
         if hit.__class__ is BasicProperties:
             return hit
-        template = hit[0]
-        return _copy_properties(template, dict(template.headers))
+        template, headers = hit
+        return _copy_properties(template, dict(headers))
     props = decode_properties(_U16.unpack_from(raw)[0], raw, 2)
     if len(raw) <= _CACHE_KEY_MAX:
         if len(cache) >= _CACHE_ENTRIES:
@@ -652,7 +770,8 @@ def cached_properties(raw: bytes, cache: dict[bytes, Any]) -> BasicProperties:
                 if value.__class__ is dict or value.__class__ is list:
                     break
             else:
-                cache[raw] = (_copy_properties(props, dict(headers)),)
+                # the other values are immutable; the headers get a copy of their own
+                cache[raw] = (props, dict(headers))
     return props
 
 
@@ -785,6 +904,17 @@ _PUBLISH_ID = _U32.pack(0x003C0028)  # basic.publish
 _BASIC_CLASS = 60
 
 
+# basic.publish's method frame up to the exchange name: frame header,
+# method id, ticket, exchange length
+_PUBLISH_HEAD = struct.Struct(">BHIIHB")
+# from the publish bits to the content header's flags: bits, frame end,
+# header frame header, class, weight, body size, flags
+_PUBLISH_TAIL = struct.Struct(">BBBHIHHQH")
+# the header frame's end and the body frame's header
+_BODY_HEAD = struct.Struct(">BBHI")
+_JOIN_UNDER = 4096  # smaller bodies are copied into one byte string with their frames
+
+
 def encode_publish(
     channel: int,
     exchange: str,
@@ -797,17 +927,54 @@ def encode_publish(
 ) -> list[bytes]:
     """``basic.publish`` + content header + body frames, bodies cut to
     ``frame_max - 8``, as a list of byte strings to write in order."""
-    method = b"".join(
-        (
-            _PUBLISH_ID,
-            b"\x00\x00",  # ticket
-            _shortstr(exchange),
-            _shortstr(routing_key),
-            _U8.pack(mandatory | (immediate << 1)),
-        )
-    )
-    out = [_FRAME_HEADER.pack(FRAME_METHOD, channel, len(method)), method, FRAME_END_BYTE]
-    out.extend(encode_content(channel, body, props, frame_max))
+    ex = exchange.encode()
+    rk = routing_key.encode()
+    if len(ex) > 255:
+        _shortstr(exchange)  # raises
+    if len(rk) > 255:
+        _shortstr(routing_key)
+    flags, encoded = encode_properties(props)
+    size = len(body)
+    head = [
+        _PUBLISH_HEAD.pack(FRAME_METHOD, channel, 9 + len(ex) + len(rk), 0x003C0028, 0, len(ex)),
+        ex,
+        _OCTETS[len(rk)],
+        rk,
+        _PUBLISH_TAIL.pack(
+            mandatory | (immediate << 1),
+            FRAME_END,
+            FRAME_HEADER,
+            channel,
+            14 + len(encoded),
+            _BASIC_CLASS,
+            0,
+            size,
+            flags,
+        ),
+        encoded,
+    ]
+    if size < _JOIN_UNDER and size <= frame_max - FRAME_OVERHEAD:
+        if size:
+            head += (_BODY_HEAD.pack(FRAME_END, FRAME_BODY, channel, size), body)
+        head.append(FRAME_END_BYTE)
+        return [b"".join(head)]
+    head.append(FRAME_END_BYTE)
+    out = [b"".join(head)]
+    out += _body_frames(channel, body, frame_max)
+    return out
+
+
+def _body_frames(channel: int, body: bytes, frame_max: int) -> list[bytes]:
+    size = len(body)
+    if not size:
+        return []
+    chunk = frame_max - FRAME_OVERHEAD
+    if size <= chunk:
+        return [_FRAME_HEADER.pack(FRAME_BODY, channel, size), body, FRAME_END_BYTE]
+    out: list[bytes] = []
+    for start in range(0, size, chunk):
+        piece = body[start : start + chunk]
+        out += (_FRAME_HEADER.pack(FRAME_BODY, channel, len(piece)), piece, FRAME_END_BYTE)
     return out
 
 
@@ -816,18 +983,9 @@ def encode_content(
 ) -> list[bytes]:
     """Content header + body frames."""
     flags, encoded = encode_properties(props)
-    size = len(body)
-    header = _CONTENT_HEADER.pack(_BASIC_CLASS, 0, size, flags) + encoded
+    header = _CONTENT_HEADER.pack(_BASIC_CLASS, 0, len(body), flags) + encoded
     out = [_FRAME_HEADER.pack(FRAME_HEADER, channel, len(header)), header, FRAME_END_BYTE]
-    chunk = frame_max - FRAME_OVERHEAD
-    if size <= chunk:
-        if size:
-            out += (_FRAME_HEADER.pack(FRAME_BODY, channel, size), body, FRAME_END_BYTE)
-        return out
-    view = memoryview(body)
-    for start in range(0, size, chunk):
-        piece = view[start : start + chunk]
-        out += (_FRAME_HEADER.pack(FRAME_BODY, channel, len(piece)), bytes(piece), FRAME_END_BYTE)
+    out += _body_frames(channel, body, frame_max)
     return out
 
 
