@@ -717,7 +717,7 @@ def outcome(peer: Peer, pieces: list[bytes]) -> tuple[Any, ...]:
             evs += peer.conn.next_events()
     ch = peer.conn.channels.get(3)
     state = None if ch is None else (ch.state, dict(ch._unsettled), ch._content_method is None)
-    return normalize(evs), error, state, peer.conn.state, peer.received_names()
+    return normalize(evs), error, state, peer.conn.state, peer.conn.data_to_send()
 
 
 @pytest.mark.parametrize("make", UNUSUAL)
@@ -730,6 +730,44 @@ def test_unusual_sequences_give_the_same_outcome_whole_or_bytewise(
     whole = outcome(whole_peer, [data])
     bytewise = outcome(byte_peer, [data[i : i + 1] for i in range(len(data))])
     assert whole == bytewise
+
+
+@st.composite
+def corrupted_streams(draw: st.DrawFn) -> bytes:
+    """One to three deliveries on channel 3, then one corruption: a byte
+    changed, bytes removed, or bytes inserted."""
+    parts = []
+    for tag in range(1, draw(st.integers(1, 3)) + 1):
+        props = draw(st.one_of(st.just(BasicProperties()), properties()))
+        body = draw(st.binary(max_size=40))
+        method = build(
+            Basic.Deliver,
+            consumer_tag=draw(st.sampled_from(["ack", "noack"])),
+            delivery_tag=tag,
+            redelivered=False,
+            exchange="e",
+            routing_key="r",
+        )
+        parts += content_frames(3, method, body, pamqp_properties(props), FRAME_MAX - 8)
+    data = bytearray(b"".join(parts))
+    at = draw(st.integers(0, len(data) - 1))
+    how = draw(st.sampled_from(["change", "remove", "insert"]))
+    if how == "change":
+        data[at] = draw(st.integers(0, 255))
+    elif how == "remove":
+        del data[at : at + draw(st.integers(1, 8))]
+    else:
+        data[at:at] = draw(st.binary(min_size=1, max_size=8))
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=corrupted_streams())
+def test_corrupted_streams_give_the_same_outcome_whole_or_bytewise(data: bytes) -> None:
+    whole_peer, _ = consuming_peer()
+    byte_peer, _ = consuming_peer()
+    whole = outcome(whole_peer, [data])
+    assert whole == outcome(byte_peer, [data[i : i + 1] for i in range(len(data))])
 
 
 def test_the_usual_sequence_is_a_delivery() -> None:

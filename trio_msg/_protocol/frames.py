@@ -486,19 +486,45 @@ def encode_properties(props: BasicProperties) -> tuple[int, bytes]:
     if value is not None:
         flags |= 0x0800
         parts.append(_octet("priority", value))
-    for name, bit, kind in _RARE_PROPERTIES:
-        value = getattr(props, name)
-        if value is None:
-            continue
-        flags |= bit
-        if kind == "s":
-            parts.append(_shortstr(value))
-        else:
-            parts.append(_encode_timestamp(value))
+    value = props.correlation_id
+    if value is not None:
+        flags |= 0x0400
+        parts.append(_shortstr(value))
+    value = props.reply_to
+    if value is not None:
+        flags |= 0x0200
+        parts.append(_shortstr(value))
+    value = props.expiration
+    if value is not None:
+        flags |= 0x0100
+        parts.append(_shortstr(value))
+    value = props.message_id
+    if value is not None:
+        flags |= 0x0080
+        parts.append(_shortstr(value))
+    value = props.timestamp
+    if value is not None:
+        flags |= 0x0040
+        parts.append(_encode_timestamp(value))
+    value = props.type
+    if value is not None:
+        flags |= 0x0020
+        parts.append(_shortstr(value))
+    value = props.user_id
+    if value is not None:
+        flags |= 0x0010
+        parts.append(_shortstr(value))
+    value = props.app_id
+    if value is not None:
+        flags |= 0x0008
+        parts.append(_shortstr(value))
+    value = props.cluster_id
+    if value is not None:
+        flags |= 0x0004
+        parts.append(_shortstr(value))
     return flags, b"".join(parts)
 
 
-_RARE_PROPERTIES = _PROPERTY_FIELDS[5:]
 _OCTETS = [_U8.pack(i) for i in range(256)]
 
 
