@@ -4,7 +4,7 @@ Run from the repository root::
 
     python -m benchmarks.core_bench [--n 50000] [--rounds 9]
 
-Two workloads, each measured for trio_msg's core and for pamqp doing the
+Three workloads, each measured for trio_msg's core and for pamqp doing the
 same work by hand:
 
 publish
@@ -21,7 +21,14 @@ deliver
     :class:`~trio_msg._protocol.events.Delivery` events; against a loop that
     cuts the same chunks into frames (reading the 7-byte frame header, as any
     pamqp-based client must), calls ``pamqp.frame.unmarshal`` on each frame
-    and joins method + header + body into one message tuple.
+    and joins method + header + body into one message tuple.  Before racing,
+    the script checks that both decode the same messages.
+
+deliver_varied
+    The same, but every message's properties differ (a message id, a
+    correlation id, a timestamp and a counter in the headers), as with
+    kombu or Celery traffic: the core's cache of decoded property lists
+    never hits, so this measures its decoders alone.
 
 Both sides run in the same process, in interleaved rounds (the order of the
 two contenders alternates every round); the reported rate is the median of
@@ -173,12 +180,27 @@ def check_publish_identical() -> None:
 # --- deliver --------------------------------------------------------------------------
 
 
-def build_deliveries(n: int) -> bytes:
+def varied_properties(tag: int) -> pc.Basic.Properties:
+    """Properties that differ for every message."""
+    return pc.Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=2,
+        headers={"k": "v", "n": tag},
+        correlation_id=f"corr-{tag}",
+        message_id=f"msg-{tag:08d}",
+        timestamp=datetime.datetime.fromtimestamp(1_700_000_000 + tag, datetime.UTC),
+    )
+
+
+def build_deliveries(n: int, *, varied: bool = False) -> bytes:
     """N basic.deliver + content header + body frames on channel 1, built with pamqp."""
     header = pframe.marshal(pheader.ContentHeader(0, len(BODY), PAMQP_PROPS), 1)
     body = pframe.marshal(pbody.ContentBody(BODY), 1)
     parts: list[bytes] = []
     for tag in range(1, n + 1):
+        if varied:
+            props = varied_properties(tag)
+            header = pframe.marshal(pheader.ContentHeader(0, len(BODY), props), 1)
         deliver = pc.Basic.Deliver(
             consumer_tag=CONSUMER_TAG,
             delivery_tag=tag,
@@ -194,7 +216,7 @@ def chunks(data: bytes) -> list[bytes]:
     return [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
 
 
-def deliver_core(pieces: list[bytes]) -> tuple[float, int]:
+def deliver_core(pieces: list[bytes], keep: list[Any] | None = None) -> tuple[float, int]:
     conn, _channel = open_core_channel(consume=True)
     receive = conn.receive_data
     next_events = conn.next_events
@@ -206,10 +228,12 @@ def deliver_core(pieces: list[bytes]) -> tuple[float, int]:
         for event in next_events():
             if type(event) is Delivery:
                 count += 1
+                if keep is not None:
+                    keep.append(event)
     return time.perf_counter() - start, count
 
 
-def deliver_pamqp(pieces: list[bytes]) -> tuple[float, int]:
+def deliver_pamqp(pieces: list[bytes], keep: list[Any] | None = None) -> tuple[float, int]:
     unmarshal = pframe.unmarshal
     unpack_from = _FRAME_HEADER.unpack_from
     deliver_cls = pc.Basic.Deliver
@@ -252,8 +276,48 @@ def deliver_pamqp(pieces: list[bytes]) -> tuple[float, int]:
                 method = frame
         buf = buf[pos:]
         count += len(messages)
+        if keep is not None:
+            keep += messages
         messages.clear()
     return time.perf_counter() - start, count
+
+
+_PROPERTY_NAMES = (
+    "content_type",
+    "content_encoding",
+    "headers",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+)
+
+
+def check_deliver_identical(n: int, *, varied: bool) -> None:
+    """Both contenders must decode the same messages, or the race is unfair."""
+    pieces = chunks(build_deliveries(n, varied=varied))
+    core: list[Delivery] = []
+    raw: list[tuple[Any, Any, bytes]] = []
+    deliver_core(pieces, core)
+    deliver_pamqp(pieces, raw)
+    if len(core) != len(raw) or len(core) != n:
+        raise SystemExit(f"deliver: {len(core)} core messages, {len(raw)} pamqp, expected {n}")
+    for ours, (method, props, body) in zip(core, raw, strict=True):
+        mine = (ours.consumer_tag, ours.delivery_tag, ours.redelivered, ours.exchange)
+        theirs = (method.consumer_tag, method.delivery_tag, method.redelivered, method.exchange)
+        same = mine == theirs and (ours.routing_key, ours.body) == (method.routing_key, body)
+        for name in _PROPERTY_NAMES:
+            same = same and getattr(ours.properties, name) == getattr(
+                props, "message_type" if name == "type" else name
+            )
+        if not same:
+            raise SystemExit(f"deliver: messages differ:\n core  {ours!r}\n pamqp {dict(props)!r}")
 
 
 # --- the race -------------------------------------------------------------------------
@@ -318,9 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     n: int = args.n
 
     check_publish_identical()
+    check_deliver_identical(1000, varied=False)
+    check_deliver_identical(1000, varied=True)
     t0 = time.perf_counter()
     stream = build_deliveries(n)
     pieces = chunks(stream)
+    varied_pieces = chunks(build_deliveries(n, varied=True))
     build_s = time.perf_counter() - t0
     _, publish_bytes = publish_pamqp(1)  # bytes of one publish...
     publish_bytes *= n  # ...every round must produce exactly n of them
@@ -330,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     publish_pamqp(2000)
     deliver_core(chunks(build_deliveries(2000)))
     deliver_pamqp(chunks(build_deliveries(2000)))
+    deliver_core(chunks(build_deliveries(2000, varied=True)))
+    deliver_pamqp(chunks(build_deliveries(2000, varied=True)))
 
     t0 = time.perf_counter()
     pub = race(
@@ -340,6 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     dlv = race(
         args.rounds,
         {"trio_msg": lambda: deliver_core(pieces), "pamqp": lambda: deliver_pamqp(pieces)},
+        {"trio_msg": n, "pamqp": n},
+    )
+    varied = race(
+        args.rounds,
+        {
+            "trio_msg": lambda: deliver_core(varied_pieces),
+            "pamqp": lambda: deliver_pamqp(varied_pieces),
+        },
         {"trio_msg": n, "pamqp": n},
     )
     race_s = time.perf_counter() - t0
@@ -365,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             "drain_every": DRAIN_EVERY,
             "chunk_bytes": CHUNK,
             "deliver_stream_bytes": len(stream),
+            "deliver_varied_stream_bytes": sum(map(len, varied_pieces)),
             "publish_bytes_per_round": publish_bytes,
         },
         "publish": {
@@ -375,9 +453,14 @@ def main(argv: list[str] | None = None) -> int:
             "trio_msg": summary(dlv["trio_msg"], 3),
             "pamqp": summary(dlv["pamqp"], 3),
         },
+        "deliver_varied": {
+            "trio_msg": summary(varied["trio_msg"], 3),
+            "pamqp": summary(varied["pamqp"], 3),
+        },
         "wall_s": {"build_input": build_s, "rounds": race_s},
     }
-    for bench in ("publish", "deliver"):
+    benches = ("publish", "deliver", "deliver_varied")
+    for bench in benches:
         r = results[bench]
         r["ratio_trio_msg_over_pamqp"] = (
             r["trio_msg"]["messages_per_s"] / r["pamqp"]["messages_per_s"]
@@ -390,19 +473,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"core_bench: n={n}, {args.rounds} interleaved rounds, medians")
     print(f"{m['python']}, pamqp {m['pamqp']}, {m['cpu_count']} cpus ({m['cpu']}), {m['date']}")
     print()
-    head = f"{'workload':<9} {'contender':<9} {'messages/s':>12} {'frames/s':>12} {'median s':>9} {'spread':>7}"
+    head = f"{'workload':<14} {'contender':<9} {'messages/s':>12} {'frames/s':>12} {'median s':>9} {'spread':>7}"
     print(head)
     print("-" * len(head))
-    for bench in ("publish", "deliver"):
+    for bench in benches:
         for who in ("trio_msg", "pamqp"):
             s = results[bench][who]
             spread = (s["max_s"] - s["min_s"]) / s["median_s"]
             print(
-                f"{bench:<9} {who:<9} {s['messages_per_s']:>12,.0f} {s['frames_per_s']:>12,.0f} "
+                f"{bench:<14} {who:<9} {s['messages_per_s']:>12,.0f} {s['frames_per_s']:>12,.0f} "
                 f"{s['median_s']:>9.3f} {spread:>6.1%}"
             )
         print(
-            f"{'':<9} {'ratio':<9} {results[bench]['ratio_trio_msg_over_pamqp']:>11.2f}x  (trio_msg / pamqp)"
+            f"{'':<14} {'ratio':<9} {results[bench]['ratio_trio_msg_over_pamqp']:>11.2f}x  (trio_msg / pamqp)"
         )
     print()
     print(f"wrote {args.output}  ({race_s:.1f}s of rounds)")
