@@ -478,11 +478,28 @@ def test_properties_without_headers_are_shared_frozen() -> None:
 def test_the_cache_is_bounded() -> None:
     cache: dict[bytes, Any] = {}
     for i in range(3 * fr._CACHE_ENTRIES):
-        fr.decode_content_header(_header_payload(BasicProperties(message_id=str(i))), cache)
-        assert len(cache) <= fr._CACHE_ENTRIES
+        fr.decode_content_header(_header_payload(BasicProperties(content_type=str(i))), cache)
+        assert 0 < len(cache) <= fr._CACHE_ENTRIES
     long_one = _header_payload(BasicProperties(headers={"k": "x" * fr._CACHE_KEY_MAX}))
     cache.clear()
     fr.decode_content_header(long_one, cache)
+    assert not cache
+
+
+@pytest.mark.parametrize(
+    "unique",
+    [
+        {"message_id": "m-1"},
+        {"correlation_id": "c-1"},
+        {"timestamp": datetime.datetime(2025, 1, 1, tzinfo=UTC)},
+    ],
+)
+def test_properties_unique_by_design_are_not_cached(unique: dict[str, Any]) -> None:
+    cache: dict[bytes, Any] = {}
+    props = BasicProperties(content_type="a", headers={"k": "v"}, **unique)
+    payload = _header_payload(props)
+    assert fr.decode_content_header(payload, cache)[2] == props
+    assert fr.decode_content_header(payload, cache)[2] == props
     assert not cache
 
 

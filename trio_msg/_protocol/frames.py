@@ -774,10 +774,14 @@ def cached_properties(raw: bytes, cache: dict[bytes, Any]) -> BasicProperties:
     headers is handed out again as it is (it is frozen); one whose headers
     hold only immutable values is handed out as a new object with a fresh
     copy of the headers dict, so no two messages ever share a mutable
-    object; one with nested tables or arrays is not cached.  The cache is
-    emptied when full (a stream whose properties never repeat costs one
-    dictionary lookup and insertion per message).
+    object; one with nested tables or arrays is not cached.  Nor is one with
+    a message id, a correlation id or a timestamp: those differ, by design,
+    from one message to the next.  The cache is emptied when full (a stream
+    whose properties never repeat otherwise costs one dictionary lookup and
+    insertion per message).
     """
+    if raw[0] & 0x04 or raw[1] & 0xC0:  # correlation-id (0x0400), message-id, timestamp
+        return decode_properties(_U16.unpack_from(raw)[0], raw, 2)
     hit = cache.get(raw)
     if hit is not None:
         if hit.__class__ is BasicProperties:
@@ -878,7 +882,8 @@ def _decode_table(data: bytes, offset: int) -> tuple[Table, int]:
         n = data[offset]
         offset += 1 + n
         key = data[offset - n : offset].decode()
-        if data[offset] == 0x53:  # S, the most common value, inline
+        kind = data[offset]
+        if kind == 0x53:  # S, the most common value, inline
             n = _U32.unpack_from(data, offset + 1)[0]
             offset += 5 + n
             if offset > stop:
@@ -888,6 +893,11 @@ def _decode_table(data: bytes, offset: int) -> tuple[Table, int]:
                 table[key] = raw.decode()
             except UnicodeDecodeError:
                 table[key] = raw
+            continue
+        fixed = _FIXED.get(kind)  # numbers, inline too
+        if fixed is not None:
+            table[key] = fixed.unpack_from(data, offset + 1)[0]
+            offset += 1 + fixed.size
         else:
             table[key], offset = _decode_value(data, offset)
     if offset != stop:
