@@ -546,6 +546,19 @@ class Channel:
         await checkpoint()
         if immediate:
             raise NotSupported("RabbitMQ removed basic.publish immediate=True (since 3.0)")
+        return await self._publish(body, exchange, routing_key, properties, mandatory)
+
+    async def _publish(
+        self,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> PublishResult | None:
+        """:meth:`basic_publish` for a caller that has just checkpointed: it
+        waits only for back-pressure.  One checkpoint per message lets the
+        writer gather a run of publishes into one write."""
         conn = self.connection
         if conn._must_wait():
             await conn._wait_writable()

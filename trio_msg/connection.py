@@ -18,6 +18,7 @@ broker), every task waiting on it gets the error, and the owning
 
 from __future__ import annotations
 
+import asyncio
 import math
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -26,6 +27,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import trio
 from anyio.lowlevel import checkpoint
 
 from ._params import ConnectionParameters, make_ssl_context, parse_url, redact, sni_hostname
@@ -51,6 +53,11 @@ __all__ = ["Connection", "connect"]
 #: Publishers wait while more than this many bytes are queued for the socket.
 HIGH_WATER = 1024 * 1024
 READ_SIZE = 256 * 1024
+#: The writer yields at most this many times, while the buffer grows and is
+#: under COALESCE_BYTES, before writing (see Connection._coalesce).
+COALESCE_TICKS = 64
+COALESCE_BYTES = 128 * 1024
+COALESCE_QUIET = 4
 CLOSE_TIMEOUT = 5.0
 
 _STREAM_ERRORS = (
@@ -593,6 +600,7 @@ class Connection:
         core = self._core
         stream = self._stream
         assert stream is not None
+        runnable = _runnable_counter()
         try:
             while True:
                 if not core.outbound_size:
@@ -602,6 +610,10 @@ class Connection:
                     self._notify_writable()
                     await self._wake.wait()
                     continue
+                if core.state is ConnectionState.OPEN:
+                    # (Handshake and close frames go at once: a close-ok
+                    # must be out before the teardown ends this task.)
+                    await self._coalesce(core, runnable)
                 data = core.data_to_send()
                 await stream.send(data)
                 if core.outbound_size <= HIGH_WATER:
@@ -610,6 +622,40 @@ class Connection:
             self._lost(exc)
         finally:
             self._notify_writable()
+
+    @staticmethod
+    async def _coalesce(core: AMQPConnection, runnable: Callable[[], int | None]) -> None:
+        """Let the tasks that are running add their frames before writing.
+
+        Every publish and ack is a checkpoint, so the writer, once woken,
+        would otherwise run between any two of them and write each message
+        with a system call of its own.  It yields instead while other tasks
+        are ready to run and may add frames (at most ``COALESCE_TICKS``
+        times, up to ``COALESCE_BYTES``).  When no other task is runnable --
+        a lone request, whose caller is now waiting for the reply -- it
+        writes after two passes of the scheduler.  A task may pass a
+        checkpoint without adding a frame (a consumer's receive before its
+        ack), so ``COALESCE_QUIET`` passes in a row without growth also end
+        the wait.
+        """
+        size = core.outbound_size
+        quiet = idle = 0
+        for _ in range(COALESCE_TICKS):
+            if size >= COALESCE_BYTES:
+                return
+            await checkpoint()
+            grown = core.outbound_size
+            if grown != size:
+                quiet = idle = 0
+                size = grown
+                continue
+            quiet += 1
+            # trio counts only the tasks queued for its next pass, not those
+            # still to run in this one: one "none runnable" may be wrong,
+            # two in a row (with no growth) are not.
+            idle = idle + 1 if runnable() == 0 else 0
+            if quiet >= COALESCE_QUIET or idle >= 2:
+                return
 
     async def _reader(self) -> None:
         core = self._core
@@ -720,6 +766,24 @@ class Connection:
             self._kick()
             self._notify_writable()
             self._writable.set()
+
+
+def _runnable_counter() -> Callable[[], int | None]:
+    """How many other tasks (trio) or callbacks (asyncio) are ready to run,
+    for the writer's coalescing; ``None`` where the loop does not say."""
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        pass
+    else:
+        statistics = trio.lowlevel.current_statistics
+        return lambda: statistics().tasks_runnable
+    # asyncio's own event loops keep their ready callbacks in ``_ready``;
+    # another loop (uvloop) may not, and then only the quiet count applies.
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    if ready is None:
+        return lambda: None
+    return lambda: len(ready)
 
 
 def _describe(exc: BaseException) -> str:

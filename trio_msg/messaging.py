@@ -318,12 +318,13 @@ class Producer:
             exchange_name = self.exchange.name
         else:
             exchange_name = exchange.name if isinstance(exchange, Exchange) else exchange
-        return await channel.basic_publish(
+        # _send checkpointed on entry: no second one per message.
+        return await channel._publish(
             raw,
             exchange_name,
             self.routing_key if msg.routing_key is None else msg.routing_key,
             props,
-            mandatory=msg.mandatory,
+            msg.mandatory,
         )
 
     async def publish(
