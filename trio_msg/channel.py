@@ -196,9 +196,7 @@ class Channel:
         sink = self._sinks.get(event.consumer_tag)
         if sink is None:
             # A consumer that is being cancelled: give the message back.
-            if self._core.is_unsettled(event.delivery_tag):
-                self._core.reject(event.delivery_tag, requeue=True)
-                self.connection._kick()
+            self._give_back(event.delivery_tag)
             return
         try:
             sink.send_nowait(event)
@@ -214,7 +212,12 @@ class Channel:
 
     def _drop_consumer(self, consumer_tag: str, delivery_tag: int) -> None:
         self._sinks.pop(consumer_tag, None)
-        if self._core.is_unsettled(delivery_tag):
+        self._give_back(delivery_tag)
+
+    def _give_back(self, delivery_tag: int) -> None:
+        """Requeue a delivery nobody will take, if it can still be settled
+        (a closing channel's messages go back to the queue by themselves)."""
+        if self._core.is_open and self._core.is_unsettled(delivery_tag):
             self._core.reject(delivery_tag, requeue=True)
             self.connection._kick()
 

@@ -732,6 +732,7 @@ class Consumer:
         await self.consume()
 
     async def _close(self) -> None:
+        self._release_buffer()
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.connection.close_timeout):
             try:
                 if self.channel.is_open:
@@ -744,6 +745,27 @@ class Consumer:
         if self._send is not None:
             self._send.close()
         await checkpoint()
+
+    def _release_buffer(self) -> None:
+        """Leaving: give buffered ack-mode messages back to the queue and
+        close the buffer.  Without a prefetch limit the connection's reader
+        may be waiting for room in it; closed, the reader goes on (and gives
+        back what it held), so the replies to the cancel and close that
+        follow can be read instead of waiting out the close timeout.
+        Buffered ``no_ack`` messages are dropped: the consumer is leaving,
+        and the broker counted them delivered."""
+        receive = self._receive
+        if receive is None or self._channel is None:
+            return
+        channel = self._channel
+        while True:
+            try:
+                delivery = receive.receive_nowait()
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.WouldBlock):
+                break
+            if delivery.consumer_tag not in self._no_ack_tags:
+                channel._give_back(delivery.delivery_tag)
+        receive.close()
 
     async def revive(self, channel: Connection | Channel) -> None:
         """Re-bind to a new channel (after a connection loss) and consume again.

@@ -1094,3 +1094,43 @@ async def test_use_outside_context_is_an_error(conn: trio_msg.Connection) -> Non
     with pytest.raises(TypeError):
         async with Producer(object()):  # type: ignore[arg-type]
             pass
+
+
+async def test_leaving_a_consumer_whose_full_buffer_holds_the_reader_is_prompt(
+    broker_url: str, unique_name: str
+) -> None:
+    """Without a prefetch limit the broker sends all it has; with the
+    consumer's buffer full the reader waits for room (TCP back-pressure).
+    Leaving the consumer must not wait for a cancel reply the reader cannot
+    read: it gives the buffer back at once, and nothing is lost."""
+    queue = trio_msg.Queue(unique_name, durable=False)
+    n = 300
+    try:
+        async with trio_msg.connect(broker_url) as conn:
+            async with trio_msg.Producer(conn) as producer, producer.pipeline() as pipe:
+                for i in range(n):
+                    await pipe.publish(i, routing_key=queue.name, declare=[queue])
+            async with conn.channel() as ch:
+                async with trio_msg.Consumer(ch, queues=[queue], buffer_size=5) as consumer:
+                    message = await consumer.__anext__()
+                    await message.ack()
+                    await anyio.sleep(0.2)  # the buffer fills; the reader waits
+                    started = anyio.current_time()
+                # The channel stays open and usable, nothing hangs.
+                assert anyio.current_time() - started < 2
+                await ch.queue_declare(queue.name, passive=True)
+                assert ch.is_open
+        # Every message but the acked one is back in the queue (the broker
+        # requeues a closed connection's messages in its own time).
+        with anyio.move_on_after(5):
+            while await _depth(broker_url, queue.name) != n - 1:
+                await anyio.sleep(0.05)
+        assert await _depth(broker_url, queue.name) == n - 1
+    finally:
+        async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
+            await ch.queue_delete(queue.name)
+
+
+async def _depth(broker_url: str, name: str) -> int:
+    async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
+        return (await ch.queue_declare(name, passive=True)).message_count
