@@ -160,6 +160,7 @@ class FakeBroker:
     - ``handlers``: name -> ``async def handler(broker, received)`` that
       replaces the default answer.
     - ``auto_confirm``: ack every publish on a confirm channel at once.
+    - ``reply_delay``: take that long over each answer on a channel.
     - :meth:`pause_reading` / :meth:`resume_reading`: stop taking bytes
       from the client (its writes then back up).
     """
@@ -180,6 +181,9 @@ class FakeBroker:
             },
         }
         self.silent = False
+        #: Seconds the broker takes over each answer on a channel (it reads
+        #: nothing meanwhile): spreads an operation's steps out in time.
+        self.reply_delay = 0.0
         self.send_heartbeats = True
         self.auto_confirm = True
         self.hold: set[str] = set()
@@ -297,6 +301,8 @@ class FakeBroker:
             # held, everything after it on that channel waits behind it.
             self.held.append(rec)
             return
+        if self.reply_delay and rec.channel:
+            await anyio.sleep(self.reply_delay)
         await self.answer(rec)
 
     async def _on_content(self, rec: Received) -> None:
@@ -323,6 +329,8 @@ class FakeBroker:
             self.published.append(published)
             self._notify()
             if published.tag is not None and self.auto_confirm and not self.silent:
+                if self.reply_delay:
+                    await anyio.sleep(self.reply_delay)
                 await self.send(rec.channel, C.Basic.Ack(delivery_tag=published.tag))
 
     # --- the default answers -----------------------------------------------------
@@ -359,10 +367,10 @@ class FakeBroker:
             self.channels[channel] = _Channel()
             await self.send(channel, C.Channel.OpenOk())
         elif name == "Channel.Close":
-            self.channels.pop(channel, None)
+            self._channel_gone(channel)
             await self.send(channel, C.Channel.CloseOk())
         elif name == "Channel.CloseOk":
-            self.channels.pop(channel, None)
+            self._channel_gone(channel)
         elif name == "Confirm.Select":
             self.channels.setdefault(channel, _Channel()).confirming = True
             if not m.nowait:
@@ -406,6 +414,13 @@ class FakeBroker:
         elif name in _REPLIES:
             await self.reply(m, channel, _REPLIES[name]())
         # Basic.Ack / Nack / Reject, Channel.FlowOk ...: nothing to answer.
+
+    def _channel_gone(self, channel: int) -> None:
+        """A closed channel takes its consumers with it."""
+        self.channels.pop(channel, None)
+        for tag, (ch, _queue) in list(self.consumers.items()):
+            if ch == channel:
+                del self.consumers[tag]
 
     async def reply(self, request: Any, channel: int, method: Frame) -> None:
         if not getattr(request, "nowait", False):
