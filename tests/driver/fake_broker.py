@@ -114,6 +114,8 @@ class Received:
     channel: int
     frame: Any
     time: float
+    #: Which connection to the broker (1 for the first) it came on.
+    session: int = 1
 
     @property
     def name(self) -> str:
@@ -202,6 +204,12 @@ class FakeBroker:
         self.stream: MemoryByteStream | None = None
         self.client_closed = anyio.Event()  # the client closed its end
         self.connects = 0
+        #: Connections served so far (the current one's number).
+        self.sessions = 0
+        #: Refuse this many connection attempts (then accept again).
+        self.refuse = 0
+        #: Accept a new connection after the last one ended (a revive).
+        self.serve_again = False
         #: When the broker last sent bytes (its clock).
         self.last_sent: float | None = None
 
@@ -238,12 +246,26 @@ class FakeBroker:
         if self._tg is None:
             raise RuntimeError("use the broker as 'async with broker, connect(URL) as conn'")
         self.connects += 1
+        if self.refuse:
+            self.refuse -= 1
+            raise ConnectionRefusedError("fake broker: connection refused")
         if self.stream is not None:
-            raise ConnectionRefusedError("fake broker: it serves one connection only")
+            if not self.serve_again:
+                raise ConnectionRefusedError("fake broker: it serves one connection only")
+            # A new session: what the old connection had is gone with it.
+            await self.stream.aclose()
+            self.channels.clear()
+            self.consumers.clear()
+            self.held.clear()
+            self.negotiated_heartbeat = None
+            self.silent = False  # a broker that came back talks again
+        self.sessions += 1
         client, server = stream_pair(self.pipe_capacity)
         self.stream = server
         self.connection = conn
-        self._tg.start_soon(self._serve, server)
+        self.client_closed = anyio.Event()
+        self._tg.start_soon(self._serve, server, self.client_closed)
+        self._notify()
         return client
 
     # --- reading --------------------------------------------------------------------
@@ -255,7 +277,7 @@ class FakeBroker:
     def resume_reading(self) -> None:
         self._reading.set()
 
-    async def _serve(self, stream: MemoryByteStream) -> None:
+    async def _serve(self, stream: MemoryByteStream, closed: anyio.Event) -> None:
         buffer = bytearray()
         try:
             while True:
@@ -267,21 +289,24 @@ class FakeBroker:
                 chunk = bytes(buffer[:size])
                 del buffer[:size]
                 _consumed, channel, value = frame.unmarshal(chunk)
-                await self._on_frame(Received(channel, value, anyio.current_time()))
+                rec = Received(channel, value, anyio.current_time(), self.sessions)
+                await self._on_frame(rec, stream)
         except _GONE:
             return  # the client hung up while we were answering
         except Exception:
             await stream.aclose()  # a bug in a test's script: fail fast, not by timeout
             raise
         finally:
-            self.client_closed.set()
+            closed.set()
             self._notify()
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
 
-    async def _on_frame(self, rec: Received) -> None:
+    async def _on_frame(self, rec: Received, stream: MemoryByteStream) -> None:
+        if stream is not self.stream:
+            return  # a frame of a session that has been replaced
         self.received.append(rec)
         self._notify()
         name = rec.name
@@ -356,8 +381,8 @@ class FakeBroker:
             )
         elif name == "Connection.TuneOk":
             self.negotiated_heartbeat = m.heartbeat
-            if m.heartbeat and self._tg is not None:
-                self._tg.start_soon(self._beat, m.heartbeat)
+            if m.heartbeat and self._tg is not None and self.stream is not None:
+                self._tg.start_soon(self._beat, m.heartbeat, self.stream)
         elif name == "Connection.Close":
             await self.send(0, C.Connection.CloseOk())
             await self.hang_up()
@@ -436,12 +461,13 @@ class FakeBroker:
         for rec in todo:
             await self.answer(rec)
 
-    async def _beat(self, interval: int) -> None:
+    async def _beat(self, interval: int, stream: MemoryByteStream) -> None:
         try:
-            while True:
+            while stream is self.stream:
                 await anyio.sleep(interval / 2)
-                if not self.silent and self.send_heartbeats:
-                    await self.send_raw(HEARTBEAT_FRAME)
+                if not self.silent and self.send_heartbeats and stream is self.stream:
+                    await stream.send(HEARTBEAT_FRAME)
+                    self.last_sent = anyio.current_time()
         except _GONE:
             return
 
@@ -516,13 +542,20 @@ class FakeBroker:
 
     # --- looking at what came in -------------------------------------------------
 
-    def names(self, channel: int | None = None) -> list[str]:
+    def names(self, channel: int | None = None, session: int | None = None) -> list[str]:
         """Names of the frames received (heartbeats left out)."""
         return [
             r.name
             for r in self.received
-            if r.name != "Heartbeat" and (channel is None or r.channel == channel)
+            if r.name != "Heartbeat"
+            and (channel is None or r.channel == channel)
+            and (session is None or r.session == session)
         ]
+
+    async def wait_sessions(self, count: int) -> None:
+        """Wait until ``count`` connections were accepted."""
+        while self.sessions < count:
+            await self._changed.wait()
 
     def frames(self, name: str) -> list[Any]:
         return [r.frame for r in self.received if r.name == name]
