@@ -311,6 +311,15 @@ def test_every_field_type_decodes_like_pamqp(table: bytes) -> None:
 
 
 @SETTINGS
+@given(table=st.dictionaries(table_key.map(bytes.decode), st.integers(-(2**63), 2**63 - 1)))
+def test_tables_from_py_amqp_read_back(table: dict[str, int]) -> None:
+    """kombu's py-amqp sends big integers as 'L', signed (as pamqp reads it)."""
+    serialization = pytest.importorskip("amqp.serialization")
+    raw = serialization.dumps("F", [table])
+    assert fr._decode_table(raw, 0) == (table, len(raw))
+
+
+@SETTINGS
 @given(scale=st.integers(0, 255), mantissa=st.integers(-(2**31), 2**31 - 1))
 def test_decimals_read_back_what_pamqp_writes(scale: int, mantissa: int) -> None:
     value = decimal.Decimal(mantissa).scaleb(-scale)
