@@ -195,3 +195,33 @@ async def test_drain_events_times_out_in_virtual_time(
         (tag,) = broker.consumers
         await broker.deliver(tag, b"now")
         await consumer.drain_events(timeout=30)
+
+
+@pytest.mark.trio
+async def test_leaving_a_consumer_with_a_full_buffer_is_prompt(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    """No prefetch: the broker floods, the buffer fills, the reader waits for
+    room.  Leaving the consumer must not wait out the close timeout."""
+    async with broker, connect(URL) as conn:
+        consumer = Consumer(conn, queues=[Queue("q")], no_ack=True, buffer_size=2)
+        await consumer.__aenter__()
+        (tag,) = broker.consumers
+        async with trio.open_nursery() as nursery:
+
+            async def flood() -> None:
+                for i in range(10):
+                    if tag not in broker.consumers:
+                        return  # cancel-ok sent: a broker sends no more
+                    await broker.deliver(tag, b"%d" % i)
+
+            nursery.start_soon(flood)
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            await consumer.__aexit__(None, None, None)
+            elapsed = trio.current_time() - start
+            nursery.cancel_scope.cancel()
+        # The reader was waiting for room in the buffer nobody reads: the
+        # consumer must free it before waiting for cancel-ok and close-ok.
+        assert elapsed < 1, elapsed
+        assert conn.is_open
