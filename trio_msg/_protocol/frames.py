@@ -196,10 +196,10 @@ class FrameReader:
         buf = self._buf
         if not buf:
             return data
-        buf += data
-        if len(buf) < self._need:
+        if len(buf) + len(data) < self._need:
+            buf += data
             return None
-        whole = bytes(buf)
+        whole = b"".join((buf, data))  # one copy of each
         buf.clear()
         return whole
 
