@@ -341,9 +341,27 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def ratios(med: dict[str, dict[str, dict[str, float]]], clients: list[str]) -> dict[str, Any]:
-    """trio_msg's ratios against the best of the others, per workload."""
+def ratios(
+    med: dict[str, dict[str, dict[str, float]]],
+    clients: list[str],
+    runs: dict[str, dict[str, list[dict[str, Any]]]] | None = None,
+) -> dict[str, Any]:
+    """trio_msg's ratios against the best of the others, per workload: of
+    the medians (the number of record) and, to show the spread, of each
+    round on its own (trio_msg against the best other client of that round)."""
     out: dict[str, Any] = {}
+
+    def per_round(
+        workload: str, ours: str, pool: list[str], metric: str, best_of: Any
+    ) -> list[float]:
+        if runs is None:
+            return []
+        n = min(len(runs[workload][c]) for c in [ours, *pool])
+        values = []
+        for i in range(n):
+            others = [runs[workload][c][i][metric] for c in pool]
+            values.append(runs[workload][ours][i][metric] / best_of(others))
+        return values
 
     def against(ours: str, pool: list[str], targets: dict[str, tuple[str, float]]) -> None:
         if ours not in clients or not pool:
@@ -356,6 +374,9 @@ def ratios(med: dict[str, dict[str, dict[str, float]]], clients: list[str]) -> d
             best = (max if higher else min)(values, key=values.__getitem__)
             ratio = med[workload][ours][metric] / values[best]
             table[workload] = _verdict(ratio, best, metric, targets[workload])
+            table[workload]["rounds"] = per_round(
+                workload, ours, pool, metric, max if higher else min
+            )
         # g: peak RSS, workload by workload, against the lightest client there;
         # the worst workload is the one judged.
         worst: dict[str, Any] | None = None
@@ -368,6 +389,7 @@ def ratios(med: dict[str, dict[str, dict[str, float]]], clients: list[str]) -> d
             if worst is None or ratio > worst["ratio"]:
                 worst = _verdict(ratio, lightest, "rss_peak_mib", targets["g"])
                 worst["workload"] = workload
+                worst["rounds"] = per_round(workload, ours, pool, "rss_peak_mib", min)
         if worst is not None:
             table["g"] = worst
         out[ours] = table
@@ -440,7 +462,17 @@ def rss_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def ratio_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["workload", "trio_msg[trio]", "vs", "target", "trio_msg[asyncio]", "vs", "target"]
+    head = [
+        "workload",
+        "trio_msg[trio]",
+        "rounds",
+        "vs",
+        "target",
+        "trio_msg[asyncio]",
+        "rounds",
+        "vs",
+        "target",
+    ]
     rows = []
     r = results["ratios"]
     for workload in (*results["parameters"]["workloads"], "g"):
@@ -448,10 +480,13 @@ def ratio_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         for ours in (OURS_TRIO, OURS_ASYNCIO):
             v = r.get(ours, {}).get(workload)
             if v is None:
-                row += ["-", "-", "-"]
+                row += ["-", "-", "-", "-"]
                 continue
             mark = "met" if v["met"] else "MISSED"
-            row += [f"{v['ratio']:.2f}x", v["against"], f"{v['target']} ({mark})"]
+            spread = v.get("rounds") or []
+            span = f"{min(spread):.2f}-{max(spread):.2f}" if spread else "-"
+            against = v["against"] + (f" ({v['workload']})" if "workload" in v else "")
+            row += [f"{v['ratio']:.2f}x", span, against, f"{v['target']} ({mark})"]
         rows.append(row)
     return head, rows
 
@@ -614,7 +649,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/_static")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: recompute the ratios of a saved results file and "
+        "regenerate its tables, chart and docs fragment",
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        results = json.loads(args.render.read_text())
+        results["ratios"] = ratios(
+            results["medians"], results["parameters"]["clients"], results["runs"]
+        )
+        args.render.write_text(json.dumps(results, indent=1) + "\n")
+        report(results, args.render, docs=not args.no_docs)
+        return 0
 
     clients = [c.strip() for c in args.clients.split(",") if c.strip()]
     for c in clients:
@@ -687,13 +737,20 @@ def main(argv: list[str] | None = None) -> int:
         "load": {"before": load_before, "after": load_after},
         "wall_s": wall,
         "medians": med,
-        "ratios": ratios(med, clients),
+        "ratios": ratios(med, clients, runs),
         "long_consume": long_result,
         "runs": runs,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1) + "\n")
+    report(results, args.output, docs=not args.no_docs)
+    return 0
 
+
+def report(results: dict[str, Any], output: Path, *, docs: bool) -> None:
+    """Print the tables; write the chart and the docs fragment."""
+    wall = results["wall_s"]
+    load_before, load_after = results["load"]["before"], results["load"]["after"]
     print()
     print_table(*table_rows(results))
     print()
@@ -703,13 +760,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"{wall / 60:.1f} minutes; load {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
-        f"wrote {args.output}"
+        f"wrote {output}"
     )
-    if not args.no_docs:
+    if docs:
         chart(results, DOCS_STATIC / "bench_clients.png")
         docs_include(results, DOCS_STATIC / "bench_clients.inc")
         print(f"wrote {DOCS_STATIC / 'bench_clients.png'} and bench_clients.inc")
-    return 0
 
 
 if __name__ == "__main__":
