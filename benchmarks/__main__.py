@@ -581,10 +581,13 @@ def docs_include(results: dict[str, Any], path: Path) -> None:
     v = m["versions"]
     load = results["load"]
     sizes = ", ".join(f"{w} {p['sizes'][w]:,}" for w in p["workloads"])
+    end = datetime.datetime.fromisoformat(m["date"])
+    start = end - datetime.timedelta(seconds=results["wall_s"])
     lines = [
         ".. This file is written by ``python -m benchmarks``; do not edit it by hand.",
         "",
-        f"Measured on **{m['date'][:10]}** ({m['date'][11:16]} UTC): {m['cpu_count']} cores "
+        f"Measured on **{m['date'][:10]}**, {start:%H:%M} to {end:%H:%M} UTC: "
+        f"{m['cpu_count']} cores "
         f"({m['cpu']}), {m['python']}, RabbitMQ {results['broker']}, trio_msg at "
         f"``{results['trio_msg_commit']}``, trio {v['trio']}, anyio {v['anyio']}, "
         f"pamqp {v['pamqp']}, aiormq {v['aiormq']}, aio-pika {v['aio-pika']}, "
