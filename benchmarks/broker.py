@@ -31,6 +31,7 @@ PROPS = pika.BasicProperties(
     content_type=CONTENT_TYPE, content_encoding=CONTENT_ENCODING, delivery_mode=DELIVERY_MODE
 )
 PREFIX = "trio_msg-bench"
+QUEUE_EXPIRES_MS = 30 * 60 * 1000
 
 
 class BenchError(RuntimeError):
@@ -63,7 +64,11 @@ class Broker:
 
     def new_queue(self, label: str) -> str:
         name = f"{PREFIX}-{label}-{uuid.uuid4().hex[:8]}"
-        self._channel().queue_declare(name, durable=False, auto_delete=False)
+        # x-expires: should the benchmark die before deleting it, the broker
+        # drops the queue once it has been unused for half an hour.
+        self._channel().queue_declare(
+            name, durable=False, auto_delete=False, arguments={"x-expires": QUEUE_EXPIRES_MS}
+        )
         return name
 
     def depth(self, queue: str) -> tuple[int, int]:
