@@ -60,9 +60,10 @@ class PublishResult:
     closed the channel (or the connection).
     """
 
-    __slots__ = ("_event", "delivery_tag", "outcome", "reason", "returned")
+    __slots__ = ("_event", "_flush", "delivery_tag", "outcome", "reason", "returned")
 
-    def __init__(self, delivery_tag: int) -> None:
+    def __init__(self, delivery_tag: int, flush: Callable[[], None] = lambda: None) -> None:
+        self._flush = flush
         self.delivery_tag = delivery_tag
         self.outcome: ev.Outcome | None = None
         self.returned: ev.Returned | None = None
@@ -89,6 +90,7 @@ class PublishResult:
         still recorded here when it comes.
         """
         if self.outcome is None:
+            self._flush()
             if self._event is None:
                 self._event = anyio.Event()
             await self._event.wait()
@@ -569,21 +571,24 @@ class Channel:
             await self._flow.wait()
         self._check()
         tag = self._core.publish(exchange, routing_key, body, properties, mandatory=mandatory)
-        conn._kick()
+        conn._kick_lazy()  # corked: waiting on the result flushes it
         if tag is None:
             return None
-        result = PublishResult(tag)
+        result = PublishResult(tag, conn._flush_pending)
         self._publishes[tag] = result
         return result
 
+    # Settling is corked (Connection._kick_lazy): acks travel in batches, and
+    # go out at once when the consumer waits for its next delivery.
+
     def _ack(self, delivery_tag: int, multiple: bool) -> None:
         self._core.ack(delivery_tag, multiple)
-        self.connection._kick()
+        self.connection._kick_lazy()
 
     def _nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
         self._core.nack(delivery_tag, multiple, requeue)
-        self.connection._kick()
+        self.connection._kick_lazy()
 
     def _reject(self, delivery_tag: int, requeue: bool) -> None:
         self._core.reject(delivery_tag, requeue)
-        self.connection._kick()
+        self.connection._kick_lazy()

@@ -18,7 +18,6 @@ broker), every task waiting on it gets the error, and the owning
 
 from __future__ import annotations
 
-import asyncio
 import math
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -27,7 +26,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import trio
 from anyio.lowlevel import checkpoint
 
 from ._params import ConnectionParameters, make_ssl_context, parse_url, redact, sni_hostname
@@ -53,11 +51,11 @@ __all__ = ["Connection", "connect"]
 #: Publishers wait while more than this many bytes are queued for the socket.
 HIGH_WATER = 1024 * 1024
 READ_SIZE = 256 * 1024
-#: The writer yields at most this many times, while the buffer grows and is
-#: under COALESCE_BYTES, before writing (see Connection._coalesce).
-COALESCE_TICKS = 64
-COALESCE_BYTES = 128 * 1024
-COALESCE_QUIET = 4
+#: Publishes and acks wait up to LINGER seconds in the outbound buffer for
+#: company, unless FLUSH_BYTES are waiting or a task needs them out (see
+#: Connection._writer).
+LINGER = 0.001
+FLUSH_BYTES = 64 * 1024
 CLOSE_TIMEOUT = 5.0
 
 _STREAM_ERRORS = (
@@ -220,6 +218,8 @@ class Connection:
         self._opened = anyio.Event()
         self._terminated = anyio.Event()
         self._wake = anyio.Event()
+        self._flush = anyio.Event()
+        self._urgent = False
         # Waiters of an earlier incarnation hold (and were woken by) the old
         # event; the count of waiters carries over.
         self._writable = anyio.Event()
@@ -574,7 +574,23 @@ class Connection:
     # --- the tasks -----------------------------------------------------------
 
     def _kick(self) -> None:
+        """Write what is queued now (someone is about to wait for it)."""
+        self._urgent = True
         self._wake.set()
+        self._flush.set()
+
+    def _flush_pending(self) -> None:
+        """A task is about to wait: write anything corked now."""
+        if self._core.outbound_size:
+            self._kick()
+
+    def _kick_lazy(self) -> None:
+        """Write what is queued soon: within ``LINGER``, or at once past
+        ``FLUSH_BYTES`` (see :meth:`_writer`)."""
+        if self._core.outbound_size >= FLUSH_BYTES:
+            self._kick()
+        else:
+            self._wake.set()
 
     def _must_wait(self) -> bool:
         return self._core.outbound_size > HIGH_WATER or self._core.blocked or self.error is not None
@@ -597,10 +613,20 @@ class Connection:
             self._writable = anyio.Event()
 
     async def _writer(self) -> None:
+        """The only task that writes.
+
+        Corking: publishes and acks (:meth:`_kick_lazy`) wake it, but it
+        lingers up to ``LINGER`` for more of them before writing, so a run
+        of messages goes out in a few large writes instead of a system call
+        each.  Whatever a task is about to wait for -- a reply, a confirm,
+        the next delivery -- is flushed at once (:meth:`_kick`), and so is a
+        buffer past ``FLUSH_BYTES``: the linger never delays an answer
+        anyone is waiting for, only bytes no one waits on yet.  Handshake
+        and close frames always go at once.
+        """
         core = self._core
         stream = self._stream
         assert stream is not None
-        runnable = _runnable_counter()
         try:
             while True:
                 if not core.outbound_size:
@@ -610,10 +636,12 @@ class Connection:
                     self._notify_writable()
                     await self._wake.wait()
                     continue
-                if core.state is ConnectionState.OPEN:
-                    # (Handshake and close frames go at once: a close-ok
-                    # must be out before the teardown ends this task.)
-                    await self._coalesce(core, runnable)
+                if not self._urgent and core.state is ConnectionState.OPEN:
+                    with anyio.move_on_after(LINGER):
+                        await self._flush.wait()
+                self._urgent = False
+                if self._flush.is_set():
+                    self._flush = anyio.Event()
                 data = core.data_to_send()
                 await stream.send(data)
                 if core.outbound_size <= HIGH_WATER:
@@ -623,40 +651,6 @@ class Connection:
         finally:
             self._notify_writable()
 
-    @staticmethod
-    async def _coalesce(core: AMQPConnection, runnable: Callable[[], int | None]) -> None:
-        """Let the tasks that are running add their frames before writing.
-
-        Every publish and ack is a checkpoint, so the writer, once woken,
-        would otherwise run between any two of them and write each message
-        with a system call of its own.  It yields instead while other tasks
-        are ready to run and may add frames (at most ``COALESCE_TICKS``
-        times, up to ``COALESCE_BYTES``).  When no other task is runnable --
-        a lone request, whose caller is now waiting for the reply -- it
-        writes after two passes of the scheduler.  A task may pass a
-        checkpoint without adding a frame (a consumer's receive before its
-        ack), so ``COALESCE_QUIET`` passes in a row without growth also end
-        the wait.
-        """
-        size = core.outbound_size
-        quiet = idle = 0
-        for _ in range(COALESCE_TICKS):
-            if size >= COALESCE_BYTES:
-                return
-            await checkpoint()
-            grown = core.outbound_size
-            if grown != size:
-                quiet = idle = 0
-                size = grown
-                continue
-            quiet += 1
-            # trio counts only the tasks queued for its next pass, not those
-            # still to run in this one: one "none runnable" may be wrong,
-            # two in a row (with no growth) are not.
-            idle = idle + 1 if runnable() == 0 else 0
-            if quiet >= COALESCE_QUIET or idle >= 2:
-                return
-
     async def _reader(self) -> None:
         core = self._core
         stream = self._stream
@@ -664,15 +658,16 @@ class Connection:
         try:
             while core.state not in (ConnectionState.CLOSED, ConnectionState.ERROR):
                 data = await stream.receive(READ_SIZE)
+                before = core.outbound_size
                 try:
                     core.receive_data(data)
                 except RemoteProtocolError:
                     pass  # the core closed itself; its events say why
+                if core.outbound_size > before:
+                    self._kick()  # the core's own answers: close-ok, flow-ok, ...
                 events = core.next_events()
                 if events:
                     await self._dispatch(events)
-                if core.outbound_size:
-                    self._kick()
         except _STREAM_ERRORS as exc:
             self._lost(exc)
 
@@ -766,24 +761,6 @@ class Connection:
             self._kick()
             self._notify_writable()
             self._writable.set()
-
-
-def _runnable_counter() -> Callable[[], int | None]:
-    """How many other tasks (trio) or callbacks (asyncio) are ready to run,
-    for the writer's coalescing; ``None`` where the loop does not say."""
-    try:
-        trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        pass
-    else:
-        statistics = trio.lowlevel.current_statistics
-        return lambda: statistics().tasks_runnable
-    # asyncio's own event loops keep their ready callbacks in ``_ready``;
-    # another loop (uvloop) may not, and then only the quiet count applies.
-    ready = getattr(asyncio.get_running_loop(), "_ready", None)
-    if ready is None:
-        return lambda: None
-    return lambda: len(ready)
 
 
 def _describe(exc: BaseException) -> str:

@@ -1006,6 +1006,10 @@ class Consumer:
                 await self._recover()
                 continue
             channel = self.channel
+            if not self._receive.statistics().current_buffer_used:
+                # About to wait for a delivery: send the corked acks first
+                # (the broker's prefetch window waits for them).
+                channel.connection._flush_pending()
             try:
                 delivery = await self._receive.receive()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
