@@ -304,7 +304,7 @@ exotic_values = st.recursive(
 exotic_keys = st.one_of(table_keys, st.text(min_size=40, max_size=80))  # > 128 bytes: truncated
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(table=st.dictionaries(exotic_keys, exotic_values, max_size=6))
 def test_encode_table_matches_pamqp_on_every_type(table: dict[str, Any]) -> None:
     try:

@@ -301,7 +301,7 @@ def same_value(ours: Any, theirs: Any) -> bool:
     return type(ours) is type(theirs) and ours == theirs
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(table=raw_tables)
 def test_every_field_type_decodes_like_pamqp(table: bytes) -> None:
     ours, offset = fr._decode_table(table, 0)
@@ -787,7 +787,7 @@ def corrupted_streams(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=corrupted_streams())
 def test_corrupted_streams_give_the_same_outcome_whole_or_bytewise(data: bytes) -> None:
     whole_peer, _ = consuming_peer()
