@@ -141,6 +141,7 @@ class Channel:
         return self._core.confirming
 
     async def __aenter__(self) -> Channel:
+        await checkpoint()
         return self
 
     async def __aexit__(
@@ -168,8 +169,18 @@ class Channel:
         if not self._closed.is_set() and self.error is None:
             self._core.close()
             self.connection._kick()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.connection.close_timeout):
+            timeout = self.connection.close_timeout
+            with anyio.CancelScope(shield=True), anyio.move_on_after(timeout):
                 await self._closed.wait()
+            if not self._closed.is_set():
+                # No close-ok in time: the channel is closed for us all the
+                # same, and whatever waits on it is told so.
+                self._on_closed(
+                    ChannelNotOpen(
+                        f"channel {self.channel_id} is closed (the broker did not confirm "
+                        f"its close within {timeout} s)"
+                    )
+                )
         await checkpoint()
 
     def _check(self) -> None:
@@ -194,23 +205,40 @@ class Channel:
         waiter.reply = event
         waiter.event.set()
 
-    async def _on_delivery(self, event: ev.Delivery) -> None:
+    def _deliver_nowait(self, event: ev.Delivery) -> bool:
+        """Hand a delivery to its consumer's buffer; ``False`` if the buffer
+        is full (then the reader awaits :meth:`_deliver_waiting`).  Synchronous,
+        so the reader pays no coroutine per message."""
         sink = self._sinks.get(event.consumer_tag)
         if sink is None:
             # A consumer that is being cancelled: give the message back.
             self._give_back(event.delivery_tag)
-            return
+            return True
         try:
             sink.send_nowait(event)
         except anyio.WouldBlock:
-            # The consumer is behind: stop reading the socket until it
-            # catches up (TCP back-pressure; see docs/backpressure).
-            try:
-                await sink.send(event)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._drop_consumer(event.consumer_tag, event.delivery_tag)
+            return False
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self._drop_consumer(event.consumer_tag, event.delivery_tag)
+        return True
+
+    async def _deliver_waiting(self, event: ev.Delivery) -> None:
+        """The consumer is behind: stop reading the socket until it catches
+        up (TCP back-pressure, see the Consumer's docs).  Meanwhile the
+        broker's heartbeats sit unread, and the heartbeat task must not take
+        that silence for a dead peer."""
+        sink = self._sinks.get(event.consumer_tag)
+        if sink is None:
+            self._give_back(event.delivery_tag)
+            return
+        connection = self.connection
+        connection._reading_paused = True
+        try:
+            await sink.send(event)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._drop_consumer(event.consumer_tag, event.delivery_tag)
+        finally:
+            connection._reading_paused = False
 
     def _drop_consumer(self, consumer_tag: str, delivery_tag: int) -> None:
         self._sinks.pop(consumer_tag, None)
@@ -263,6 +291,8 @@ class Channel:
             self._flow = anyio.Event()
 
     def _on_closed(self, error: TrioMsgError) -> None:
+        if self._closed.is_set():
+            return  # closed here already (a close that timed out)
         self.error = error
         for waiter in self._waiters.values():
             waiter.error = error
@@ -418,6 +448,7 @@ class Channel:
         """``basic.qos``.  RabbitMQ does not implement ``prefetch_size``: a
         non-zero value raises :class:`~trio_msg.errors.NotSupported` locally."""
         if prefetch_size:
+            await checkpoint()  # a checkpoint even when refusing locally
             raise NotSupported("RabbitMQ does not implement prefetch_size; use prefetch_count")
         await self._call(lambda c: c.basic_qos(prefetch_size, prefetch_count, global_))
 
@@ -425,6 +456,7 @@ class Channel:
         """``basic.recover``: redeliver unacknowledged messages.  RabbitMQ
         only implements ``requeue=True``; ``False`` raises NotSupported."""
         if not requeue:
+            await checkpoint()  # a checkpoint even when refusing locally
             raise NotSupported("RabbitMQ does not implement basic.recover with requeue=False")
         await self._call(lambda c: c.basic_recover(requeue))
 
@@ -453,6 +485,7 @@ class Channel:
         :class:`~trio_msg.errors.NotSupported` locally (use ``basic.qos`` or
         cancel the consumer instead)."""
         if not active:
+            await checkpoint()  # a checkpoint even when refusing locally
             raise NotSupported(
                 "RabbitMQ does not implement channel.flow(active=False); use qos or cancel"
             )
@@ -565,10 +598,13 @@ class Channel:
         waits only for back-pressure.  One checkpoint per message lets the
         writer gather a run of publishes into one write."""
         conn = self.connection
-        if conn._must_wait():
-            await conn._wait_writable()
-        if not self._flow.is_set():
-            await self._flow.wait()
+        # Both conditions are checked again after either wait: the broker may
+        # block the connection while the channel's flow is paused.
+        while conn._must_wait() or not self._flow.is_set():
+            if conn._must_wait():
+                await conn._wait_writable()
+            else:
+                await self._flow.wait()
         self._check()
         tag = self._core.publish(exchange, routing_key, body, properties, mandatory=mandatory)
         conn._kick_lazy()  # corked: waiting on the result flushes it

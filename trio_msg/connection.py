@@ -220,6 +220,11 @@ class Connection:
         self._wake = anyio.Event()
         self._flush = anyio.Event()
         self._urgent = False
+        #: The reader waits for room in a consumer's buffer (not reading).
+        self._reading_paused = False
+        #: The writer is in the middle of a send; ``_sent`` is set after each.
+        self._sending = False
+        self._sent = anyio.Event()
         # Waiters of an earlier incarnation hold (and were woken by) the old
         # event; the count of waiters carries over.
         self._writable = anyio.Event()
@@ -564,12 +569,22 @@ class Connection:
             if not self._terminated.is_set():
                 self._core.connection_lost(None)
                 self._dispatch_nowait(self._core.next_events())
+            await self._drain(1.0)
             if self._stream is not None:
                 with anyio.move_on_after(1):
                     await self._stream.aclose()
             self._stop_tasks()
             self._ready.set()
         await checkpoint()
+
+    async def _drain(self, bound: float) -> None:
+        """Give the writer up to *bound* seconds to send what is queued (a close-ok
+        owed to a broker whose close crossed ours) before the socket goes."""
+        with anyio.move_on_after(bound):
+            while (self._core.outbound_size or self._sending) and self._live_tasks:
+                sent = self._sent = anyio.Event()
+                self._kick()
+                await sent.wait()
 
     # --- the tasks -----------------------------------------------------------
 
@@ -643,12 +658,18 @@ class Connection:
                 if self._flush.is_set():
                     self._flush = anyio.Event()
                 data = core.data_to_send()
-                await stream.send(data)
+                self._sending = True
+                try:
+                    await stream.send(data)
+                finally:
+                    self._sending = False
+                    self._sent.set()
                 if core.outbound_size <= HIGH_WATER:
                     self._notify_writable()
         except _STREAM_ERRORS as exc:
             self._lost(exc)
         finally:
+            self._sent.set()
             self._notify_writable()
 
     async def _reader(self) -> None:
@@ -699,6 +720,8 @@ class Connection:
                 await anyio.sleep(1 if core.state is not ConnectionState.OPEN else math.inf)
                 continue
             await anyio.sleep_until(deadline)
+            if self._reading_paused:
+                core.reading_paused()
             core.tick(anyio.current_time())
             events = core.next_events()
             if events:
@@ -713,8 +736,8 @@ class Connection:
         for event in events:
             if type(event) is ev.Delivery:
                 channel = channels.get(event.channel_id)
-                if channel is not None:
-                    await channel._on_delivery(event)
+                if channel is not None and not channel._deliver_nowait(event):
+                    await channel._deliver_waiting(event)
             else:
                 self._route(event)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from anyio.lowlevel import checkpoint
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["Message", "MessageState"]
 
 _UNDECODED = object()
+_PROPERTY_NAMES = tuple(f.name for f in fields(BasicProperties) if f.name != "headers")
 
 
 class MessageState(enum.Enum):
@@ -104,7 +105,11 @@ class Message:
     @property
     def properties(self) -> dict[str, Any]:
         """Every basic property that was set, except ``headers``."""
-        return {k: v for k, v in asdict(self._props).items() if v is not None and k != "headers"}
+        props = self._props
+        # Not dataclasses.asdict: it deep-copies every value, on every access.
+        return {
+            name: value for name in _PROPERTY_NAMES if (value := getattr(props, name)) is not None
+        }
 
     @property
     def basic_properties(self) -> BasicProperties:

@@ -58,7 +58,7 @@ _PROPERTY_NAMES = frozenset(
 _DELIVERY_MODES = {"transient": 1, "persistent": 2, 1: 1, 2: 2}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class _Publish:
     """One message to publish, as the caller asked for it (kept whole so that
     ``retry=True`` can publish it again)."""
@@ -152,6 +152,7 @@ class Producer:
         return self.channel.connection
 
     async def __aenter__(self) -> Producer:
+        await checkpoint()  # on a caller's channel there may be nothing to wait for
         await self._bind(self._target)
         return self
 
@@ -166,6 +167,7 @@ class Producer:
                 await self._drain_returns()
         finally:
             await self._close_channel()
+        await checkpoint()
 
     async def _bind(self, target: Connection | Channel) -> None:
         """Take a channel (opening one on a Connection), turn confirms on and
@@ -298,9 +300,6 @@ class Producer:
             raise NotSupported("RabbitMQ removed basic.publish immediate=True (since 3.0)")
         if msg.retry:
             self._check_can_retry()
-        channel = await self._usable_channel()
-        for entity in msg.declare:
-            await maybe_declare(entity, channel)
         raw, props = self._build(
             msg.body,
             delivery_mode=msg.delivery_mode,
@@ -318,14 +317,20 @@ class Producer:
             exchange_name = self.exchange.name
         else:
             exchange_name = exchange.name if isinstance(exchange, Exchange) else exchange
-        # _send checkpointed on entry: no second one per message.
-        return await channel._publish(
-            raw,
-            exchange_name,
-            self.routing_key if msg.routing_key is None else msg.routing_key,
-            props,
-            msg.mandatory,
-        )
+        routing_key = self.routing_key if msg.routing_key is None else msg.routing_key
+        while True:
+            channel = await self._usable_channel()
+            try:
+                for entity in msg.declare:
+                    await maybe_declare(entity, channel)
+                # _send checkpointed on entry: no second one per message.
+                return await channel._publish(raw, exchange_name, routing_key, props, msg.mandatory)
+            except TrioMsgError:
+                # Nothing of this message was queued (_publish raises only
+                # before it queues).  Lost with the connection while waiting
+                # for room or for a declare: wait for the revival, go again.
+                if not self._revivable():
+                    raise
 
     async def publish(
         self,

@@ -368,6 +368,13 @@ class AMQPConnection:
             return 0.0
         return min(self._last_send + self.heartbeat / 2, self._last_recv + 2 * self.heartbeat)
 
+    def reading_paused(self) -> None:
+        """The driver is not reading on purpose (a consumer's full buffer
+        holds it back): whatever the peer sent sits unread, so its silence
+        proves nothing.  Counts as hearing from it, for the next
+        :meth:`tick`; our own heartbeats still go out."""
+        self._received = True
+
     def tick(self, now: float) -> None:
         """Drive heartbeats: queue one when half an interval passed without
         sending; declare the peer dead (ConnectionTerminated with
