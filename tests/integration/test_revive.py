@@ -38,6 +38,23 @@ async def _force_close(name: str) -> None:
     await anyio.to_thread.run_sync(close_connection_by_name, name, "trio_msg revive test")
 
 
+async def _revive(conn: trio_msg.Connection, name: str) -> None:
+    """Force-close *conn*'s connection from the broker; wait for the next one."""
+    before = conn.incarnation
+    await _force_close(name)
+    with anyio.fail_after(10):
+        while conn.incarnation == before or not conn.is_open:
+            await anyio.sleep(0.01)
+
+
+async def _delete(broker_url: str, *queues: str, exchanges: tuple[str, ...] = ()) -> None:
+    async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
+        for queue in queues:
+            await ch.queue_delete(queue)
+        for exchange in exchanges:
+            await ch.exchange_delete(exchange)
+
+
 async def _queue_depth(broker_url: str, queue: str) -> int:
     async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
         ok = await ch.queue_declare(queue, passive=True)
@@ -80,8 +97,7 @@ async def test_forced_close_producer_and_consumer_carry_on(
                 assert conn.is_open
         assert set(got) == set(range(20))
     finally:
-        async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
-            await ch.queue_delete(queue.name)
+        await _delete(broker_url, queue.name)
 
 
 async def test_proxy_cut_revives_and_exclusive_server_named_queue_gets_a_new_name(
@@ -148,8 +164,7 @@ async def test_publish_while_disconnected_waits_is_cancellable_and_buffers_nothi
         # The cancelled publish was never sent: only "one" and "two" are there.
         assert await _queue_depth(broker_url, queue.name) == 2
     finally:
-        async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
-            await ch.queue_delete(queue.name)
+        await _delete(broker_url, queue.name)
 
 
 async def test_gives_up_after_max_retries(proxy: TcpProxy) -> None:
@@ -201,19 +216,14 @@ async def test_declaration_ledger_is_replayed_in_order(broker_url: str, unique_n
             async with trio_msg.connect(broker_url) as other, other.channel() as och:
                 await och.queue_delete(queue.name)
                 await och.exchange_delete(exchange.name)
-            await _force_close(unique_name)
-            await anyio.sleep(0.2)
-            with anyio.fail_after(10):
-                await conn.wait_connected()
+            await _revive(conn, unique_name)
             assert conn.incarnation == 2
             # Replayed: the exchange, the queue and the binding exist again.
             async with trio_msg.Producer(conn, exchange=exchange) as producer:
                 await producer.publish("routed", routing_key="")
             assert await _queue_depth(broker_url, queue.name) == 1
     finally:
-        async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
-            await ch.queue_delete(queue.name)
-            await ch.exchange_delete(exchange.name)
+        await _delete(broker_url, queue.name, exchanges=(exchange.name,))
 
 
 async def test_replay_drops_what_the_broker_refuses_and_goes_on(
@@ -231,17 +241,12 @@ async def test_replay_drops_what_the_broker_refuses_and_goes_on(
                 await och.queue_delete(fine.name)
                 # Someone else now owns the name with other arguments.
                 await och.queue_declare(clash.name, durable=True)
-            await _force_close(unique_name)
-            await anyio.sleep(0.2)
-            with anyio.fail_after(10):
-                await conn.wait_connected()
+            await _revive(conn, unique_name)
             assert clash not in conn.declared_entities
             assert fine in conn.declared_entities
             assert await _queue_depth(broker_url, fine.name) == 0
     finally:
-        async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
-            await ch.queue_delete(clash.name)
-            await ch.queue_delete(fine.name)
+        await _delete(broker_url, clash.name, fine.name)
 
 
 async def test_old_delivery_tag_is_never_acked_on_the_new_connection(
@@ -269,8 +274,7 @@ async def test_old_delivery_tag_is_never_acked_on_the_new_connection(
                 await again.ack()
         assert await _queue_depth(broker_url, queue.name) == 0
     finally:
-        async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
-            await ch.queue_delete(queue.name)
+        await _delete(broker_url, queue.name)
 
 
 async def test_pipeline_retry_republishes_what_the_loss_left_unknown(
@@ -307,8 +311,7 @@ async def test_pipeline_retry_republishes_what_the_loss_left_unknown(
                 seen.add(message.payload)
         assert seen == set(range(n))
     finally:
-        async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
-            await ch.queue_delete(queue.name)
+        await _delete(broker_url, queue.name)
 
 
 async def test_without_retry_a_lost_publish_is_unknown_and_the_next_one_works(
@@ -487,8 +490,7 @@ async def test_consumer_cancelled_while_moving_over_tries_again(
                 ok = await ch.queue_declare(queue.name, passive=True)
             assert ok.consumer_count == 1
     finally:
-        async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
-            await ch.queue_delete(queue.name)
+        await _delete(broker_url, queue.name)
 
 
 async def test_producer_cancelled_while_moving_over_keeps_confirms(
@@ -517,8 +519,7 @@ async def test_producer_cancelled_while_moving_over_keeps_confirms(
             assert result is not None and result.outcome is trio_msg.Outcome.ACK
             assert producer.channel.confirming
     finally:
-        async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
-            await ch.queue_delete(queue.name)
+        await _delete(broker_url, queue.name)
 
 
 async def test_heartbeat_loss_and_handshake_timeouts_are_retried(proxy: TcpProxy) -> None:
