@@ -209,7 +209,7 @@ class Connection:
             max_body_size=params.max_body_size,
         )
         self._stream: anyio.abc.ByteStream | None = None
-        self._task_scopes: list[anyio.CancelScope] = []
+        #: The cancel scopes of this incarnation's tasks still running.
         self._live_tasks: set[anyio.CancelScope] = set()
         self._tasks_done = anyio.Event()
         self._tasks_done.set()
@@ -345,7 +345,6 @@ class Connection:
         :meth:`_stop_incarnation` ends it, and ``_tasks_done`` is set once
         every task of the incarnation has returned."""
         scope = anyio.CancelScope(shield=True)
-        self._task_scopes.append(scope)
         if self._tasks_done.is_set():
             self._tasks_done = anyio.Event()
         done = self._tasks_done
@@ -364,7 +363,7 @@ class Connection:
         tg.start_soon(run)
 
     def _stop_incarnation(self) -> None:
-        for scope in self._task_scopes:
+        for scope in list(self._live_tasks):
             scope.cancel()
 
     def _stop_tasks(self) -> None:

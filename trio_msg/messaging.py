@@ -380,7 +380,7 @@ class Producer:
         )  # fmt: skip
         if not retry:
             return await self._publish_once(msg)
-        self._check_can_retry()
+        # (_send checkpoints, then checks that retrying can work at all.)
         waits = RetryPolicy.coerce(retry_policy).intervals()
         while True:
             try:
