@@ -6,9 +6,12 @@ handshake, and starts three tasks in the connection's own task group:
 - the **reader** feeds received bytes to the sans-IO core and routes its
   events (replies to waiting callers, deliveries to consumers' memory
   channels, confirms to publishes);
-- the **writer** is the only task that writes: it drains the core's outbound
-  buffer in batches, so a cancelled caller never leaves half a frame on the
-  wire;
+- the **writer** drains the core's outbound buffer in batches, so a
+  cancelled caller never leaves half a frame on the wire.  On trio, over
+  plain TCP, a task about to wait for an answer writes what is queued
+  itself when the writer is idle and the kernel takes it all without
+  waiting (see :mod:`trio_msg._wire`); anything the kernel does not take
+  is the writer's, and goes first;
 - the **heartbeat** task calls the core's ``tick(now)`` when it is due.
 
 When the connection dies (socket error, heartbeat timeout, a close from the
@@ -28,6 +31,7 @@ import anyio
 import anyio.abc
 from anyio.lowlevel import checkpoint
 
+from ._lowlevel import current_checkpoints
 from ._params import ConnectionParameters, make_ssl_context, parse_url, redact, sni_hostname
 from ._protocol import events as ev
 from ._protocol.connection import AMQPConnection
@@ -42,6 +46,7 @@ from ._protocol.errors import (
 )
 from ._protocol.state import ConnectionState
 from ._retry import RetryPolicy, is_revivable
+from ._wire import Wire, make_wire
 from .channel import Channel
 from .entity import DeclarationLedger, Exchange, Queue
 from .errors import ConnectionFailed
@@ -50,7 +55,6 @@ __all__ = ["Connection", "connect"]
 
 #: Publishers wait while more than this many bytes are queued for the socket.
 HIGH_WATER = 1024 * 1024
-READ_SIZE = 256 * 1024
 #: Publishes and acks wait up to LINGER seconds in the outbound buffer for
 #: company, unless FLUSH_BYTES are waiting or a task needs them out (see
 #: Connection._writer).
@@ -177,6 +181,8 @@ class Connection:
     ) -> None:
         self.params = params
         self.retry_policy = retry_policy
+        #: The backend's checkpoints, for the per-message paths.
+        self._ck = current_checkpoints()
         self.incarnation = 0
         self.declared_entities = DeclarationLedger()
         self.server_properties: dict[str, Any] = {}
@@ -209,6 +215,10 @@ class Connection:
             max_body_size=params.max_body_size,
         )
         self._stream: anyio.abc.ByteStream | None = None
+        self._wire: Wire | None = None
+        #: Bytes taken from the core and not yet written: the writer sends
+        #: them before anything else.
+        self._unsent: memoryview | None = None
         #: The cancel scopes of this incarnation's tasks still running.
         self._live_tasks: set[anyio.CancelScope] = set()
         self._tasks_done = anyio.Event()
@@ -276,6 +286,7 @@ class Connection:
                 for host, port in addresses:
                     try:
                         self._stream = await self._connect_tcp(host, port, ssl_context)
+                        self._wire = make_wire(self._stream)
                     except (
                         OSError,
                         ssl.SSLError,
@@ -580,15 +591,46 @@ class Connection:
         """Give the writer up to *bound* seconds to send what is queued (a close-ok
         owed to a broker whose close crossed ours) before the socket goes."""
         with anyio.move_on_after(bound):
-            while (self._core.outbound_size or self._sending) and self._live_tasks:
+            while (self._outbound() or self._sending) and self._live_tasks:
                 sent = self._sent = anyio.Event()
                 self._kick()
                 await sent.wait()
 
     # --- the tasks -----------------------------------------------------------
 
+    def _outbound(self) -> int:
+        """Bytes queued for the socket: in the core, and taken but unsent."""
+        unsent = self._unsent
+        return self._core.outbound_size + (len(unsent) if unsent is not None else 0)
+
     def _kick(self) -> None:
-        """Write what is queued now (someone is about to wait for it)."""
+        """Write what is queued now (someone is about to wait for it).
+
+        On a direct wire with the writer idle, this task writes it itself,
+        without waiting; what the kernel does not take now (or a socket
+        error, which the writer meets again and reports) is left to the
+        writer, which is woken for it.
+        """
+        wire = self._wire
+        if (
+            wire is not None
+            and wire.direct
+            and not self._sending
+            and self._unsent is None
+            and not self._terminated.is_set()
+        ):
+            data = self._core.data_to_send()
+            if not data:
+                return
+            try:
+                sent = wire.try_send(data)
+            except OSError:
+                sent = 0
+            if sent == len(data):
+                if self._writable_waiters:
+                    self._notify_writable()
+                return
+            self._unsent = memoryview(data)[sent:]
         self._urgent = True
         self._wake.set()
         self._flush.set()
@@ -607,7 +649,7 @@ class Connection:
             self._wake.set()
 
     def _must_wait(self) -> bool:
-        return self._core.outbound_size > HIGH_WATER or self._core.blocked or self.error is not None
+        return self._outbound() > HIGH_WATER or self._core.blocked or self.error is not None
 
     async def _wait_writable(self) -> None:
         """Back-pressure: wait while the outbound buffer is over its mark or
@@ -639,11 +681,11 @@ class Connection:
         and close frames always go at once.
         """
         core = self._core
-        stream = self._stream
-        assert stream is not None
+        wire = self._wire
+        assert wire is not None
         try:
             while True:
-                if not core.outbound_size:
+                if self._unsent is None and not core.outbound_size:
                     if core.state in (ConnectionState.CLOSED, ConnectionState.ERROR):
                         return
                     self._wake = anyio.Event()
@@ -656,14 +698,20 @@ class Connection:
                 self._urgent = False
                 if self._flush.is_set():
                     self._flush = anyio.Event()
-                data = core.data_to_send()
+                data: bytes | memoryview | None = self._unsent
+                if data is not None:
+                    self._unsent = None
+                else:
+                    data = core.data_to_send()
+                    if not data:
+                        continue  # a task about to wait wrote it while we lingered
                 self._sending = True
                 try:
-                    await stream.send(data)
+                    await wire.send(data)
                 finally:
                     self._sending = False
                     self._sent.set()
-                if core.outbound_size <= HIGH_WATER:
+                if self._outbound() <= HIGH_WATER:
                     self._notify_writable()
         except _STREAM_ERRORS as exc:
             self._lost(exc)
@@ -673,11 +721,11 @@ class Connection:
 
     async def _reader(self) -> None:
         core = self._core
-        stream = self._stream
-        assert stream is not None
+        wire = self._wire
+        assert wire is not None
         try:
             while core.state not in (ConnectionState.CLOSED, ConnectionState.ERROR):
-                data = await stream.receive(READ_SIZE)
+                data = await wire.receive()
                 before = core.outbound_size
                 try:
                     core.receive_data(data)

@@ -12,7 +12,9 @@ deliveries, acks, ``connection.blocked``, closes or raw bytes.
 Both ends are plain anyio memory object streams of ``bytes`` with a bounded
 number of chunks in flight, so the same broker runs on trio (with the
 autojump clock) and on asyncio, and a side that stops reading really makes
-the other side's ``send`` wait, as TCP would.
+the other side's ``send`` wait, as TCP would.  With ``tcp = True`` the two
+ends are a real loopback TCP connection instead (on trio, the driver then
+takes its direct socket path, ``trio_msg._wire.SocketWire``).
 
 Usage::
 
@@ -22,6 +24,7 @@ Usage::
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -104,6 +107,25 @@ def stream_pair(capacity: int = 4) -> tuple[MemoryByteStream, MemoryByteStream]:
     return MemoryByteStream(a_send, a_receive), MemoryByteStream(b_send, b_receive)
 
 
+async def tcp_pair(
+    buffer: int | None = None,
+) -> tuple[anyio.abc.SocketStream, anyio.abc.SocketStream]:
+    """Two ends of a loopback TCP connection (client, server); *buffer* sets
+    the client's SO_SNDBUF and the server's SO_RCVBUF."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener:
+        (accepting,) = listener.listeners
+        assert isinstance(accepting, anyio.abc.SocketListener)
+        port = accepting.extra(anyio.abc.SocketAttribute.local_port)
+        client = await anyio.connect_tcp("127.0.0.1", port)
+        server = await accepting.accept()
+    if buffer is not None:
+        raw = anyio.abc.SocketAttribute.raw_socket
+        client.extra(raw).setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
+        server.extra(raw).setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+    return client, server
+
+
 # --- what the broker saw ------------------------------------------------------------
 
 
@@ -165,6 +187,9 @@ class FakeBroker:
     - ``reply_delay``: take that long over each answer on a channel.
     - :meth:`pause_reading` / :meth:`resume_reading`: stop taking bytes
       from the client (its writes then back up).
+    - ``tcp``: serve over a loopback TCP connection, not the memory pipe;
+      ``tcp_buffer``: the kernel's send buffer of the client's socket and
+      receive buffer of the broker's (small: the client's writes fill it).
     """
 
     def __init__(self) -> None:
@@ -172,6 +197,8 @@ class FakeBroker:
         self.frame_max = 131072
         self.channel_max = 2047
         self.pipe_capacity = 4
+        self.tcp = False
+        self.tcp_buffer: int | None = None
         self.server_properties: dict[str, Any] = {
             "product": "fake-broker",
             "capabilities": {
@@ -201,7 +228,7 @@ class FakeBroker:
         self.channels: dict[int, _Channel] = {}
         self.negotiated_heartbeat: int | None = None
         self.connection: Any = None
-        self.stream: MemoryByteStream | None = None
+        self.stream: anyio.abc.ByteStream | None = None
         self.client_closed = anyio.Event()  # the client closed its end
         self.connects = 0
         #: Connections served so far (the current one's number).
@@ -260,7 +287,10 @@ class FakeBroker:
             self.negotiated_heartbeat = None
             self.silent = False  # a broker that came back talks again
         self.sessions += 1
-        client, server = stream_pair(self.pipe_capacity)
+        if self.tcp:
+            client, server = await tcp_pair(self.tcp_buffer)
+        else:
+            client, server = stream_pair(self.pipe_capacity)
         self.stream = server
         self.connection = conn
         self.client_closed = anyio.Event()
@@ -277,7 +307,7 @@ class FakeBroker:
     def resume_reading(self) -> None:
         self._reading.set()
 
-    async def _serve(self, stream: MemoryByteStream, closed: anyio.Event) -> None:
+    async def _serve(self, stream: anyio.abc.ByteStream, closed: anyio.Event) -> None:
         buffer = bytearray()
         try:
             while True:
@@ -304,7 +334,7 @@ class FakeBroker:
         self._changed.set()
         self._changed = anyio.Event()
 
-    async def _on_frame(self, rec: Received, stream: MemoryByteStream) -> None:
+    async def _on_frame(self, rec: Received, stream: anyio.abc.ByteStream) -> None:
         if stream is not self.stream:
             return  # a frame of a session that has been replaced
         self.received.append(rec)
@@ -461,7 +491,7 @@ class FakeBroker:
         for rec in todo:
             await self.answer(rec)
 
-    async def _beat(self, interval: int, stream: MemoryByteStream) -> None:
+    async def _beat(self, interval: int, stream: anyio.abc.ByteStream) -> None:
         try:
             while stream is self.stream:
                 await anyio.sleep(interval / 2)

@@ -1,0 +1,223 @@
+"""The direct socket path (``trio_msg._wire``): a plain TCP socket on trio is
+read and written without trio's socket wrappers, and a task about to wait
+writes its own bytes when the writer is idle.
+
+The wire itself is tested on a real loopback connection: partial writes
+with a small kernel buffer, the fairness yield of a reader that keeps
+finding data, the end of stream and a close while waiting.  The driver is
+then run over TCP against the fake broker (``broker.tcp = True``), with a
+send buffer small enough that the kernel takes only part of a task's
+direct write: the writer must send the rest first, in order.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+import trio
+import trio.testing
+
+from trio_msg import Consumer, Producer, Queue
+from trio_msg._wire import YIELD_EVERY, SocketWire, StreamWire, make_wire
+from trio_msg.connection import connect
+
+from .fake_broker import URL, FakeBroker, stream_pair, tcp_pair
+
+RAW = anyio.abc.SocketAttribute.raw_socket
+
+
+async def read_exactly(stream: anyio.abc.ByteStream, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        data += await stream.receive(1 << 20)
+    return bytes(data)
+
+
+@pytest.mark.anyio
+async def test_make_wire_takes_the_socket_path_only_for_tcp_on_trio(anyio_backend: str) -> None:
+    client, server = await tcp_pair()
+    async with client, server:
+        wire = make_wire(client)
+        assert isinstance(wire, SocketWire if anyio_backend == "trio" else StreamWire)
+        assert wire.direct is (anyio_backend == "trio")
+    memory, _other = stream_pair()
+    assert isinstance(make_wire(memory), StreamWire)
+
+
+@pytest.mark.trio
+async def test_send_writes_everything_through_a_full_kernel_buffer() -> None:
+    client, server = await tcp_pair(buffer=16384)
+    async with client, server:
+        wire = SocketWire(client.extra(RAW))
+        data = bytes(range(256)) * 1024  # 256 KiB: several times the buffers
+        # Nobody reads yet: the kernel takes some of it, then no more
+        # (try_send says 0 instead of waiting).
+        taken = 0
+        for _ in range(100):
+            more = wire.try_send(data[taken:])
+            if not more:
+                break
+            taken += more
+        assert 0 < taken < len(data) and more == 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wire.send, data[taken:])
+            assert await read_exactly(server, len(data)) == data
+
+
+@pytest.mark.trio
+async def test_receive_yields_while_data_keeps_coming() -> None:
+    client, server = await tcp_pair()
+    async with client, server:
+        wire = SocketWire(client.extra(RAW), read_size=1000)
+        await server.send(b"x" * 200_000)
+        await trio.testing.wait_all_tasks_blocked()
+        steps = 0
+
+        async def other() -> None:
+            nonlocal steps
+            while True:
+                steps += 1
+                await trio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other)
+            await trio.lowlevel.checkpoint()
+            before = steps
+            got = 0
+            reads = 0
+            # Small reads: the data lasts for many of them.
+            while reads < 4 * YIELD_EVERY:
+                got += len(await wire.receive())
+                reads += 1
+            # Every read found data at once, yet the other task ran in between.
+            assert steps - before >= 3
+            tg.cancel_scope.cancel()
+        assert got == reads * 1000
+
+
+@pytest.mark.trio
+async def test_receive_ends_at_the_peers_end_of_stream() -> None:
+    client, server = await tcp_pair()
+    async with client:
+        wire = SocketWire(client.extra(RAW))
+        await server.send(b"last words")
+        await server.aclose()
+        assert await wire.receive() == b"last words"
+        with pytest.raises(anyio.EndOfStream):
+            await wire.receive()
+
+
+@pytest.mark.trio
+async def test_closing_the_stream_wakes_a_waiting_receive() -> None:
+    client, server = await tcp_pair()
+    async with server:
+        wire = SocketWire(client.extra(RAW))
+        failure: list[BaseException] = []
+
+        async def receive() -> None:
+            try:
+                await wire.receive()
+            except BaseException as exc:
+                failure.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receive)
+            await trio.testing.wait_all_tasks_blocked()
+            await client.aclose()
+        assert [type(e) for e in failure] == [anyio.ClosedResourceError]
+
+
+@pytest.mark.trio
+async def test_receive_is_cancellable_while_waiting() -> None:
+    client, server = await tcp_pair()
+    async with client, server:
+        wire = SocketWire(client.extra(RAW))
+        with anyio.move_on_after(0.05) as scope:
+            await wire.receive()
+        assert scope.cancelled_caught
+        await server.send(b"still works")
+        assert await wire.receive() == b"still works"
+
+
+# --- the driver over TCP ----------------------------------------------------------------
+
+
+def record_partial_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """(taken, offered) of every direct write the kernel took only part of."""
+    partial: list[tuple[int, int]] = []
+    real = SocketWire.try_send
+
+    def try_send(self: SocketWire, data: bytes | memoryview) -> int:
+        sent = real(self, data)
+        if sent < len(data):
+            partial.append((sent, len(data)))
+        return sent
+
+    monkeypatch.setattr(SocketWire, "try_send", try_send)
+    return partial
+
+
+@pytest.mark.anyio
+async def test_confirmed_publishes_over_tcp_arrive_whole_and_in_order(
+    broker: FakeBroker, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
+    """Confirmed publishes are written by the publishing task itself (on
+    trio); with a 16 KiB buffer the kernel takes only part of a 200 KB
+    message, and the writer sends the rest before anything else."""
+    broker.tcp = True
+    broker.tcp_buffer = 16384
+    bodies = [bytes([i]) * (200_000 + i) for i in range(10)]
+    partial = record_partial_writes(monkeypatch)
+    with anyio.fail_after(10):
+        await publish_all(broker, bodies)
+    assert [p.body for p in broker.published] == bodies
+    if anyio_backend == "trio":
+        assert partial  # the writer did have remainders to send
+
+
+async def publish_all(broker: FakeBroker, bodies: list[bytes]) -> None:
+    async with broker, connect(URL) as conn, Producer(conn) as producer:
+        for body in bodies:
+            result = await producer.publish(body, routing_key="q", content_type="x/y")
+            assert result is not None and result.done
+        await broker.wait_published(len(bodies))
+
+
+@pytest.mark.anyio
+async def test_unconfirmed_publishes_and_a_round_trip_over_tcp(broker: FakeBroker) -> None:
+    """Corked publishes (the writer's) and a direct flush (a declare waiting
+    for its reply) share one socket: the broker sees every frame in order."""
+    broker.tcp = True
+    broker.tcp_buffer = 16384
+    async with broker, connect(URL) as conn, Producer(conn, confirm=False) as producer:
+        for i in range(500):
+            await producer.publish(b"%d" % i * 50, routing_key="q", content_type="x/y")
+            if i % 100 == 99:
+                await producer.channel.queue_declare(f"q{i}", passive=True)
+        await broker.wait_published(500)
+    assert [p.body for p in broker.published] == [b"%d" % i * 50 for i in range(500)]
+
+
+@pytest.mark.anyio
+async def test_consume_and_ack_over_tcp(broker: FakeBroker) -> None:
+    broker.tcp = True
+    async with (
+        broker,
+        connect(URL) as conn,
+        Consumer(conn, queues=[Queue("q")], prefetch_count=50) as consumer,
+    ):
+        (tag,) = broker.consumers
+        for i in range(200):
+            await broker.deliver(tag, b"m%d" % i)
+        got = []
+        async for message in consumer:
+            got.append(message.body)
+            await message.ack()
+            if len(got) == 200:
+                break
+        with anyio.fail_after(5):
+            while broker.count("Basic.Ack") < 200:
+                await anyio.sleep(0.01)
+    assert got == [b"m%d" % i for i in range(200)]
+    acked = [f.delivery_tag for f in broker.frames("Basic.Ack")]
+    assert acked == list(range(1, 201))

@@ -1,0 +1,47 @@
+"""The checkpoints of the per-message paths, bound to the running backend
+once per connection.
+
+``anyio.lowlevel.checkpoint()`` finds the backend on every call (through
+sniffio: a thread-local and a context variable) before calling trio's or
+asyncio's own; that is four Python calls per checkpoint, and a publish, a
+delivery and an ack each make one or two.  A connection looks the backend
+up once, when it is made, and the hot paths (``Producer.publish``,
+``Consumer.__anext__``, ``Message.ack``) call the bound functions.  They are
+exactly what anyio would call: on trio, ``trio.lowlevel``'s; otherwise
+anyio's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple
+
+import anyio.lowlevel
+import trio
+
+
+class Checkpoints(NamedTuple):
+    checkpoint: Callable[[], Awaitable[None]]
+    checkpoint_if_cancelled: Callable[[], Awaitable[None]]
+    cancel_shielded_checkpoint: Callable[[], Awaitable[None]]
+
+
+TRIO = Checkpoints(
+    trio.lowlevel.checkpoint,
+    trio.lowlevel.checkpoint_if_cancelled,
+    trio.lowlevel.cancel_shielded_checkpoint,
+)
+ANYIO = Checkpoints(
+    anyio.lowlevel.checkpoint,
+    anyio.lowlevel.checkpoint_if_cancelled,
+    anyio.lowlevel.cancel_shielded_checkpoint,
+)
+
+
+def current_checkpoints() -> Checkpoints:
+    """The checkpoints of the backend running this task."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return ANYIO
+    return TRIO
