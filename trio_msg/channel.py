@@ -593,10 +593,14 @@ class Channel:
         routing_key: str,
         properties: BasicProperties,
         mandatory: bool,
+        *,
+        urgent: bool = False,
     ) -> PublishResult | None:
-        """:meth:`basic_publish` for a caller that has just checkpointed: it
+        """:meth:`basic_publish` for a caller that checkpoints itself: it
         waits only for back-pressure.  One checkpoint per message lets the
-        writer gather a run of publishes into one write."""
+        writer gather a run of publishes into one write; *urgent* (the
+        caller waits for the confirm next, if the channel is in confirm
+        mode) writes it now instead."""
         conn = self.connection
         # Both conditions are checked again after either wait: the broker may
         # block the connection while the channel's flow is paused.
@@ -607,7 +611,10 @@ class Channel:
                 await self._flow.wait()
         self._check()
         tag = self._core.publish(exchange, routing_key, body, properties, mandatory=mandatory)
-        conn._kick_lazy()  # corked: waiting on the result flushes it
+        if urgent and tag is not None:
+            conn._kick()
+        else:
+            conn._kick_lazy()  # corked: waiting on the result flushes it
         if tag is None:
             return None
         result = PublishResult(tag, conn._flush_pending)

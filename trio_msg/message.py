@@ -170,7 +170,7 @@ class Message:
         Cancellation: a checkpoint comes first; if cancelled there, nothing
         was settled.  Otherwise the ack is queued whole.
         """
-        await checkpoint()
+        await self.channel.connection._ck.checkpoint()
         self._settle(MessageState.ACK)
         try:
             self.channel._ack(self.delivery_tag, multiple)

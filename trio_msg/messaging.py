@@ -24,7 +24,7 @@ from . import compression as _compression
 from . import serialization
 from ._protocol import events as ev
 from ._protocol.errors import TrioMsgError
-from ._protocol.frames import BasicProperties
+from ._protocol.frames import BasicProperties, new_properties
 from ._retry import RetryPolicy
 from .channel import Channel, PublishResult
 from .connection import Connection
@@ -246,9 +246,10 @@ class Producer:
         expiration: float | None,
         properties: dict[str, Any],
     ) -> tuple[bytes, BasicProperties]:
-        unknown = set(properties) - _PROPERTY_NAMES
-        if unknown:
-            raise TypeError(f"unknown message properties: {', '.join(sorted(unknown))}")
+        if properties:
+            unknown = properties.keys() - _PROPERTY_NAMES
+            if unknown:
+                raise TypeError(f"unknown message properties: {', '.join(sorted(unknown))}")
         if content_type is not None and isinstance(body, bytes | str):
             # Already serialized by the caller: kombu's rule.
             if isinstance(body, str):
@@ -277,25 +278,38 @@ class Producer:
                 ) from None
         if not 0 <= priority <= 255:
             raise ValueError(f"priority must be 0..255, not {priority}")
-        timestamp = properties.pop("timestamp", None)
+        get = properties.get
+        timestamp = get("timestamp")
         if isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
             timestamp = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
-        props = BasicProperties(
-            content_type=content_type,
-            content_encoding=content_encoding,
-            headers=headers or None,
-            delivery_mode=delivery_mode,
-            priority=priority or None,
-            expiration=None if expiration is None else str(int(expiration * 1000)),
-            timestamp=timestamp,
-            **properties,
+        props = new_properties(  # every field, in BasicProperties' order
+            content_type,
+            content_encoding,
+            headers or None,
+            delivery_mode,
+            priority or None,
+            get("correlation_id"),
+            get("reply_to"),
+            None if expiration is None else str(int(expiration * 1000)),
+            get("message_id"),
+            timestamp,
+            get("type"),
+            get("user_id"),
+            get("app_id"),
+            get("cluster_id"),
         )
         return raw, props
 
     # --- publishing ------------------------------------------------------------
 
-    async def _send(self, msg: _Publish) -> PublishResult | None:
-        await checkpoint()
+    async def _send(self, msg: _Publish, *, awaited: bool = False) -> PublishResult | None:
+        """Queue one message.  A checkpoint: cancellation is checked before
+        anything is queued, and the task yields once it is queued (a
+        cancellation can no longer hit it then) -- unless *awaited*: the
+        caller waits on the confirm at once, and that wait is the yield, so
+        a confirmed publish costs one pass of the scheduler, not two."""
+        ck = self.channel.connection._ck
+        await ck.checkpoint_if_cancelled()
         if msg.immediate:
             raise NotSupported("RabbitMQ removed basic.publish immediate=True (since 3.0)")
         if msg.retry:
@@ -310,7 +324,7 @@ class Producer:
             headers=msg.headers,
             compression=msg.compression,
             expiration=msg.expiration,
-            properties=dict(msg.properties),
+            properties=msg.properties,  # read, never changed
         )
         exchange = msg.exchange
         if exchange is None:
@@ -323,8 +337,12 @@ class Producer:
             try:
                 for entity in msg.declare:
                     await maybe_declare(entity, channel)
-                # _send checkpointed on entry: no second one per message.
-                return await channel._publish(raw, exchange_name, routing_key, props, msg.mandatory)
+                result = await channel._publish(
+                    raw, exchange_name, routing_key, props, msg.mandatory, urgent=awaited
+                )
+                if result is None or not awaited:
+                    await ck.cancel_shielded_checkpoint()
+                return result
             except TrioMsgError:
                 # Nothing of this message was queued (_publish raises only
                 # before it queues).  Lost with the connection while waiting
@@ -411,7 +429,7 @@ class Producer:
                 await anyio.sleep(wait)
 
     async def _publish_once(self, msg: _Publish) -> PublishResult | None:
-        result = await self._send(msg)
+        result = await self._send(msg, awaited=True)
         await self._drain_returns()
         if result is None:
             return None
@@ -1011,12 +1029,22 @@ class Consumer:
                 await self._recover()
                 continue
             channel = self.channel
-            if not self._receive.statistics().current_buffer_used:
-                # About to wait for a delivery: send the corked acks first
-                # (the broker's prefetch window waits for them).
-                channel.connection._flush_pending()
+            ck = channel.connection._ck
+            receive = self._receive  # a new one after each recovery
             try:
-                delivery = await self._receive.receive()
+                # What anyio's receive() does, without a second look at the
+                # backend: a cancellation is taken before a message is, never
+                # after (the yield once it is taken is shielded).
+                await ck.checkpoint_if_cancelled()
+                try:
+                    delivery = receive.receive_nowait()
+                except anyio.WouldBlock:
+                    # About to wait for a delivery: send the corked acks first
+                    # (the broker's prefetch window waits for them).
+                    channel.connection._flush_pending()
+                    delivery = await receive.receive()
+                else:
+                    await ck.cancel_shielded_checkpoint()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 if self._can_revive():
                     self._revive_pending = True

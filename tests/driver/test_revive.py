@@ -97,6 +97,8 @@ async def test_publish_while_disconnected_waits_cancellably(
         await producer.publish(b"before", routing_key="q")
         broker.refuse = 3
         await broker.hang_up()
+        await trio.testing.wait_all_tasks_blocked()  # the client saw it: now disconnected
+        assert not conn.is_open
         with trio.move_on_after(2) as scope:
             await producer.publish(b"cancelled", routing_key="q")
             pytest.fail("published while disconnected")

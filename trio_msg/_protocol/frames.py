@@ -638,6 +638,9 @@ def _fast_value(value: Any) -> bytes:
 
 
 _new_properties = fast_constructor(BasicProperties)
+#: ``BasicProperties(*every_field_in_order)``, without the frozen dataclass's
+#: ``object.__setattr__`` per field: for the publish path.
+new_properties = _new_properties
 
 
 def _timestamp(raw: int) -> datetime.datetime | int:
