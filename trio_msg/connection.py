@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -60,6 +61,10 @@ HIGH_WATER = 1024 * 1024
 #: Connection._writer).
 LINGER = 0.001
 FLUSH_BYTES = 64 * 1024
+#: A publish or ack on a connection that has written nothing for this long
+#: goes out at once (as Nagle's algorithm sends when nothing is in flight):
+#: corking pays only when more messages follow close behind.
+QUIET = 0.0005
 CLOSE_TIMEOUT = 5.0
 
 _STREAM_ERRORS = (
@@ -235,6 +240,8 @@ class Connection:
         #: The writer is in the middle of a send; ``_sent`` is set after each.
         self._sending = False
         self._sent = anyio.Event()
+        #: When bytes last went to the socket (``time.perf_counter``).
+        self._last_write = 0.0
         # Waiters of an earlier incarnation hold (and were woken by) the old
         # event; the count of waiters carries over.
         self._writable = anyio.Event()
@@ -622,6 +629,7 @@ class Connection:
             data = self._core.data_to_send()
             if not data:
                 return
+            self._last_write = time.perf_counter()
             try:
                 sent = wire.try_send(data)
             except OSError:
@@ -641,9 +649,13 @@ class Connection:
             self._kick()
 
     def _kick_lazy(self) -> None:
-        """Write what is queued soon: within ``LINGER``, or at once past
-        ``FLUSH_BYTES`` (see :meth:`_writer`)."""
-        if self._core.outbound_size >= FLUSH_BYTES:
+        """Write what is queued soon: within ``LINGER``; at once past
+        ``FLUSH_BYTES``, or when the connection has been ``QUIET`` (see
+        :meth:`_writer`)."""
+        if (
+            self._core.outbound_size >= FLUSH_BYTES
+            or time.perf_counter() - self._last_write > QUIET
+        ):
             self._kick()
         else:
             self._wake.set()
@@ -669,16 +681,18 @@ class Connection:
             self._writable = anyio.Event()
 
     async def _writer(self) -> None:
-        """The only task that writes.
+        """The task that writes whatever no other task writes at once.
 
         Corking: publishes and acks (:meth:`_kick_lazy`) wake it, but it
         lingers up to ``LINGER`` for more of them before writing, so a run
         of messages goes out in a few large writes instead of a system call
         each.  Whatever a task is about to wait for -- a reply, a confirm,
         the next delivery -- is flushed at once (:meth:`_kick`), and so is a
-        buffer past ``FLUSH_BYTES``: the linger never delays an answer
-        anyone is waiting for, only bytes no one waits on yet.  Handshake
-        and close frames always go at once.
+        buffer past ``FLUSH_BYTES`` and a message on a connection that has
+        been ``QUIET``: the linger never delays an answer anyone is waiting
+        for, nor a lone message, only bytes that have company coming.
+        Handshake and close frames always go at once.  On a direct wire,
+        "at once" is the queuing task's own write when this task is idle.
         """
         core = self._core
         wire = self._wire
@@ -706,6 +720,7 @@ class Connection:
                     if not data:
                         continue  # a task about to wait wrote it while we lingered
                 self._sending = True
+                self._last_write = time.perf_counter()
                 try:
                     await wire.send(data)
                 finally:
