@@ -1,5 +1,5 @@
-"""The checkpoints of the per-message paths, bound to the running backend
-once per connection.
+"""The checkpoints (and the event) of the per-message paths, bound to the
+running backend once per connection.
 
 ``anyio.lowlevel.checkpoint()`` finds the backend on every call (through
 sniffio: a thread-local and a context variable) before calling trio's or
@@ -14,7 +14,7 @@ anyio's own.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import anyio.lowlevel
 import trio
@@ -24,17 +24,22 @@ class Checkpoints(NamedTuple):
     checkpoint: Callable[[], Awaitable[None]]
     checkpoint_if_cancelled: Callable[[], Awaitable[None]]
     cancel_shielded_checkpoint: Callable[[], Awaitable[None]]
+    #: Makes an event (``set()``, ``await wait()``): trio's own on trio, where
+    #: ``anyio.Event`` would wrap one.
+    new_event: Callable[[], Any]
 
 
 TRIO = Checkpoints(
     trio.lowlevel.checkpoint,
     trio.lowlevel.checkpoint_if_cancelled,
     trio.lowlevel.cancel_shielded_checkpoint,
+    trio.Event,
 )
 ANYIO = Checkpoints(
     anyio.lowlevel.checkpoint,
     anyio.lowlevel.checkpoint_if_cancelled,
     anyio.lowlevel.cancel_shielded_checkpoint,
+    anyio.Event,
 )
 
 

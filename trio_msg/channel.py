@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from anyio.lowlevel import checkpoint
-from anyio.streams.memory import MemoryObjectSendStream
 from pamqp import commands as C
 
 from ._protocol import events as ev
@@ -39,10 +38,22 @@ if TYPE_CHECKING:
 __all__ = ["Channel", "PublishResult", "QueueDeclareOk"]
 
 
+class DeliverySink(Protocol):
+    """Where a consumer's deliveries go: what the reader calls on it.  An
+    anyio memory object send stream is one; a Consumer's is a
+    :class:`trio_msg._buffer.BufferSender`."""
+
+    def send_nowait(self, item: Any, /) -> None: ...
+
+    async def send(self, item: Any, /) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class _Waiter:
     __slots__ = ("error", "event", "reply", "sink")
 
-    def __init__(self, sink: MemoryObjectSendStream[Any] | None = None) -> None:
+    def __init__(self, sink: DeliverySink | None = None) -> None:
         self.event = anyio.Event()
         self.reply: ev.RpcReply | None = None
         self.error: BaseException | None = None
@@ -114,7 +125,7 @@ class Channel:
         self.channel_id = core.id
         self._waiters: dict[int, _Waiter] = {}
         self._publishes: dict[int, PublishResult] = {}
-        self._sinks: dict[str, MemoryObjectSendStream[Any]] = {}
+        self._sinks: dict[str, DeliverySink] = {}
         self._consumer_errors: dict[str, Callable[[TrioMsgError], None]] = {}
         self._opened = anyio.Event()
         self._closed = anyio.Event()
@@ -315,7 +326,7 @@ class Channel:
     # --- requests ------------------------------------------------------------
 
     async def _call(
-        self, issue: Callable[[AMQPChannel], int], sink: MemoryObjectSendStream[Any] | None = None
+        self, issue: Callable[[AMQPChannel], int], sink: DeliverySink | None = None
     ) -> ev.RpcReply:
         await checkpoint()
         self._check()
@@ -494,7 +505,7 @@ class Channel:
     async def basic_consume(
         self,
         queue: str,
-        sink: MemoryObjectSendStream[Any],
+        sink: DeliverySink,
         *,
         consumer_tag: str = "",
         no_ack: bool = False,
@@ -502,7 +513,9 @@ class Channel:
         arguments: dict[str, Any] | None = None,
         on_cancel: Callable[[TrioMsgError], None] | None = None,
     ) -> str:
-        """``basic.consume``: deliveries go to ``sink``; returns the consumer tag."""
+        """``basic.consume``: deliveries go to ``sink`` (an anyio memory object
+        send stream, or anything with its ``send_nowait``, ``send`` and
+        ``close``); returns the consumer tag."""
         reply = await self._call(
             lambda c: c.basic_consume(
                 queue, consumer_tag, no_ack=no_ack, exclusive=exclusive, arguments=arguments
@@ -517,7 +530,7 @@ class Channel:
     async def basic_cancel(self, consumer_tag: str) -> None:
         """``basic.cancel``.  Messages delivered before the cancel took effect
         and not yet received are requeued."""
-        sink: MemoryObjectSendStream[Any] | None = None
+        sink: DeliverySink | None = None
 
         def issue(core: AMQPChannel) -> int:
             # Forget the consumer only once the cancel is queued: cancelled

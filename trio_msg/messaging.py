@@ -18,10 +18,10 @@ from typing import Any, TypeAlias
 
 import anyio
 from anyio.lowlevel import checkpoint
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from . import compression as _compression
 from . import serialization
+from ._buffer import BufferReceiver, BufferSender, delivery_buffer
 from ._protocol import events as ev
 from ._protocol.errors import TrioMsgError
 from ._protocol.frames import BasicProperties, new_properties
@@ -703,8 +703,8 @@ class Consumer:
         self._owns_channel = False
         self._tags: dict[str, str] = {}  # queue name -> consumer tag
         self._no_ack_tags: set[str] = set()
-        self._send: MemoryObjectSendStream[ev.Delivery] | None = None
-        self._receive: MemoryObjectReceiveStream[ev.Delivery] | None = None
+        self._send: BufferSender[ev.Delivery] | None = None
+        self._receive: BufferReceiver[ev.Delivery] | None = None
         self._error: TrioMsgError | None = None
 
     def __repr__(self) -> str:
@@ -720,6 +720,11 @@ class Consumer:
     def connection(self) -> Connection:
         return self.channel.connection
 
+    def _new_buffer(
+        self, size: int
+    ) -> tuple[BufferSender[ev.Delivery], BufferReceiver[ev.Delivery]]:
+        return delivery_buffer(size, self.channel.connection._ck.new_event)
+
     def _stream_size(self) -> int:
         if self.prefetch_count:
             return self.prefetch_count * max(1, len(self.queues))
@@ -728,9 +733,7 @@ class Consumer:
     async def __aenter__(self) -> Consumer:
         channel, owns = await _resolve_channel(self._target)
         self._channel, self._owns_channel = channel, owns
-        self._send, self._receive = anyio.create_memory_object_stream[ev.Delivery](
-            self._stream_size()
-        )
+        self._send, self._receive = self._new_buffer(self._stream_size())
         try:
             await self._setup()
         except BaseException:
@@ -833,9 +836,7 @@ class Consumer:
                 self._salvaged.append(self._message(old, delivery, no_ack=True))
             elif old.is_open and old._core.is_unsettled(delivery.delivery_tag):
                 old._reject(delivery.delivery_tag, requeue=True)
-        self._send, self._receive = anyio.create_memory_object_stream[ev.Delivery](
-            self._stream_size()
-        )
+        self._send, self._receive = self._new_buffer(self._stream_size())
 
     def _can_revive(self) -> bool:
         channel = self.channel
@@ -909,7 +910,7 @@ class Consumer:
         no_ack = self.no_ack if no_ack is None else no_ack
         assert self._send is not None
         assert self._receive is not None
-        if not self._tags and self._receive.statistics().open_send_streams == 0:
+        if not self._tags and self._receive.sender_closed:
             self._reopen_stream()
         for queue in self.queues:
             if queue.name in self._tags:
@@ -938,9 +939,7 @@ class Consumer:
                 buffered.append(self._receive.receive_nowait())
             except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.WouldBlock):
                 break
-        self._send, self._receive = anyio.create_memory_object_stream[ev.Delivery](
-            max(self._stream_size(), len(buffered))
-        )
+        self._send, self._receive = self._new_buffer(max(self._stream_size(), len(buffered)))
         for delivery in buffered:
             self._send.send_nowait(delivery)
         self._error = None
@@ -1032,9 +1031,8 @@ class Consumer:
             ck = channel.connection._ck
             receive = self._receive  # a new one after each recovery
             try:
-                # What anyio's receive() does, without a second look at the
-                # backend: a cancellation is taken before a message is, never
-                # after (the yield once it is taken is shielded).
+                # A cancellation is taken before a message is, never after
+                # (the yield once it is taken is shielded).
                 await ck.checkpoint_if_cancelled()
                 try:
                     delivery = receive.receive_nowait()
@@ -1042,7 +1040,7 @@ class Consumer:
                     # About to wait for a delivery: send the corked acks first
                     # (the broker's prefetch window waits for them).
                     channel.connection._flush_pending()
-                    delivery = await receive.receive()
+                    delivery = await receive.wait_receive()  # it waits: a yield
                 else:
                     await ck.cancel_shielded_checkpoint()
             except (anyio.EndOfStream, anyio.ClosedResourceError):

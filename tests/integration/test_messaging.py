@@ -482,7 +482,7 @@ async def _buffer_then_close(
     ended: BaseException | None = None
     async with Consumer(channel, [queue], no_ack=no_ack, auto_declare=False) as consumer:
         with anyio.fail_after(5):
-            while consumer._receive is not None and consumer._receive.statistics().current_buffer_used < 3:
+            while consumer._receive is not None and len(consumer._receive) < 3:
                 await anyio.sleep(0.01)
         await channel.aclose()
         try:
