@@ -13,11 +13,11 @@ anyio's own.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import anyio.lowlevel
-import trio
 
 
 class Checkpoints(NamedTuple):
@@ -29,12 +29,6 @@ class Checkpoints(NamedTuple):
     new_event: Callable[[], Any]
 
 
-TRIO = Checkpoints(
-    trio.lowlevel.checkpoint,
-    trio.lowlevel.checkpoint_if_cancelled,
-    trio.lowlevel.cancel_shielded_checkpoint,
-    trio.Event,
-)
 ANYIO = Checkpoints(
     anyio.lowlevel.checkpoint,
     anyio.lowlevel.checkpoint_if_cancelled,
@@ -44,9 +38,20 @@ ANYIO = Checkpoints(
 
 
 def current_checkpoints() -> Checkpoints:
-    """The checkpoints of the backend running this task."""
+    """The checkpoints of the backend running this task.  trio is looked
+    for only where it is imported already: on asyncio it is never imported
+    (about 5 MiB for nothing)."""
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return ANYIO
     try:
         trio.lowlevel.current_task()
     except RuntimeError:
         return ANYIO
-    return TRIO
+    lowlevel = trio.lowlevel
+    return Checkpoints(
+        lowlevel.checkpoint,
+        lowlevel.checkpoint_if_cancelled,
+        lowlevel.cancel_shielded_checkpoint,
+        trio.Event,
+    )

@@ -50,7 +50,12 @@ RPC_SERVER_PREFETCH = 1
 BIG_PREFETCH = 10
 
 
-def parse_args(argv: Sequence[str] | None = None, *, extra: bool = False) -> argparse.Namespace:
+def parse_args(
+    argv: Sequence[str] | None = None,
+    *,
+    extra: bool = False,
+    backends: tuple[str, ...] = ("trio", "asyncio"),
+) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("workload", choices=(*WORKLOADS, "rpc-server", "long"))
     parser.add_argument("--queue", required=True, help="the queue to use (prepared by the caller)")
@@ -59,7 +64,7 @@ def parse_args(argv: Sequence[str] | None = None, *, extra: bool = False) -> arg
     parser.add_argument("--prefetch", type=int, default=1000, help="d: prefetch count")
     parser.add_argument("--sample-every", type=int, default=10_000, help="long: RSS sample period")
     if extra:
-        parser.add_argument("--backend", choices=("trio", "asyncio"), default="trio")
+        parser.add_argument("--backend", choices=backends, default=backends[0])
     return parser.parse_args(argv)
 
 
