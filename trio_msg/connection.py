@@ -600,8 +600,9 @@ class Connection:
         with anyio.move_on_after(bound):
             while (self._outbound() or self._sending) and self._live_tasks:
                 sent = self._sent = anyio.Event()
-                self._kick()
-                await sent.wait()
+                self._kick()  # on a direct wire this may write it all at once
+                if self._outbound() or self._sending:
+                    await sent.wait()
 
     # --- the tasks -----------------------------------------------------------
 
