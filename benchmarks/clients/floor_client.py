@@ -1,9 +1,10 @@
-"""The floor: the least a Python client can do for workloads c and e, to
-show how much of a round trip is the broker's and how much the client's.
+"""The floor: the least a Python client can do for workload c (publish, wait
+for the confirm, again), to show how much of a round trip is the broker's
+and how much the client's.
 
-Not a client anyone would use: the frames are encoded once with pamqp and
-sent as they are; inbound frames are cut with pamqp; nothing is checked but
-the confirm's and the reply's correlation id.  Two ways to wait:
+Not a client anyone would use: the publish is encoded once with pamqp and
+sent as it is; inbound frames are cut with pamqp; nothing is checked but
+the confirm's delivery tag.  Two ways to wait:
 
 * ``--backend blocking``: a blocking socket (``sendall``, ``recv``), as pika's
   BlockingConnection and kombu wait;
@@ -14,7 +15,6 @@ the confirm's and the reply's correlation id.  Two ways to wait:
 from __future__ import annotations
 
 import socket
-import uuid
 from typing import Any
 
 import trio
@@ -35,7 +35,6 @@ from benchmarks.clients._common import (
     latency_summary,
     now,
     parse_args,
-    ready,
 )
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
@@ -45,12 +44,11 @@ def encode(channel: int, *methods: Any) -> bytes:
     return b"".join(frame.marshal(m, channel) for m in methods)
 
 
-def message(queue: str, body: bytes, **props: Any) -> bytes:
+def message(queue: str, body: bytes) -> bytes:
     properties = commands.Basic.Properties(
         content_type=CONTENT_TYPE,
         content_encoding=CONTENT_ENCODING,
         delivery_mode=DELIVERY_MODE,
-        **props,
     )
     return encode(
         1,
@@ -150,15 +148,6 @@ async def open_channel(io: Blocking) -> None:
     await expect(io, commands.Channel.OpenOk)
 
 
-async def receive_message(io: Blocking) -> tuple[Any, Any, bytes]:
-    deliver = await expect(io, commands.Basic.Deliver)
-    head = await expect(io, header.ContentHeader)
-    body = b""
-    while len(body) < head.body_size:
-        body += (await expect(io, pbody.ContentBody)).value
-    return deliver, head.properties, body
-
-
 async def run(args: Any, io: Blocking) -> dict[str, Any]:
     await open_channel(io)
     q, n = args.queue, args.n
@@ -177,36 +166,6 @@ async def run(args: Any, io: Blocking) -> dict[str, Any]:
             Check.equal(ack.delivery_tag, tag, "floor confirm")
         result["seconds"] = now() - t0
         result.update(latency_summary(lat))
-    elif args.workload == "e":
-        await io.send(encode(1, commands.Queue.Declare(queue="", exclusive=True)))
-        reply_queue = (await expect(io, commands.Queue.DeclareOk)).queue
-        await io.send(encode(1, commands.Basic.Consume(queue=reply_queue, no_ack=True)))
-        await expect(io, commands.Basic.ConsumeOk)
-        lat = []
-        t0 = now()
-        for _ in range(n):
-            t = now()
-            corr = uuid.uuid4().hex
-            await io.send(message(q, SMALL, reply_to=reply_queue, correlation_id=corr))
-            _deliver, props, body = await receive_message(io)
-            lat.append(now() - t)
-            Check.equal(props.correlation_id, corr, "rpc correlation id")
-            Check.body(body, SMALL, "floor rpc reply")
-        result["seconds"] = now() - t0
-        result.update(latency_summary(lat))
-    elif args.workload == "rpc-server":
-        await io.send(encode(1, commands.Basic.Qos(prefetch_count=1)))
-        await expect(io, commands.Basic.QosOk)
-        await io.send(encode(1, commands.Basic.Consume(queue=q)))
-        await expect(io, commands.Basic.ConsumeOk)
-        ready()
-        for _ in range(n):
-            deliver, props, body = await receive_message(io)
-            await io.send(
-                message(props.reply_to, body, correlation_id=props.correlation_id)
-                + encode(1, commands.Basic.Ack(delivery_tag=deliver.delivery_tag))
-            )
-        result["served"] = n
     else:
         raise SystemExit(f"floor: no workload {args.workload}")
     return result
