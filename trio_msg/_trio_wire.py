@@ -1,9 +1,9 @@
 """The direct socket path on trio (see :mod:`trio_msg._wire`): imported
 only when trio runs the connection.
 
-Fairness: a read that finds data at once does not wait, so it yields (a
-schedule point, shielded from nothing: the reader's cancellation arrives
-there too) before it returns; a read that had to wait has yielded already.
+Fairness: a read that finds data at once does not wait, so it checkpoints
+before it returns (other tasks run, and the reader's cancellation arrives
+there); a read that had to wait has yielded already.
 What it saves is the *second* pass trio's own ``recv`` takes after a wait.
 (Reading on without yielding, eight reads in a row, let a consumer of
 1 MiB messages fall behind the reader: 10 MiB more resident.)
@@ -60,7 +60,6 @@ class SocketWire:
         while sent < total:
             await _wait_writable(self._sock)
             sent += self.try_send(view[sent:])
-        view.release()
 
     async def receive(self) -> bytes:
         """The next bytes from the peer; waits only when none have arrived.

@@ -4,14 +4,14 @@
 handshake, and starts three tasks in the connection's own task group:
 
 - the **reader** feeds received bytes to the sans-IO core and routes its
-  events (replies to waiting callers, deliveries to consumers' memory
-  channels, confirms to publishes);
+  events (replies to waiting callers, deliveries to consumers' buffers,
+  confirms to publishes);
 - the **writer** drains the core's outbound buffer in batches, so a
   cancelled caller never leaves half a frame on the wire.  On trio, over
   plain TCP, a task about to wait for an answer writes what is queued
-  itself when the writer is idle and the kernel takes it all without
-  waiting (see :mod:`trio_msg._wire`); anything the kernel does not take
-  is the writer's, and goes first;
+  itself when the writer is idle, without waiting (see
+  :mod:`trio_msg._wire`); what the kernel does not take at once is the
+  writer's, and goes first;
 - the **heartbeat** task calls the core's ``tick(now)`` when it is due.
 
 When the connection dies (socket error, heartbeat timeout, a close from the

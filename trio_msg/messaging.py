@@ -650,7 +650,7 @@ class Consumer:
     plain or async functions taking ``(body, message)``) and ``await
     consumer.run()``: they run in order, in the task that calls ``run``.
 
-    Deliveries reach the consumer through a memory channel sized to its
+    Deliveries reach the consumer through a buffer sized to its
     prefetch (``prefetch_count`` times the number of queues), so the connection's
     reader never waits on a consumer that respects its prefetch.  Without a
     prefetch limit the buffer holds ``buffer_size`` messages; when it is full
