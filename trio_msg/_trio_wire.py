@@ -16,10 +16,7 @@ import socket
 import anyio
 import trio
 
-from ._wire import READ_SIZE
-
-#: A read shorter than this leaves the kernel's buffer empty, as a rule.
-SHORT_READ = 4096
+from ._wire import READ_SIZE, SHORT_READ
 
 
 def is_tcp(sock: socket.socket) -> bool:
@@ -42,6 +39,8 @@ class SocketWire:
         self._read_size = read_size
         #: The last read was short: wait for readiness before the next.
         self._drained = False
+        #: The scope of the task waiting in :meth:`wait_readable`.
+        self._scope: trio.CancelScope | None = None
 
     def try_send(self, data: bytes | memoryview) -> int:
         """Write what the kernel takes now, without waiting; how many bytes.
@@ -61,6 +60,40 @@ class SocketWire:
             await _wait_writable(self._sock)
             sent += self.try_send(view[sent:])
 
+    def try_receive(self) -> bytes | None:
+        """What the peer has sent, without waiting; ``None`` if nothing has
+        arrived.  Raises :class:`anyio.EndOfStream` at the peer's end."""
+        try:
+            data = self._sock.recv(self._read_size)
+        except BlockingIOError:
+            return None
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def wait_readable(self) -> bool:
+        """Wait until there is something to read (or the peer's end):
+        ``True``; ``False`` if :meth:`interrupt` woke it first.  Always a
+        yield (trio waits for the next pass of its IO manager); cancelled,
+        nothing was read.  One task at a time may wait here."""
+        scope = trio.CancelScope()
+        self._scope = scope
+        try:
+            with scope:
+                await _wait_readable(self._sock)
+        finally:
+            if self._scope is scope:  # an interrupted waiter leaves after the next came
+                self._scope = None
+        return not scope.cancelled_caught
+
+    def interrupt(self) -> None:
+        """Wake the task waiting in :meth:`wait_readable`, if any, at once:
+        the socket is free for another task to wait on as soon as this
+        returns (trio unregisters the wait when it is cancelled)."""
+        scope = self._scope
+        if scope is not None:
+            scope.cancel()
+
     async def receive(self) -> bytes:
         """The next bytes from the peer; waits only when none have arrived.
 
@@ -69,29 +102,18 @@ class SocketWire:
         that would fail: one system call less per round trip, on the path
         of every reply.  (Readiness is level-triggered: data that came in
         meanwhile makes the wait return at once.)"""
-        sock = self._sock
-        size = self._read_size
         if not self._drained:
-            try:
-                data = sock.recv(size)
-            except BlockingIOError:
-                pass
-            else:
+            data = self.try_receive()
+            if data is not None:
                 self._drained = len(data) < SHORT_READ
                 await trio.lowlevel.checkpoint()
-                if not data:
-                    raise anyio.EndOfStream
                 return data
         while True:
-            await _wait_readable(sock)
-            try:
-                data = sock.recv(size)
-            except BlockingIOError:
-                continue
-            self._drained = len(data) < SHORT_READ
-            if not data:
-                raise anyio.EndOfStream
-            return data
+            await self.wait_readable()
+            data = self.try_receive()
+            if data is not None:
+                self._drained = len(data) < SHORT_READ
+                return data
 
 
 async def _wait_readable(sock: socket.socket) -> None:

@@ -15,7 +15,11 @@ Two kinds:
   five passes.  The
   wire also lets a task that is about to wait write the bytes it waits on
   itself (``SocketWire.try_send``), instead of waking the writer task
-  to do it: one more pass saved per round trip.
+  to do it: one more pass saved per round trip.  And a task that is
+  about to wait for a reply may read the socket itself, instead of being
+  woken by the reader task once it has read the reply (``DirectWire``,
+  ``Connection._lead``): the last pass between a reply arriving and the
+  task that waits for it running.
 
 ``SocketWire`` lives in ``trio_msg._trio_wire``, imported only when
 trio is running: on asyncio, trio is never imported (it would cost about
@@ -31,6 +35,8 @@ import anyio
 import anyio.abc
 
 READ_SIZE = 256 * 1024
+#: A read shorter than this leaves the kernel's buffer empty, as a rule.
+SHORT_READ = 4096
 
 
 class Wire(Protocol):
@@ -42,6 +48,18 @@ class Wire(Protocol):
     def try_send(self, data: bytes | memoryview) -> int: ...
 
     async def receive(self) -> bytes: ...
+
+
+class DirectWire(Wire, Protocol):
+    """A wire whose reading is split in two, so that the task reading can
+    change hands (see ``Connection._lead``): a wait for readiness that
+    another task can interrupt, and a read that never waits."""
+
+    async def wait_readable(self) -> bool: ...
+
+    def try_receive(self) -> bytes | None: ...
+
+    def interrupt(self) -> None: ...
 
 
 class StreamWire:
