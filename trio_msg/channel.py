@@ -32,7 +32,7 @@ from .entity import QueueDeclareOk
 from .errors import ConsumerCancelled, NotSupported
 
 if TYPE_CHECKING:
-    from .connection import Connection
+    from .connection import Connection, Signal
     from .message import Message
 
 __all__ = ["Channel", "PublishResult", "QueueDeclareOk"]
@@ -71,15 +71,15 @@ class PublishResult:
     closed the channel (or the connection).
     """
 
-    __slots__ = ("_event", "_flush", "delivery_tag", "outcome", "reason", "returned")
+    __slots__ = ("_connection", "_event", "delivery_tag", "outcome", "reason", "returned")
 
-    def __init__(self, delivery_tag: int, flush: Callable[[], None] = lambda: None) -> None:
-        self._flush = flush
+    def __init__(self, delivery_tag: int, connection: Connection | None = None) -> None:
+        self._connection = connection
         self.delivery_tag = delivery_tag
         self.outcome: ev.Outcome | None = None
         self.returned: ev.Returned | None = None
         self.reason: TrioMsgError | None = None
-        self._event: anyio.Event | None = None
+        self._event: Signal | anyio.Event | None = None
 
     def __repr__(self) -> str:
         state = self.outcome.value if self.outcome else "pending"
@@ -101,9 +101,12 @@ class PublishResult:
         still recorded here when it comes.
         """
         if self.outcome is None:
-            self._flush()
+            connection = self._connection
             if self._event is None:
-                self._event = anyio.Event()
+                # A Signal: the wait may read the confirm off the socket itself.
+                self._event = anyio.Event() if connection is None else connection._new_signal()
+            if connection is not None:
+                connection._flush_pending()
             await self._event.wait()
         else:
             await checkpoint()
@@ -630,7 +633,7 @@ class Channel:
             conn._kick_lazy()  # corked: waiting on the result flushes it
         if tag is None:
             return None
-        result = PublishResult(tag, conn._flush_pending)
+        result = PublishResult(tag, conn)
         self._publishes[tag] = result
         return result
 

@@ -26,7 +26,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -47,7 +47,7 @@ from ._protocol.errors import (
 )
 from ._protocol.state import ConnectionState
 from ._retry import RetryPolicy, is_revivable
-from ._wire import Wire, make_wire
+from ._wire import SHORT_READ, DirectWire, Wire, make_wire
 from .channel import Channel
 from .entity import DeclarationLedger, Exchange, Queue
 from .errors import ConnectionFailed
@@ -237,6 +237,16 @@ class Connection:
         self._urgent = False
         #: The reader waits for room in a consumer's buffer (not reading).
         self._reading_paused = False
+        # Leader/follower reading (see _lead): who reads the socket instead
+        # of the reader task, the reader's state, and its wake-up call.
+        self._lead_by: Signal | None = None
+        #: The reader task holds no bytes or events it has not dispatched:
+        #: another task may take over the reading.
+        self._reader_idle = False
+        self._role_back: Any = None
+        #: Events a leader could not dispatch without waiting (a full
+        #: consumer buffer): the reader dispatches them first.
+        self._backlog: list[ev.Event] | None = None
         #: The writer is in the middle of a send; ``_sent`` is set after each.
         self._sending = False
         self._sent = anyio.Event()
@@ -740,20 +750,141 @@ class Connection:
         wire = self._wire
         assert wire is not None
         try:
+            if wire.direct:
+                await self._read_direct(cast(DirectWire, wire))
+                return
             while core.state not in (ConnectionState.CLOSED, ConnectionState.ERROR):
-                data = await wire.receive()
-                before = core.outbound_size
-                try:
-                    core.receive_data(data)
-                except RemoteProtocolError:
-                    pass  # the core closed itself; its events say why
-                if core.outbound_size > before:
-                    self._kick()  # the core's own answers: close-ok, flow-ok, ...
-                events = core.next_events()
-                if events:
-                    await self._dispatch(events)
+                rest = self._take(await wire.receive())
+                if rest:
+                    await self._dispatch(rest)
         except _STREAM_ERRORS as exc:
             self._lost(exc)
+        finally:
+            self._reader_idle = False
+
+    async def _read_direct(self, wire: DirectWire) -> None:
+        """The reader on a direct wire, where a task waiting for a reply may
+        take the reading over (:meth:`_lead`) while this task is idle."""
+        core = self._core
+        checkpoint = self._ck.checkpoint
+        drained = False
+        while core.state not in (ConnectionState.CLOSED, ConnectionState.ERROR):
+            if self._lead_by is not None:
+                self._reader_idle = True
+                back = self._role_back = self._ck.new_event()
+                await back.wait()
+                drained = True  # the leader read last; wait for more
+                continue
+            backlog = self._backlog
+            if backlog is not None:
+                self._backlog = None
+                await self._dispatch(backlog)
+                continue
+            self._reader_idle = True
+            if drained and (not await wire.wait_readable() or self._lead_by is not None):
+                continue  # interrupted: a leader reads now, or the connection ends
+            data = wire.try_receive()
+            if data is None:
+                drained = True
+                continue
+            self._reader_idle = False
+            rest = self._take(data)
+            if rest:
+                await self._dispatch(rest)
+            if not drained:
+                self._reader_idle = True
+                await checkpoint()  # read without waiting: let others run
+            drained = len(data) < SHORT_READ
+
+    def _take(self, data: bytes) -> list[ev.Event] | None:
+        """Feed *data* to the core, send its own answers, and dispatch the
+        events that can be without waiting; the rest, from the first
+        delivery whose consumer's buffer is full, is returned."""
+        core = self._core
+        before = core.outbound_size
+        try:
+            core.receive_data(data)
+        except RemoteProtocolError:
+            pass  # the core closed itself; its events say why
+        if core.outbound_size > before:
+            self._kick()  # the core's own answers: close-ok, flow-ok, ...
+        events = core.next_events()
+        channels = self._channels
+        for i, event in enumerate(events):
+            if type(event) is ev.Delivery:
+                channel = channels.get(event.channel_id)
+                if channel is not None and not channel._deliver_nowait(event):
+                    return events[i:]
+            else:
+                self._route(event)
+        return None
+
+    def _new_signal(self) -> Signal:
+        return Signal(self)
+
+    async def _wait_leading(self, signal: Signal) -> None:
+        """Wait until *signal* is set, reading the socket meanwhile if the
+        reader task is idle (:meth:`_lead`).  A yield; cancelled, it only
+        stops waiting."""
+        wire = self._wire
+        if (
+            wire is not None
+            and wire.direct
+            and self._reader_idle
+            and self._lead_by is None
+            and not self._terminated.is_set()
+        ):
+            await self._lead(cast(DirectWire, wire), signal)
+            if signal._event.is_set():
+                return
+        await signal._event.wait()
+
+    async def _lead(self, wire: DirectWire, signal: Signal) -> None:
+        """Leader/follower reading: a task about to wait for what the
+        broker will send (a confirm, a delivery) reads the socket itself
+        while the reader task is idle, and stops as soon as its *signal* is
+        set.  Until now the reader woke on the reply, dispatched it, and
+        the waiting task ran in the scheduler's next pass: one pass per
+        round trip that only handed bytes over.  (The reader's own pass,
+        to step aside and to take over again, falls while the broker
+        works, not between the reply and the task that waits for it.)
+
+        Only one task leads at a time, and only when the reader holds
+        nothing undispatched, so events keep their order.  A delivery the
+        leader cannot buffer without waiting goes, with everything after
+        it, to the reader (``_backlog``), which waits for room as ever.
+        Another task setting *signal* interrupts the leader's wait
+        (:meth:`Signal.set`); so does the connection's end.  Cancelled,
+        the leader has read nothing it has not dispatched.
+        """
+        core = self._core  # this incarnation: a revival makes a new one
+        terminated = self._terminated
+        self._lead_by = signal
+        wire.interrupt()  # the reader, if it waits on the socket
+        signal._wire = wire
+        try:
+            while not signal._event.is_set() and not terminated.is_set():
+                if not await wire.wait_readable() or terminated.is_set():
+                    continue
+                data = wire.try_receive()
+                if data is None:
+                    continue
+                rest = self._take(data)
+                if rest:
+                    self._backlog = rest
+                    self._reader_idle = False  # until it has dispatched them
+                    break
+        except _STREAM_ERRORS as exc:
+            if self._core is core:
+                self._lost(exc)
+        finally:
+            signal._wire = None
+            if self._core is core:
+                self._lead_by = None
+                back = self._role_back
+                if back is not None:
+                    self._role_back = None
+                    back.set()
 
     def _lost(self, exc: BaseException) -> None:
         if self._terminated.is_set():
@@ -844,9 +975,38 @@ class Connection:
                 self._ready = anyio.Event()  # until revived, or given up
             self._terminated.set()
             self._opened.set()
+            if self._wire is not None and self._wire.direct:
+                cast(DirectWire, self._wire).interrupt()  # a leader, or the reader
             self._kick()
             self._notify_writable()
             self._writable.set()
+
+
+class Signal:
+    """An event whose waiter may read the socket while it waits
+    (:meth:`Connection._lead`): ``set()``, ``is_set()``, ``await wait()``.
+    Setting it from another task interrupts its leader's wait on the
+    socket, so that the waiter wakes as it would on a plain event."""
+
+    __slots__ = ("_connection", "_event", "_wire")
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._event = connection._ck.new_event()
+        #: The wire its waiter is reading, while it leads.
+        self._wire: DirectWire | None = None
+
+    def set(self) -> None:
+        self._event.set()
+        wire = self._wire
+        if wire is not None:
+            wire.interrupt()
+
+    def is_set(self) -> bool:
+        return bool(self._event.is_set())
+
+    async def wait(self) -> None:
+        await self._connection._wait_leading(self)
 
 
 def _describe(exc: BaseException) -> str:

@@ -723,7 +723,7 @@ class Consumer:
     def _new_buffer(
         self, size: int
     ) -> tuple[BufferSender[ev.Delivery], BufferReceiver[ev.Delivery]]:
-        return delivery_buffer(size, self.channel.connection._ck.new_event)
+        return delivery_buffer(size, self.channel.connection._new_signal)
 
     def _stream_size(self) -> int:
         if self.prefetch_count:

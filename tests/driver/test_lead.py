@@ -1,0 +1,255 @@
+"""Leader/follower reading (``Connection._lead``): on the direct socket path
+(plain TCP on trio), a task about to wait for what the broker sends -- a
+confirm, a delivery -- reads the socket itself while the reader task is
+idle, instead of being woken by the reader once it has read it.
+
+These run over real loopback TCP against the fake broker.  On asyncio the
+connection has no direct wire and nobody leads: the same tests then check
+that the plain path behaves the same.  ``leads`` records every lead, so a
+test can also check that the path it means to cover was taken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+
+from trio_msg import Consumer, Outcome, Producer, Queue
+from trio_msg.connection import Connection, Signal, connect
+from trio_msg.errors import HeartbeatTimeout
+
+from .fake_broker import URL, FakeBroker
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass
+class Lead:
+    woken: bool  # its signal was set when it stopped leading
+    backlog: bool  # it handed undelivered events to the reader
+
+
+@pytest.fixture
+def leads(monkeypatch: pytest.MonkeyPatch) -> list[Lead]:
+    record: list[Lead] = []
+    real = Connection._lead
+
+    async def lead(self: Connection, wire: Any, signal: Signal) -> None:
+        assert self._lead_by is None, "two tasks lead at once"
+        try:
+            await real(self, wire, signal)
+        finally:
+            record.append(Lead(signal.is_set(), self._backlog is not None))
+
+    monkeypatch.setattr(Connection, "_lead", lead)
+    return record
+
+
+@pytest.fixture
+def tcp_broker(broker: FakeBroker) -> FakeBroker:
+    broker.tcp = True
+    return broker
+
+
+def direct(anyio_backend: str) -> bool:
+    return anyio_backend == "trio"
+
+
+async def test_a_confirm_is_read_by_the_task_that_waits_for_it(
+    tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
+) -> None:
+    async with tcp_broker, connect(URL) as conn, Producer(conn) as producer:
+        for i in range(20):
+            result = await producer.publish(b"%d" % i, routing_key="q")
+            assert result is not None and result.outcome is Outcome.ACK
+    assert [p.body for p in tcp_broker.published] == [b"%d" % i for i in range(20)]
+    if direct(anyio_backend):
+        # (the reader may hold the socket when a publish starts: not every one leads)
+        assert sum(lead.woken for lead in leads) >= 10
+        assert not any(lead.backlog for lead in leads)
+    else:
+        assert leads == []
+
+
+async def test_a_delivery_is_read_by_the_consumer_that_waits_for_it(
+    tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
+) -> None:
+    async with (
+        tcp_broker,
+        connect(URL) as conn,
+        Consumer(conn, queues=[Queue("q")], prefetch_count=10) as consumer,
+    ):
+        (tag,) = tcp_broker.consumers
+        got = []
+
+        async def deliver() -> None:
+            for i in range(20):
+                await anyio.sleep(0.002)  # the consumer is waiting each time
+                await tcp_broker.deliver(tag, b"m%d" % i)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(deliver)
+            async for message in consumer:
+                got.append(message.body)
+                await message.ack()
+                if len(got) == 20:
+                    break
+    assert got == [b"m%d" % i for i in range(20)]
+    if direct(anyio_backend):
+        assert sum(lead.woken for lead in leads) >= 10
+
+
+async def test_concurrent_waiters_share_one_reading_task(
+    tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
+) -> None:
+    """Three publishers wait at once: one leads, and the confirms it reads
+    for the others wake them as the reader would."""
+    async with tcp_broker, connect(URL) as conn:
+        outcomes: dict[int, list[Outcome | None]] = {}
+
+        async def publish(n: int) -> None:
+            async with Producer(conn) as producer:
+                for i in range(50):
+                    result = await producer.publish(b"%d.%d" % (n, i), routing_key="q")
+                    assert result is not None
+                    outcomes.setdefault(n, []).append(result.outcome)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for n in range(3):
+                    tg.start_soon(publish, n)
+    assert outcomes == {n: [Outcome.ACK] * 50 for n in range(3)}
+    assert len(tcp_broker.published) == 150
+    if direct(anyio_backend):
+        assert leads
+
+
+async def test_a_full_buffer_hands_the_rest_to_the_reader_in_order(
+    tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
+) -> None:
+    """The leader reads deliveries for a consumer whose buffer is full: the
+    first that does not fit, and everything after it (the leader's own
+    confirm too), go to the reader, which waits for room as ever.  Nothing
+    is lost or reordered."""
+    tcp_broker.auto_confirm = False
+    async with (
+        tcp_broker,
+        connect(URL) as conn,
+        Consumer(conn, queues=[Queue("q")], prefetch_count=2) as consumer,
+        Producer(conn) as producer,
+    ):
+        (tag,) = tcp_broker.consumers
+        results: list[Outcome | None] = []
+
+        async def publish() -> None:
+            result = await producer.publish(b"p", routing_key="q")
+            assert result is not None
+            results.append(result.outcome)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(publish)
+            await tcp_broker.wait_published(1)
+            for i in range(6):  # the buffer takes 2
+                await tcp_broker.deliver(tag, b"m%d" % i)
+            await tcp_broker.confirm(producer.channel.channel_id, 1)
+            await anyio.sleep(0.1)  # the publisher reads all of it, no one consumes
+            assert results == []  # its confirm waits behind the deliveries
+            got = []
+            with anyio.fail_after(5):
+                async for message in consumer:
+                    got.append(message.body)
+                    await message.ack()
+                    if len(got) == 6:
+                        break
+        assert got == [b"m%d" % i for i in range(6)]
+        assert results == [Outcome.ACK]
+    if direct(anyio_backend):
+        assert any(lead.backlog for lead in leads)
+
+
+async def test_a_cancelled_leader_leaves_the_reading_to_the_reader(
+    tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
+) -> None:
+    tcp_broker.auto_confirm = False
+    async with (
+        tcp_broker,
+        connect(URL) as conn,
+        conn.channel() as channel,
+        Consumer(conn, queues=[Queue("q")], prefetch_count=10) as consumer,
+    ):
+        await channel.confirm_select()
+        result = await channel.basic_publish(b"x", "", "q")
+        assert result is not None
+        with anyio.move_on_after(0.1) as scope:
+            await result.wait()
+        assert scope.cancelled_caught
+        if direct(anyio_backend):
+            assert leads and not leads[-1].woken
+        # The reader reads again: a delivery reaches the consumer (which
+        # may lead in turn), and the confirm the cancelled wait missed is
+        # recorded on its result.
+        (tag,) = tcp_broker.consumers
+        await tcp_broker.deliver(tag, b"after")
+        await tcp_broker.confirm(channel.channel_id, 1)
+        with anyio.fail_after(5):
+            message = await consumer.__anext__()
+            assert message.body == b"after"
+            assert await result.wait() is Outcome.ACK
+
+
+async def test_a_leader_wakes_when_another_task_ends_its_wait(
+    tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
+) -> None:
+    """A heartbeat timeout is found by the heartbeat task, not by reading:
+    it must wake a task that is reading the silent socket for a confirm."""
+    tcp_broker.heartbeat = 1
+    tcp_broker.send_heartbeats = False
+    tcp_broker.auto_confirm = False
+    with anyio.fail_after(10), pytest.raises(HeartbeatTimeout):
+        async with tcp_broker, connect(URL) as conn, conn.channel() as channel:
+            await channel.confirm_select()
+            result = await channel.basic_publish(b"x", "", "q")
+            assert result is not None
+            start = anyio.current_time()
+            assert await result.wait() is Outcome.UNKNOWN
+            assert anyio.current_time() - start < 4
+            if direct(anyio_backend):
+                assert leads and leads[-1].woken
+            await anyio.sleep(5)  # the body is not cancelled; the exit raises
+
+
+async def test_a_hang_up_seen_by_the_leader_ends_every_waiter(
+    tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
+) -> None:
+    tcp_broker.auto_confirm = False
+    async with tcp_broker:
+        with anyio.fail_after(5), pytest.raises(Exception) as info:
+            async with connect(URL) as conn, conn.channel() as channel:
+                await channel.confirm_select()
+                declared = anyio.Event()
+                error: list[BaseException] = []
+
+                async def declare() -> None:
+                    tcp_broker.hold.add("Queue.Declare")
+                    try:
+                        declared.set()
+                        await channel.queue_declare("q")
+                    except Exception as exc:
+                        error.append(exc)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(declare)
+                    await declared.wait()
+                    result = await channel.basic_publish(b"x", "", "q")
+                    assert result is not None
+                    await tcp_broker.wait_published(1)
+                    await tcp_broker.wait_for("Queue.Declare")
+                    tg.start_soon(tcp_broker.hang_up)
+                    assert await result.wait() is Outcome.UNKNOWN
+                assert len(error) == 1
+    assert "lost" in str(info.value)
+    if direct(anyio_backend):
+        assert leads
