@@ -53,8 +53,9 @@ class DeliverySink(Protocol):
 class _Waiter:
     __slots__ = ("error", "event", "reply", "sink")
 
-    def __init__(self, sink: DeliverySink | None = None) -> None:
-        self.event = anyio.Event()
+    def __init__(self, event: Signal, sink: DeliverySink | None = None) -> None:
+        #: A Signal: the caller may read its reply off the socket itself.
+        self.event = event
         self.reply: ev.RpcReply | None = None
         self.error: BaseException | None = None
         self.sink = sink
@@ -334,7 +335,7 @@ class Channel:
         await checkpoint()
         self._check()
         token = issue(self._core)
-        waiter = _Waiter(sink)
+        waiter = _Waiter(self.connection._new_signal(), sink)
         self._waiters[token] = waiter
         self.connection._kick()
         try:

@@ -74,6 +74,19 @@ async def test_a_confirm_is_read_by_the_task_that_waits_for_it(
         assert leads == []
 
 
+async def test_a_reply_is_read_by_the_task_that_waits_for_it(
+    tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
+) -> None:
+    async with tcp_broker, connect(URL) as conn, conn.channel() as channel:
+        for i in range(10):
+            declared = await channel.queue_declare(f"q{i}")
+            assert declared.queue == f"q{i}"
+    if direct(anyio_backend):
+        assert sum(lead.woken for lead in leads) >= 5
+    else:
+        assert leads == []
+
+
 async def test_a_delivery_is_read_by_the_consumer_that_waits_for_it(
     tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
 ) -> None:
