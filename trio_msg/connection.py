@@ -252,6 +252,8 @@ class Connection:
         self._sent = anyio.Event()
         #: When bytes last went to the socket (``time.perf_counter``).
         self._last_write = 0.0
+        #: Bytes came in since the last write: the broker is waiting on us.
+        self._heard = False
         # Waiters of an earlier incarnation hold (and were woken by) the old
         # event; the count of waiters carries over.
         self._writable = anyio.Event()
@@ -641,6 +643,7 @@ class Connection:
             if not data:
                 return
             self._last_write = time.perf_counter()
+            self._heard = False
             try:
                 sent = wire.try_send(data)
             except OSError:
@@ -661,10 +664,18 @@ class Connection:
 
     def _kick_lazy(self) -> None:
         """Write what is queued soon: within ``LINGER``; at once past
-        ``FLUSH_BYTES``, or when the connection has been ``QUIET`` (see
-        :meth:`_writer`)."""
+        ``FLUSH_BYTES``, when the connection has been ``QUIET``, or when the
+        broker has sent something since the last write (see :meth:`_writer`).
+
+        The last is for conversations: an RPC server's reply follows the
+        request it answers, a client's next request follows the last reply,
+        and the first ack after a batch of deliveries opens the broker's
+        prefetch window.  A run of publishes with nothing coming back (or
+        the acks of one batch) is still corked.  ``QUIET`` alone missed
+        these when a round trip is shorter than it."""
         if (
-            self._core.outbound_size >= FLUSH_BYTES
+            self._heard
+            or self._core.outbound_size >= FLUSH_BYTES
             or time.perf_counter() - self._last_write > QUIET
         ):
             self._kick()
@@ -732,6 +743,7 @@ class Connection:
                         continue  # a task about to wait wrote it while we lingered
                 self._sending = True
                 self._last_write = time.perf_counter()
+                self._heard = False
                 try:
                     await wire.send(data)
                 finally:
@@ -802,6 +814,7 @@ class Connection:
         delivery whose consumer's buffer is full, is returned."""
         core = self._core
         before = core.outbound_size
+        self._heard = True
         try:
             core.receive_data(data)
         except RemoteProtocolError:

@@ -154,6 +154,8 @@ class Published:
     body: bytes
     #: Its delivery tag when the channel is in confirm mode.
     tag: int | None = None
+    #: When its ``basic.publish`` frame arrived (the broker's clock).
+    time: float = 0.0
 
 
 @dataclass
@@ -364,7 +366,7 @@ class FakeBroker:
         ch = self.channels.setdefault(rec.channel, _Channel())
         value = rec.frame
         if rec.name == "Basic.Publish":
-            ch.content = Published(rec.channel, value, None, b"")
+            ch.content = Published(rec.channel, value, None, b"", time=rec.time)
             ch.content_size = -1
             ch.chunks = []
             return
