@@ -247,6 +247,7 @@ class FakeBroker:
         self._reading.set()
         self._changed = anyio.Event()
         self._names = 0
+        self._send_lock = anyio.Lock()
 
     # --- lifetime ----------------------------------------------------------------
 
@@ -507,7 +508,12 @@ class FakeBroker:
 
     async def send_raw(self, data: bytes) -> None:
         assert self.stream is not None, "no client connected"
-        await self.stream.send(data)
+        # The broker's own answers and a test's deliveries take turns, as
+        # on a real broker.  (A socket's send ends with a yield after its
+        # bytes are out; a client quick enough to answer within it used
+        # to meet a test's next send still inside the last one.)
+        async with self._send_lock:
+            await self.stream.send(data)
         self.last_sent = anyio.current_time()
 
     async def send(self, channel: int, *methods: Frame) -> None:
