@@ -23,6 +23,7 @@ regenerates ``docs/_static/bench_clients.png`` and
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime
 import importlib.metadata
 import json
@@ -274,7 +275,16 @@ def snapshot(ref: str) -> tuple[Path, str | None, Path | None]:
     """Where the clients run (their cwd), the commit measured, and a temporary
     directory to remove.  ``worktree`` measures the working tree as it is;
     anything else is a git ref whose ``trio_msg/`` is exported, so that edits
-    made while the benchmark runs do not change what it measures."""
+    made while the benchmark runs do not change what it measures.
+
+    Either way trio_msg's bytecode is compiled first (``compileall``, into
+    ``__pycache__`` next to the sources, as importing would).  The other
+    clients run from site-packages, whose ``.pyc`` files pip wrote at
+    install time; without this, trio_msg alone would be compiled from
+    source in every client process whenever bytecode is not written
+    (``PYTHONDONTWRITEBYTECODE``, or a fresh export), and the compiler's
+    freed memory stays in that process's resident set: about 1 MiB of peak
+    RSS that no installed trio_msg has (and 0.3 s of start-up, untimed)."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD" if ref == "worktree" else ref],
@@ -288,14 +298,23 @@ def snapshot(ref: str) -> tuple[Path, str | None, Path | None]:
             raise
         commit = None
     if ref == "worktree":
+        _compile(ROOT / "trio_msg")
         return ROOT, f"{commit} + working tree" if commit else None, None
     tmp = Path(tempfile.mkdtemp(prefix="trio_msg-bench-"))
     archive = subprocess.run(
         ["git", "archive", ref, "trio_msg"], capture_output=True, check=True, cwd=ROOT
     )
     subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
+    _compile(tmp / "trio_msg")
     (tmp / "benchmarks").symlink_to(HERE)
     return tmp, commit, tmp
+
+
+def _compile(package: Path) -> None:
+    """Write the package's bytecode (py_compile writes it even when
+    ``sys.dont_write_bytecode`` is set); this interpreter is the clients'."""
+    if not compileall.compile_dir(str(package), quiet=1):
+        raise BenchError(f"cannot compile {package}")
 
 
 def machine() -> dict[str, Any]:
