@@ -23,7 +23,6 @@ regenerates ``docs/_static/bench_clients.png`` and
 from __future__ import annotations
 
 import argparse
-import compileall
 import datetime
 import importlib.metadata
 import json
@@ -311,9 +310,13 @@ def snapshot(ref: str) -> tuple[Path, str | None, Path | None]:
 
 
 def _compile(package: Path) -> None:
-    """Write the package's bytecode (py_compile writes it even when
-    ``sys.dont_write_bytecode`` is set); this interpreter is the clients'."""
-    if not compileall.compile_dir(str(package), quiet=1):
+    """Write the package's bytecode with the clients' interpreter
+    (py_compile writes it even under ``PYTHONDONTWRITEBYTECODE``), in a
+    subprocess so that the compiler does not grow this process: on Linux a
+    child's ``ru_maxrss`` starts at its parent's peak (see
+    ``clients._common.peak_rss_kib``)."""
+    done = subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)])
+    if done.returncode != 0:
         raise BenchError(f"cannot compile {package}")
 
 

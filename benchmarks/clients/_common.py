@@ -69,7 +69,19 @@ def parse_args(
 
 
 def peak_rss_kib() -> int:
-    """Peak resident set size of this process so far, in KiB (Linux units)."""
+    """Peak resident set size of this process so far, in KiB (Linux units).
+
+    ``VmHWM`` where there is a ``/proc``: ``ru_maxrss`` carries the parent's
+    peak across fork and exec on Linux, so a client started by an
+    orchestrator bigger than itself would report the orchestrator's peak.
+    """
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
