@@ -240,9 +240,13 @@ class Connection:
         # Leader/follower reading (see _lead): who reads the socket instead
         # of the reader task, the reader's state, and its wake-up call.
         self._lead_by: Signal | None = None
-        #: The reader task holds no bytes or events it has not dispatched:
-        #: another task may take over the reading.
-        self._reader_idle = False
+        #: The reader task is parked, not waiting on the socket, and holds
+        #: nothing it has not dispatched: another task may take over.
+        self._reader_parked = False
+        #: The reader task waits on the socket, holding nothing undispatched.
+        self._reader_waiting = False
+        #: A Signal was set (a waiter woken) since the reader last looked.
+        self._woke = False
         self._role_back: Any = None
         #: Events a leader could not dispatch without waiting (a full
         #: consumer buffer): the reader dispatches them first.
@@ -766,25 +770,34 @@ class Connection:
                 await self._read_direct(cast(DirectWire, wire))
                 return
             while core.state not in (ConnectionState.CLOSED, ConnectionState.ERROR):
-                rest = self._take(await wire.receive())
+                rest = self._take(core, await wire.receive())
                 if rest:
                     await self._dispatch(rest)
         except _STREAM_ERRORS as exc:
             self._lost(exc)
         finally:
-            self._reader_idle = False
+            if self._core is core:  # not a revived connection's reader
+                self._reader_parked = self._reader_waiting = False
 
     async def _read_direct(self, wire: DirectWire) -> None:
         """The reader on a direct wire, where a task waiting for a reply may
-        take the reading over (:meth:`_lead`) while this task is idle."""
+        take the reading over (:meth:`_lead`) while this task holds nothing
+        undispatched: for free while it is parked (stepped aside for an
+        earlier leader, or yielding after it woke a waiter), by interrupting
+        it while it waits on the socket (``SocketWire.interrupt``, dearer).
+        Once a task leads, the reader parks, and a waiter that waits again
+        soon after (the next confirm, the next reply) takes over for free."""
         core = self._core
         checkpoint = self._ck.checkpoint
         drained = False
         while core.state not in (ConnectionState.CLOSED, ConnectionState.ERROR):
             if self._lead_by is not None:
-                self._reader_idle = True
+                self._reader_parked = True
                 back = self._role_back = self._ck.new_event()
                 await back.wait()
+                # Let the tasks that run beside us go first: the one that
+                # just stopped leading often waits again at once.
+                await checkpoint()
                 drained = True  # the leader read last; wait for more
                 continue
             backlog = self._backlog
@@ -792,27 +805,37 @@ class Connection:
                 self._backlog = None
                 await self._dispatch(backlog)
                 continue
-            self._reader_idle = True
-            if drained and (not await wire.wait_readable() or self._lead_by is not None):
-                continue  # interrupted: a leader reads now, or the connection ends
+            self._reader_parked = False
+            if drained:
+                self._reader_waiting = True
+                try:
+                    readable = await wire.wait_readable()
+                finally:
+                    self._reader_waiting = False
+                if not readable or self._lead_by is not None:
+                    continue  # interrupted: a task leads now, or the connection ends
             data = wire.try_receive()
             if data is None:
                 drained = True
                 continue
-            self._reader_idle = False
-            rest = self._take(data)
+            self._woke = False
+            rest = self._take(core, data)
             if rest:
                 await self._dispatch(rest)
-            if not drained:
-                self._reader_idle = True
-                await checkpoint()  # read without waiting: let others run
+            if self._woke or not drained:
+                # It woke a waiter, or read without waiting (let others run).
+                self._reader_parked = True
+                await checkpoint()
             drained = len(data) < SHORT_READ
 
-    def _take(self, data: bytes) -> list[ev.Event] | None:
+    def _take(self, core: AMQPConnection, data: bytes) -> list[ev.Event] | None:
         """Feed *data* to the core, send its own answers, and dispatch the
         events that can be without waiting; the rest, from the first
-        delivery whose consumer's buffer is full, is returned."""
-        core = self._core
+        delivery whose consumer's buffer is full, is returned.  *core* is
+        the one the caller read for: bytes of a lost incarnation, read
+        after a revival began, are dropped."""
+        if core is not self._core:
+            return None
         before = core.outbound_size
         self._heard = True
         try:
@@ -837,13 +860,13 @@ class Connection:
 
     async def _wait_leading(self, signal: Signal) -> None:
         """Wait until *signal* is set, reading the socket meanwhile if the
-        reader task is idle (:meth:`_lead`).  A yield; cancelled, it only
+        reader task is parked (:meth:`_lead`).  A yield; cancelled, it only
         stops waiting."""
         wire = self._wire
         if (
             wire is not None
             and wire.direct
-            and self._reader_idle
+            and (self._reader_parked or self._reader_waiting)
             and self._lead_by is None
             and not self._terminated.is_set()
         ):
@@ -855,8 +878,8 @@ class Connection:
     async def _lead(self, wire: DirectWire, signal: Signal) -> None:
         """Leader/follower reading: a task about to wait for what the
         broker will send (a confirm, a delivery) reads the socket itself
-        while the reader task is idle, and stops as soon as its *signal* is
-        set.  Until now the reader woke on the reply, dispatched it, and
+        while the reader task is parked (see :meth:`_read_direct`), and
+        stops as soon as its *signal* is set.  Until now the reader woke on the reply, dispatched it, and
         the waiting task ran in the scheduler's next pass: one pass per
         round trip that only handed bytes over.  (The reader's own pass,
         to step aside and to take over again, falls while the broker
@@ -873,7 +896,8 @@ class Connection:
         core = self._core  # this incarnation: a revival makes a new one
         terminated = self._terminated
         self._lead_by = signal
-        wire.interrupt()  # the reader, if it waits on the socket
+        if self._reader_waiting:
+            wire.interrupt()  # the reader steps aside, and parks
         signal._wire = wire
         try:
             while not signal._event.is_set() and not terminated.is_set():
@@ -882,10 +906,11 @@ class Connection:
                 data = wire.try_receive()
                 if data is None:
                     continue
-                rest = self._take(data)
+                rest = self._take(core, data)
                 if rest:
                     self._backlog = rest
-                    self._reader_idle = False  # until it has dispatched them
+                    self._reader_parked = False  # until it has dispatched them
+                    self._reader_waiting = False
                     break
         except _STREAM_ERRORS as exc:
             if self._core is core:
@@ -1011,9 +1036,11 @@ class Signal:
 
     def set(self) -> None:
         self._event.set()
+        connection = self._connection
+        connection._woke = True
         wire = self._wire
         if wire is not None:
-            wire.interrupt()
+            wire.interrupt()  # no-op unless its leader waits on the socket
 
     def is_set(self) -> bool:
         return bool(self._event.is_set())

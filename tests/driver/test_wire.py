@@ -140,6 +140,56 @@ async def test_receive_is_cancellable_while_waiting() -> None:
         assert await wire.receive() == b"still works"
 
 
+@pytest.mark.trio
+async def test_interrupt_wakes_a_waiting_reader_and_leaves_the_socket_working() -> None:
+    """An interrupt (trio's notify_closing, on a socket that stays open)
+    wakes the reader with False and wakes a writer waiting for room, which
+    waits again and finishes its send; the next wait works as ever."""
+    client, server = await tcp_pair(buffer=16384)
+    async with client, server:
+        wire = SocketWire(client.extra(RAW))
+        data = bytes(range(256)) * 1024
+        woke: list[bool] = []
+
+        async def read() -> None:
+            woke.append(await wire.wait_readable())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            tg.start_soon(wire.send, data)  # waits for room: nobody reads yet
+            await trio.testing.wait_all_tasks_blocked()
+            wire.interrupt()
+            await trio.testing.wait_all_tasks_blocked()
+            assert woke == [False]
+            assert await read_exactly(server, len(data)) == data  # the send went on
+        wire.interrupt()  # nobody waits: nothing happens
+        await server.send(b"after")
+        assert await wire.wait_readable() is True
+        assert wire.try_receive() == b"after"
+
+
+@pytest.mark.trio
+async def test_a_close_after_an_interrupt_is_still_a_close() -> None:
+    client, server = await tcp_pair()
+    async with server:
+        wire = SocketWire(client.extra(RAW))
+        failure: list[BaseException] = []
+
+        async def wait() -> None:
+            try:
+                await wire.wait_readable()
+            except BaseException as exc:
+                failure.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            wire.interrupt()
+            await client.aclose()  # before the interrupted waiter has run
+        # By the time it looks, the socket is gone: that is what it reports.
+        assert [type(e) for e in failure] == [anyio.ClosedResourceError]
+
+
 # --- the driver over TCP ----------------------------------------------------------------
 
 
