@@ -2,7 +2,7 @@
 
 Run from the repository root (``nox -s bench`` does exactly this)::
 
-    python -m benchmarks                      # the sizes, 3 rounds, 13 to 26 min
+    python -m benchmarks                      # the sizes, 3 rounds, 13 to 35 min
     python -m benchmarks --scale 0.05 --rounds 1 --long-n 0 --no-docs   # a smoke test
 
 Every run is one subprocess (``python -m benchmarks.clients.<module>``) for one
