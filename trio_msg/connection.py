@@ -879,9 +879,10 @@ class Connection:
         """Leader/follower reading: a task about to wait for what the
         broker will send (a confirm, a delivery) reads the socket itself
         while the reader task is parked (see :meth:`_read_direct`), and
-        stops as soon as its *signal* is set.  Until now the reader woke on the reply, dispatched it, and
-        the waiting task ran in the scheduler's next pass: one pass per
-        round trip that only handed bytes over.  (The reader's own pass,
+        stops as soon as its *signal* is set.  Otherwise the reader wakes
+        on the reply, dispatches it, and the waiting task runs in the
+        scheduler's next pass: one pass per round trip that only hands
+        bytes over.  (The reader's own pass,
         to step aside and to take over again, falls while the broker
         works, not between the reply and the task that waits for it.)
 

@@ -58,6 +58,17 @@ def direct(anyio_backend: str) -> bool:
     return anyio_backend == "trio"
 
 
+async def take(consumer: Consumer, n: int) -> list[bytes]:
+    """The bodies of the next *n* messages, each acked."""
+    got = []
+    async for message in consumer:
+        got.append(message.body)
+        await message.ack()
+        if len(got) == n:
+            break
+    return got
+
+
 async def test_a_confirm_is_read_by_the_task_that_waits_for_it(
     tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
 ) -> None:
@@ -96,7 +107,6 @@ async def test_a_delivery_is_read_by_the_consumer_that_waits_for_it(
         Consumer(conn, queues=[Queue("q")], prefetch_count=10) as consumer,
     ):
         (tag,) = tcp_broker.consumers
-        got = []
 
         async def deliver() -> None:
             for i in range(20):
@@ -105,11 +115,7 @@ async def test_a_delivery_is_read_by_the_consumer_that_waits_for_it(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(deliver)
-            async for message in consumer:
-                got.append(message.body)
-                await message.ack()
-                if len(got) == 20:
-                    break
+            got = await take(consumer, 20)
     assert got == [b"m%d" % i for i in range(20)]
     if direct(anyio_backend):
         assert sum(lead.woken for lead in leads) >= 10
@@ -170,13 +176,8 @@ async def test_a_full_buffer_hands_the_rest_to_the_reader_in_order(
             await tcp_broker.confirm(producer.channel.channel_id, 1)
             await anyio.sleep(0.1)  # the publisher reads all of it, no one consumes
             assert results == []  # its confirm waits behind the deliveries
-            got = []
             with anyio.fail_after(5):
-                async for message in consumer:
-                    got.append(message.body)
-                    await message.ack()
-                    if len(got) == 6:
-                        break
+                got = await take(consumer, 6)
         assert got == [b"m%d" % i for i in range(6)]
         assert results == [Outcome.ACK]
     if direct(anyio_backend):
