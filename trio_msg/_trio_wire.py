@@ -11,12 +11,20 @@ What it saves is the *second* pass trio's own ``recv`` takes after a wait.
 
 from __future__ import annotations
 
+import os
 import socket
+from collections.abc import Sequence
 
 import anyio
 import trio
 
-from ._wire import READ_SIZE, SHORT_READ
+from ._protocol.frames import Buffer
+from ._wire import READ_SIZE, SHORT_READ, skip
+
+#: The most buffers one ``sendmsg`` takes (Linux and the BSDs: 1024).
+IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
+#: Windows' sockets have no ``sendmsg``: buffers are joined there.
+_SENDMSG = hasattr(socket.socket, "sendmsg")
 
 
 def is_tcp(sock: socket.socket) -> bool:
@@ -45,28 +53,38 @@ class SocketWire:
         #: How many times :meth:`interrupt` woke the socket's waiters.
         self._interrupts = 0
 
-    def try_send(self, data: bytes | memoryview) -> int:
-        """Write what the kernel takes now, without waiting; how many bytes.
-        Raises :class:`OSError` when the socket is broken."""
+    def try_send(self, buffers: Sequence[Buffer]) -> int:
+        """Write what the kernel takes now of *buffers*, in order, without
+        waiting; how many bytes.  Several buffers go in one ``sendmsg``
+        (at most ``IOV_MAX`` of them), so a large body is not copied into
+        one string first.  Raises :class:`OSError` when the socket is
+        broken."""
         try:
-            return self._sock.send(data)
+            if len(buffers) == 1:
+                return self._sock.send(buffers[0])
+            if not _SENDMSG:
+                return self._sock.send(b"".join(buffers))
+            if len(buffers) > IOV_MAX:
+                buffers = buffers[:IOV_MAX]
+            return self._sock.sendmsg(buffers)
         except BlockingIOError:
             return 0
 
-    async def send(self, data: bytes | memoryview) -> None:
-        """Write all of *data*; waits only while the kernel's buffer is full.
-        Cancelled while waiting, some of *data* may have been written."""
-        view = memoryview(data)
-        total = len(view)
-        sent = self.try_send(view)
+    async def send(self, buffers: Sequence[Buffer]) -> None:
+        """Write all of *buffers*; waits only while the kernel's buffer is
+        full.  Cancelled while waiting, some of them may have been written."""
+        total = sum(map(len, buffers))
+        sent = self.try_send(buffers)
         while sent < total:
+            total -= sent
+            buffers = skip(buffers, sent)
             interrupts = self._interrupts
             try:
                 await trio.lowlevel.wait_writable(self._sock)
             except trio.ClosedResourceError:
                 if not self._interrupted_since(interrupts):
                     raise anyio.ClosedResourceError from None
-            sent += self.try_send(view[sent:])
+            sent = self.try_send(buffers)
 
     def try_receive(self) -> bytes | None:
         """What the peer has sent, without waiting; ``None`` if nothing has

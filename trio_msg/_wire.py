@@ -29,10 +29,13 @@ trio is running: on asyncio, trio is never imported (it would cost about
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Protocol
 
 import anyio
 import anyio.abc
+
+from ._protocol.frames import Buffer
 
 READ_SIZE = 256 * 1024
 #: A read shorter than this leaves the kernel's buffer empty, as a rule.
@@ -40,14 +43,31 @@ SHORT_READ = 4096
 
 
 class Wire(Protocol):
+    """What the connection writes to and reads from.  Writes take a list
+    of buffers to send in order (``AMQPConnection.buffers_to_send``)."""
+
     #: :meth:`try_send` can write without waiting.
     direct: bool
 
-    async def send(self, data: bytes | memoryview) -> None: ...
+    async def send(self, buffers: Sequence[Buffer]) -> None: ...
 
-    def try_send(self, data: bytes | memoryview) -> int: ...
+    def try_send(self, buffers: Sequence[Buffer]) -> int: ...
 
     async def receive(self) -> bytes: ...
+
+
+def skip(buffers: Sequence[Buffer], sent: int) -> list[Buffer]:
+    """What is left of *buffers* once their first *sent* bytes are written:
+    the rest of a buffer written in part is a view, not a copy."""
+    for i, buffer in enumerate(buffers):
+        size = len(buffer)
+        if sent < size:
+            rest = list(buffers[i:])
+            if sent:
+                rest[0] = memoryview(buffer)[sent:]
+            return rest
+        sent -= size
+    return []
 
 
 class DirectWire(Wire, Protocol):
@@ -70,10 +90,14 @@ class StreamWire:
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self._stream = stream
 
-    async def send(self, data: bytes | memoryview) -> None:
-        await self._stream.send(bytes(data) if isinstance(data, memoryview) else data)
+    async def send(self, buffers: Sequence[Buffer]) -> None:
+        first = buffers[0]
+        if len(buffers) == 1 and type(first) is bytes:
+            await self._stream.send(first)
+        else:
+            await self._stream.send(b"".join(buffers))
 
-    def try_send(self, data: bytes | memoryview) -> int:
+    def try_send(self, buffers: Sequence[Buffer]) -> int:
         return 0
 
     async def receive(self) -> bytes:

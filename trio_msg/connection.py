@@ -45,9 +45,10 @@ from ._protocol.errors import (
     RemoteProtocolError,
     TrioMsgError,
 )
+from ._protocol.frames import Buffer
 from ._protocol.state import ConnectionState
 from ._retry import RetryPolicy, is_revivable
-from ._wire import SHORT_READ, DirectWire, Wire, make_wire
+from ._wire import SHORT_READ, DirectWire, Wire, make_wire, skip
 from .channel import Channel
 from .entity import DeclarationLedger, Exchange, Queue
 from .errors import ConnectionFailed
@@ -221,9 +222,10 @@ class Connection:
         )
         self._stream: anyio.abc.ByteStream | None = None
         self._wire: Wire | None = None
-        #: Bytes taken from the core and not yet written: the writer sends
-        #: them before anything else.
-        self._unsent: memoryview | None = None
+        #: Bytes taken from the core and not yet written (buffers, and how
+        #: many bytes in all): the writer sends them before anything else.
+        self._unsent: list[Buffer] | None = None
+        self._unsent_size = 0
         #: The cancel scopes of this incarnation's tasks still running.
         self._live_tasks: set[anyio.CancelScope] = set()
         self._tasks_done = anyio.Event()
@@ -624,8 +626,7 @@ class Connection:
 
     def _outbound(self) -> int:
         """Bytes queued for the socket: in the core, and taken but unsent."""
-        unsent = self._unsent
-        return self._core.outbound_size + (len(unsent) if unsent is not None else 0)
+        return self._core.outbound_size + self._unsent_size
 
     def _kick(self) -> None:
         """Write what is queued now (someone is about to wait for it).
@@ -643,20 +644,23 @@ class Connection:
             and self._unsent is None
             and not self._terminated.is_set()
         ):
-            data = self._core.data_to_send()
-            if not data:
+            core = self._core
+            size = core.outbound_size
+            if not size:
                 return
+            buffers = core.buffers_to_send()
             self._last_write = time.perf_counter()
             self._heard = False
             try:
-                sent = wire.try_send(data)
+                sent = wire.try_send(buffers)
             except OSError:
                 sent = 0
-            if sent == len(data):
+            if sent == size:
                 if self._writable_waiters:
                     self._notify_writable()
                 return
-            self._unsent = memoryview(data)[sent:]
+            self._unsent = skip(buffers, sent)
+            self._unsent_size = size - sent
         self._urgent = True
         self._wake.set()
         self._flush.set()
@@ -738,11 +742,12 @@ class Connection:
                 self._urgent = False
                 if self._flush.is_set():
                     self._flush = anyio.Event()
-                data: bytes | memoryview | None = self._unsent
+                data = self._unsent
                 if data is not None:
                     self._unsent = None
+                    self._unsent_size = 0
                 else:
-                    data = core.data_to_send()
+                    data = core.buffers_to_send()
                     if not data:
                         continue  # a task about to wait wrote it while we lingered
                 self._sending = True

@@ -12,14 +12,19 @@ direct write: the writer must send the rest first, in order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import anyio
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trio_msg import Consumer, Producer, Queue
-from trio_msg._trio_wire import SocketWire
-from trio_msg._wire import StreamWire, make_wire
+from trio_msg._protocol.frames import Buffer
+from trio_msg._trio_wire import IOV_MAX, SocketWire
+from trio_msg._wire import StreamWire, make_wire, skip
 from trio_msg.connection import connect
 
 from .fake_broker import URL, FakeBroker, stream_pair, tcp_pair
@@ -28,9 +33,12 @@ RAW = anyio.abc.SocketAttribute.raw_socket
 
 
 async def read_exactly(stream: anyio.abc.ByteStream, n: int) -> bytes:
+    """*n* bytes from *stream*; a writer that loses bytes fails the test
+    (TimeoutError) instead of hanging it."""
     data = bytearray()
-    while len(data) < n:
-        data += await stream.receive(1 << 20)
+    with anyio.fail_after(10):
+        while len(data) < n:
+            data += await stream.receive(1 << 20)
     return bytes(data)
 
 
@@ -55,14 +63,51 @@ async def test_send_writes_everything_through_a_full_kernel_buffer() -> None:
         # (try_send says 0 instead of waiting).
         taken = 0
         for _ in range(100):
-            more = wire.try_send(data[taken:])
+            more = wire.try_send([data[taken:]])
             if not more:
                 break
             taken += more
         assert 0 < taken < len(data) and more == 0
         async with anyio.create_task_group() as tg:
-            tg.start_soon(wire.send, data[taken:])
+            tg.start_soon(wire.send, [data[taken:]])
             assert await read_exactly(server, len(data)) == data
+
+
+@pytest.mark.trio
+async def test_send_writes_many_buffers_in_order_through_a_full_kernel_buffer() -> None:
+    """More buffers than one ``sendmsg`` takes (IOV_MAX), some of them
+    views, against a kernel buffer that takes a fraction at a time."""
+    client, server = await tcp_pair(buffer=16384)
+    async with client, server:
+        wire = SocketWire(client.extra(RAW))
+        big = bytes(range(256)) * 512
+        buffers: list[Buffer] = []
+        for i in range(IOV_MAX + 300):
+            if i % 100 == 7:
+                buffers.append(memoryview(big)[i % 256 :])
+            else:
+                buffers.append(bytes([i & 0xFF]) * (1 + i % 37))
+        expected = b"".join(buffers)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wire.send, buffers)
+            assert await read_exactly(server, len(expected)) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    buffers=st.lists(st.binary(min_size=1, max_size=40), max_size=8).map(
+        lambda parts: [memoryview(p) if len(p) % 2 else p for p in parts]
+    ),
+    data=st.data(),
+)
+def test_skip_leaves_what_follows_the_bytes_written(
+    buffers: list[Buffer], data: st.DataObject
+) -> None:
+    joined = b"".join(buffers)
+    sent = data.draw(st.integers(0, len(joined)))
+    rest = skip(buffers, sent)
+    assert b"".join(rest) == joined[sent:]
+    assert all(len(piece) for piece in rest)
 
 
 @pytest.mark.trio
@@ -156,7 +201,7 @@ async def test_interrupt_wakes_a_waiting_reader_and_leaves_the_socket_working() 
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(read)
-            tg.start_soon(wire.send, data)  # waits for room: nobody reads yet
+            tg.start_soon(wire.send, [data])  # waits for room: nobody reads yet
             await trio.testing.wait_all_tasks_blocked()
             wire.interrupt()
             await trio.testing.wait_all_tasks_blocked()
@@ -198,10 +243,11 @@ def record_partial_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, in
     partial: list[tuple[int, int]] = []
     real = SocketWire.try_send
 
-    def try_send(self: SocketWire, data: bytes | memoryview) -> int:
-        sent = real(self, data)
-        if sent < len(data):
-            partial.append((sent, len(data)))
+    def try_send(self: SocketWire, buffers: Sequence[Buffer]) -> int:
+        sent = real(self, buffers)
+        offered = sum(map(len, buffers))
+        if sent < offered:
+            partial.append((sent, offered))
         return sent
 
     monkeypatch.setattr(SocketWire, "try_send", try_send)
@@ -247,6 +293,27 @@ async def test_unconfirmed_publishes_and_a_round_trip_over_tcp(broker: FakeBroke
                 await producer.channel.queue_declare(f"q{i}", passive=True)
         await broker.wait_published(500)
     assert [p.body for p in broker.published] == [b"%d" % i * 50 for i in range(500)]
+
+
+@pytest.mark.anyio
+async def test_large_and_small_unconfirmed_publishes_over_tcp_keep_their_order(
+    broker: FakeBroker, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
+    """Large bodies go out as views of themselves (several buffers per
+    write), small ones joined between them; through a 16 KiB kernel buffer
+    every remainder is sent first, and each body arrives whole."""
+    broker.tcp = True
+    broker.tcp_buffer = 16384
+    bodies = [bytes([i]) * (1 << 20) if i % 3 == 0 else bytes([i]) * (50 + i) for i in range(12)]
+    partial = record_partial_writes(monkeypatch)
+    async with broker, connect(URL) as conn, Producer(conn, confirm=False) as producer:
+        with anyio.fail_after(20):
+            for body in bodies:
+                await producer.publish(body, routing_key="q", content_type="x/y")
+            await broker.wait_published(len(bodies))
+    assert [p.body for p in broker.published] == bodies
+    if anyio_backend == "trio":
+        assert partial
 
 
 @pytest.mark.anyio

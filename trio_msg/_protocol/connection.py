@@ -61,6 +61,9 @@ from .state import (
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "AMQPChannel", "AMQPConnection"]
 
 DEFAULT_MAX_BODY_SIZE = 128 * 1024 * 1024  # RabbitMQ's own maximum
+#: Outbound pieces this large are written as they are, not copied into one
+#: string with their neighbours (:meth:`AMQPConnection.buffers_to_send`).
+VECTOR_MIN = 16 * 1024
 VERSION = "0.1.0"
 
 CAPABILITIES = {
@@ -209,8 +212,10 @@ class AMQPConnection:
         # about 80 bytes a field for every message held in a delivery buffer.
         self._tag_raw = self._exch_raw = self._rkey_raw = b""
         self._tag_str = self._exch_str = self._rkey_str = ""
-        self._out: list[bytes] = []
+        self._out: list[fr.Buffer] = []
         self._out_size = 0
+        #: A piece of at least VECTOR_MIN bytes is queued (buffers_to_send).
+        self._out_large = False
         self._events: list[ev.Event] = []
         self._next_token = 1
         self._received = False
@@ -237,9 +242,12 @@ class AMQPConnection:
         self._out.append(data)
         self._out_size += len(data)
 
-    def _write_many(self, parts: list[bytes]) -> None:
+    def _write_many(self, parts: list[fr.Buffer]) -> None:
         self._out.extend(parts)
-        self._out_size += sum(map(len, parts))
+        size = sum(map(len, parts))
+        self._out_size += size
+        if size >= VECTOR_MIN:
+            self._out_large = True
 
     def _send_method(self, channel: int, method: _pbase.Frame) -> None:
         self._write(fr.encode_method(channel, method))
@@ -256,13 +264,46 @@ class AMQPConnection:
 
     def data_to_send(self) -> bytes:
         """Take every byte queued for the peer (possibly ``b""``)."""
-        if not self._out:
+        out = self._out
+        if not out:
             return b""
-        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        data = out[0] if len(out) == 1 and type(out[0]) is bytes else b"".join(out)
         self._out = []
         self._out_size = 0
+        self._out_large = False
         self._sent = True
         return data
+
+    def buffers_to_send(self) -> list[fr.Buffer]:
+        """Take every byte queued for the peer, as a list of buffers to
+        write in order (``sendmsg``); empty if there is nothing.
+
+        The same bytes as :meth:`data_to_send`, without its copy of large
+        pieces: a piece of at least ``VECTOR_MIN`` bytes (a large body, or
+        a view of one of its frames) is its own buffer, and the pieces
+        between them are joined.  Joining a 1 MiB body into one string
+        was a copy per message, and with it a fresh allocation that the
+        allocator took from the system and gave back each time."""
+        if not self._out_large:
+            data = self.data_to_send()
+            return [data] if data else []
+        out: list[fr.Buffer] = []
+        run: list[fr.Buffer] = []
+        for piece in self._out:
+            if len(piece) >= VECTOR_MIN:
+                if run:
+                    out.append(run[0] if len(run) == 1 else b"".join(run))
+                    run = []
+                out.append(piece)
+            else:
+                run.append(piece)
+        if run:
+            out.append(run[0] if len(run) == 1 else b"".join(run))
+        self._out = []
+        self._out_size = 0
+        self._out_large = False
+        self._sent = True
+        return out
 
     def next_events(self) -> list[ev.Event]:
         """Take every event produced so far, in order."""

@@ -89,6 +89,8 @@ _QBB = struct.Struct(">QBB")  # ... and the length of the short string after the
 _KNOWN_FRAME_TYPES = frozenset((FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT))
 
 Frame: TypeAlias = tuple[int, int, bytes]
+#: A piece of outbound bytes: a view is a slice of a large body, not a copy.
+Buffer: TypeAlias = bytes | memoryview
 """(frame type, channel number, payload)"""
 
 
@@ -963,7 +965,7 @@ def encode_publish(
     frame_max: int,
     mandatory: bool = False,
     immediate: bool = False,
-) -> list[bytes]:
+) -> list[Buffer]:
     """``basic.publish`` + content header + body frames, bodies cut to
     ``frame_max - 8``, as a list of byte strings to write in order."""
     ex = exchange.encode()
@@ -973,6 +975,8 @@ def encode_publish(
     if len(rk) > 255:
         _shortstr(routing_key)
     flags, encoded = encode_properties(props)
+    if type(body) is not bytes:
+        body = bytes(body)  # a caller's bytearray may change after this returns
     size = len(body)
     head = [
         _PUBLISH_HEAD.pack(FRAME_METHOD, channel, 9 + len(ex) + len(rk), 0x003C0028, 0, len(ex)),
@@ -998,32 +1002,43 @@ def encode_publish(
         head.append(FRAME_END_BYTE)
         return [b"".join(head)]
     head.append(FRAME_END_BYTE)
-    out = [b"".join(head)]
+    out: list[Buffer] = [b"".join(head)]
     out += _body_frames(channel, body, frame_max)
     return out
 
 
-def _body_frames(channel: int, body: bytes, frame_max: int) -> list[bytes]:
+def _body_frames(channel: int, body: bytes, frame_max: int) -> list[Buffer]:
+    """The body frames of *body*, a ``bytes``.  The pieces of a body cut
+    into several frames are views of it, not copies: written with
+    ``sendmsg``, a large body goes to the socket without being copied once
+    in user space (see :meth:`AMQPConnection.buffers_to_send`)."""
     size = len(body)
     if not size:
         return []
     chunk = frame_max - FRAME_OVERHEAD
     if size <= chunk:
         return [_FRAME_HEADER.pack(FRAME_BODY, channel, size), body, FRAME_END_BYTE]
-    out: list[bytes] = []
+    view = memoryview(body)
+    out: list[Buffer] = []
     for start in range(0, size, chunk):
-        piece = body[start : start + chunk]
+        piece = view[start : start + chunk]
         out += (_FRAME_HEADER.pack(FRAME_BODY, channel, len(piece)), piece, FRAME_END_BYTE)
     return out
 
 
 def encode_content(
     channel: int, body: bytes, props: BasicProperties, frame_max: int
-) -> list[bytes]:
+) -> list[Buffer]:
     """Content header + body frames."""
+    if type(body) is not bytes:
+        body = bytes(body)
     flags, encoded = encode_properties(props)
     header = _CONTENT_HEADER.pack(_BASIC_CLASS, 0, len(body), flags) + encoded
-    out = [_FRAME_HEADER.pack(FRAME_HEADER, channel, len(header)), header, FRAME_END_BYTE]
+    out: list[Buffer] = [
+        _FRAME_HEADER.pack(FRAME_HEADER, channel, len(header)),
+        header,
+        FRAME_END_BYTE,
+    ]
     out += _body_frames(channel, body, frame_max)
     return out
 
