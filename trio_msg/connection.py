@@ -396,7 +396,8 @@ class Connection:
                 if not live:
                     done.set()
 
-        tg.start_soon(run)
+        # Named for what it runs ("trio_msg._reader"), not for the wrapper.
+        tg.start_soon(run, name=f"trio_msg.{getattr(fn, '__name__', 'task')}")
 
     def _stop_incarnation(self) -> None:
         for scope in list(self._live_tasks):
@@ -791,7 +792,11 @@ class Connection:
         earlier leader, or yielding after it woke a waiter), by interrupting
         it while it waits on the socket (``SocketWire.interrupt``, dearer).
         Once a task leads, the reader parks, and a waiter that waits again
-        soon after (the next confirm, the next reply) takes over for free."""
+        soon after (the next confirm, the next reply) takes over for free.
+        Woken at the end of a lead, the reader parks again at once if a
+        task leads already: a publisher waiting for each confirm leads
+        again before the reader runs, and the reader costs one step per
+        publish, not two."""
         core = self._core
         checkpoint = self._ck.checkpoint
         drained = False
@@ -800,6 +805,8 @@ class Connection:
                 self._reader_parked = True
                 back = self._role_back = self._ck.new_event()
                 await back.wait()
+                if self._someone_leads():
+                    continue  # it led again before we ran: park at once
                 # Let the tasks that run beside us go first: the one that
                 # just stopped leading often waits again at once.
                 await checkpoint()
@@ -832,6 +839,10 @@ class Connection:
                 self._reader_parked = True
                 await checkpoint()
             drained = len(data) < SHORT_READ
+
+    def _someone_leads(self) -> bool:
+        # (a method: mypy would keep ``_lead_by`` narrowed across an await)
+        return self._lead_by is not None
 
     def _take(self, core: AMQPConnection, data: bytes) -> list[ev.Event] | None:
         """Feed *data* to the core, send its own answers, and dispatch the

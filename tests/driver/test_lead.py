@@ -85,6 +85,40 @@ async def test_a_confirm_is_read_by_the_task_that_waits_for_it(
         assert leads == []
 
 
+class ReaderSteps:
+    """A trio instrument: how many times the reader task ran."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: Any) -> None:
+        if task.name == "trio_msg._reader":
+            self.steps += 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])  # only trio has leaders
+async def test_the_reader_runs_once_per_confirmed_publish_at_most(
+    tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
+) -> None:
+    """Each confirm ends a lead and wakes the reader; the publisher leads
+    again before the reader runs, so the reader parks again at once
+    instead of yielding first (a pass of the run loop per publish)."""
+    import trio
+
+    async with tcp_broker, connect(URL) as conn, Producer(conn) as producer:
+        for _ in range(5):
+            await producer.publish(b"warm", routing_key="q")
+        count = ReaderSteps()
+        trio.lowlevel.add_instrument(count)
+        try:
+            for i in range(100):
+                await producer.publish(b"%d" % i, routing_key="q")
+        finally:
+            trio.lowlevel.remove_instrument(count)
+    assert sum(lead.woken for lead in leads) >= 90
+    assert count.steps <= 110  # it was 2 per publish
+
+
 async def test_a_reply_is_read_by_the_task_that_waits_for_it(
     tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
 ) -> None:
