@@ -268,11 +268,15 @@ class AMQPConnection:
         if not out:
             return b""
         data = out[0] if len(out) == 1 and type(out[0]) is bytes else b"".join(out)
+        self._taken()
+        return data
+
+    def _taken(self) -> None:
+        """The outbound queue was taken whole."""
         self._out = []
         self._out_size = 0
         self._out_large = False
         self._sent = True
-        return data
 
     def buffers_to_send(self) -> list[fr.Buffer]:
         """Take every byte queued for the peer, as a list of buffers to
@@ -299,10 +303,7 @@ class AMQPConnection:
                 run.append(piece)
         if run:
             out.append(run[0] if len(run) == 1 else b"".join(run))
-        self._out = []
-        self._out_size = 0
-        self._out_large = False
-        self._sent = True
+        self._taken()
         return out
 
     def next_events(self) -> list[ev.Event]:

@@ -89,9 +89,9 @@ _QBB = struct.Struct(">QBB")  # ... and the length of the short string after the
 _KNOWN_FRAME_TYPES = frozenset((FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT))
 
 Frame: TypeAlias = tuple[int, int, bytes]
+"""(frame type, channel number, payload)"""
 #: A piece of outbound bytes: a view is a slice of a large body, not a copy.
 Buffer: TypeAlias = bytes | memoryview
-"""(frame type, channel number, payload)"""
 
 
 def check_frame_header(
@@ -967,7 +967,8 @@ def encode_publish(
     immediate: bool = False,
 ) -> list[Buffer]:
     """``basic.publish`` + content header + body frames, bodies cut to
-    ``frame_max - 8``, as a list of byte strings to write in order."""
+    ``frame_max - 8``, as a list of buffers to write in order (the frames
+    of a body cut in several are views of it)."""
     ex = exchange.encode()
     rk = routing_key.encode()
     if len(ex) > 255:
