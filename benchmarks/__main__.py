@@ -9,7 +9,9 @@ Every run is one subprocess (``python -m benchmarks.clients.<module>``) for one
 (client, workload, round) against the local RabbitMQ, on a fresh uniquely
 named queue that is deleted afterwards.  Rounds interleave the clients, in an
 order that alternates from round to round; the numbers of record are the
-medians over the rounds.  Queue set-up, pre-filling and checking is done here
+medians over the rounds.  Before each timed run the orchestrator waits for
+the broker's process to go idle (``Broker.settle``), so that no client pays
+for the clean-up of the run before it.  Queue set-up, pre-filling and checking is done here
 with pika and is never timed.  A run that produced a wrong result (a wrong
 count, a wrong body, a queue that does not hold what it should) stops the
 whole benchmark with an error.
@@ -169,6 +171,7 @@ class Runner:
                 broker.prefill(queue, n)
             if workload == "e":
                 server = self._start_server(client, queue, n)
+            settled = broker.settle()
             proc = subprocess.run(
                 self._cmd(client, workload, queue, n),
                 cwd=self.cwd,
@@ -178,6 +181,7 @@ class Runner:
                 timeout=self.timeout,
             )
             result = self._parse(client, proc)
+            result["settle_seconds"] = settled
             if server is not None:
                 out, err = server.communicate(timeout=60)
                 served = self._parse(

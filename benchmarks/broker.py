@@ -13,8 +13,10 @@ long consume of workload g).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import uuid
+from pathlib import Path
 
 import pika
 import pika.exceptions
@@ -96,6 +98,33 @@ class Broker:
                 )
             time.sleep(0.05)
 
+    def settle(self, timeout: float = 5.0) -> float:
+        """Wait until the broker's process has gone idle; return the seconds
+        waited.
+
+        Deleting a queue of 100,000 messages keeps RabbitMQ busy for a while
+        after ``queue.delete-ok``; without this, whichever client runs first
+        in a workload pays for the previous workload's clean-up.  Idle means
+        at most one clock tick of CPU (10 ms) in a 200 ms window.  Where the
+        broker's process cannot be seen (not Linux, or not on this machine)
+        this is a fixed half-second pause.
+        """
+        started = time.monotonic()
+        pids = _beam_pids()
+        if not pids:
+            time.sleep(0.5)
+            return time.monotonic() - started
+        tick = os.sysconf("SC_CLK_TCK")
+        window = 0.2
+        before = _cpu_ticks(pids)
+        while time.monotonic() - started < timeout:
+            time.sleep(window)
+            now = _cpu_ticks(pids)
+            if now - before <= max(1, tick * window * 0.05):
+                break
+            before = now
+        return time.monotonic() - started
+
     def delete(self, queue: str) -> None:
         try:
             self._channel().queue_delete(queue)
@@ -110,6 +139,30 @@ class Broker:
             if i % 10_000 == 9_999:
                 self.conn.process_data_events(0)
         self.wait_depth(queue, n, timeout=60)
+
+
+def _beam_pids() -> list[int]:
+    """The local Erlang VMs (RabbitMQ's process), found through /proc."""
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if (entry / "comm").read_text().strip() == "beam.smp":
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _cpu_ticks(pids: list[int]) -> int:
+    """User plus system CPU of the processes, in clock ticks."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total
 
 
 def feed(queue: str, n: int, max_depth: int) -> None:
