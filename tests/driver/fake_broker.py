@@ -601,6 +601,25 @@ class FakeBroker:
     def count(self, name: str) -> int:
         return sum(1 for r in self.received if r.name == name)
 
+    def acked(self, channel: int | None = None) -> list[int]:
+        """The delivery tags the client's ``basic.ack`` frames settled, in
+        the order settled: one with ``multiple`` settles every tag up to its
+        own not settled before (the client merges acks in a row into one).
+        Assumes the client acks only what was delivered, as the real broker
+        would insist."""
+        settled: dict[int, list[int]] = {}
+        for r in self.received:
+            if r.name != "Basic.Ack" or (channel is not None and r.channel != channel):
+                continue
+            done = settled.setdefault(r.channel, [])
+            tag = r.frame.delivery_tag
+            if r.frame.multiple:
+                seen = set(done)
+                done.extend(t for t in range(1, tag + 1) if t not in seen)
+            else:
+                done.append(tag)
+        return [t for tags in settled.values() for t in tags]
+
     async def wait_for(self, name: str, count: int = 1) -> Any:
         """Wait until ``count`` frames named ``name`` came in; return the last."""
         while self.count(name) < count:

@@ -425,6 +425,35 @@ async def test_nack_multiple(conn: trio_msg.Connection, topo: Topology) -> None:
     assert await ready_count(conn, queue) == 0
 
 
+async def test_acks_in_a_row_settle_exactly_what_was_acked(
+    conn: trio_msg.Connection, topo: Topology
+) -> None:
+    """Acks in a row go out merged (one ``basic.ack`` with ``multiple``); the
+    broker must still hold every message that was not acked."""
+    queue = topo.queue()
+    async with Producer(conn) as producer:
+        for i in range(40):
+            await producer.publish(i, routing_key=queue.name, declare=[queue])
+    async with Consumer(conn, [queue], prefetch_count=50) as consumer:
+        messages = await receive(consumer, 40)
+        held = [m for m in messages if m.payload % 5 == 2]
+        for m in messages:
+            if m not in held:
+                await m.ack()
+        await consumer.qos(prefetch_count=50)  # a round trip: the acks are in
+        await assert_quiet(consumer)
+        for m in held:
+            await m.requeue()
+        again = await receive(consumer, len(held))
+        assert [m.payload for m in again] == [m.payload for m in held]
+        assert all(m.redelivered for m in again)
+        for m in again:
+            await m.ack()
+        await assert_quiet(consumer)
+        assert consumer.channel.is_open
+    assert await ready_count(conn, queue) == 0
+
+
 async def test_double_ack_is_a_local_error(conn: trio_msg.Connection, topo: Topology) -> None:
     queue = topo.queue()
     async with Producer(conn) as producer:

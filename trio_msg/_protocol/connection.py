@@ -216,6 +216,10 @@ class AMQPConnection:
         self._out_size = 0
         #: A piece of at least VECTOR_MIN bytes is queued (buffers_to_send).
         self._out_large = False
+        #: The channel whose ``basic.ack`` is the last piece queued, while
+        #: ``_out`` is ``_ack_tail_len`` long (AMQPChannel.ack merges into it).
+        self._ack_tail: AMQPChannel | None = None
+        self._ack_tail_len = 0
         self._events: list[ev.Event] = []
         self._next_token = 1
         self._received = False
@@ -276,6 +280,7 @@ class AMQPConnection:
         self._out = []
         self._out_size = 0
         self._out_large = False
+        self._ack_tail = None
         self._sent = True
 
     def buffers_to_send(self) -> list[fr.Buffer]:
@@ -649,7 +654,7 @@ class AMQPConnection:
         # AMQPChannel._deliver, inlined
         no_ack = channel.consumers.get(consumer_tag)
         if no_ack is False:
-            channel._unsettled[tag] = None
+            channel._unsettle(tag)
         if channel._orphans and consumer_tag in channel._orphans:
             if no_ack is False:
                 channel.reject(tag, requeue=True)
@@ -817,7 +822,12 @@ class AMQPChannel:
         self._orphans: set[str] = set()
         self._rpcs: deque[_Rpc] = deque()
         self._in_flight: _Rpc | None = None
-        self._unsettled: dict[int, None] = {}
+        self._unsettled: dict[int, None] = {}  # in the order delivered
+        #: The highest tag put in _unsettled, and whether they all came in
+        #: rising order (as the spec has them), which AMQPChannel.ack's
+        #: merging relies on.
+        self._top_tag = 0
+        self._rising = True
         self._unconfirmed: dict[int, _Publish] = {}
         self._next_publish_tag = 1
         self._lowest_unconfirmed = 1
@@ -1176,9 +1186,44 @@ class AMQPChannel:
                 f"delivery {delivery_tag} is already settled (or unknown) on channel {self.id}"
             ) from None
 
+    def _end_ack_run(self) -> None:
+        if self.connection._ack_tail is self:
+            self.connection._ack_tail = None
+
+    def _unsettle(self, delivery_tag: int) -> None:
+        """A delivery the consumer must settle arrived."""
+        if delivery_tag <= self._top_tag:
+            self._rising = False  # a broker breaking the spec: never merge acks
+        self._top_tag = delivery_tag
+        self._unsettled[delivery_tag] = None
+
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        """Queue ``basic.ack``.
+
+        Acks in a row are merged while they wait to be sent: acking the
+        oldest unsettled delivery when the last frame queued on the
+        connection is this channel's ack replaces that frame with one
+        ``basic.ack`` of this tag with ``multiple`` set.  The broker
+        settles the same deliveries either way (every one up to this tag
+        is then acked, by this frame or by the frames before it), and a
+        consumer acking each message in turn sends one frame per flush
+        instead of one per message, which the broker handles much faster.
+        Anything else queued in between (another channel's ack, a publish)
+        ends the run, so frames keep their order on the wire."""
+        unsettled = self._unsettled
+        oldest = not multiple and self._rising and next(iter(unsettled), None) == delivery_tag
         self._settle(delivery_tag, multiple, "ack")
-        self.connection._write(fr.encode_ack(self.id, 80, delivery_tag, multiple))
+        conn = self.connection
+        if oldest:
+            out = conn._out
+            if conn._ack_tail is self and conn._ack_tail_len == len(out):
+                out[-1] = fr.encode_ack(self.id, 80, delivery_tag, 1)  # the same size
+                return
+            conn._write(fr.encode_ack(self.id, 80, delivery_tag, 0))
+            conn._ack_tail = self
+            conn._ack_tail_len = len(out)
+            return
+        conn._write(fr.encode_ack(self.id, 80, delivery_tag, multiple))
 
     def nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
         self._settle(delivery_tag, multiple, "nack")
@@ -1301,8 +1346,9 @@ class AMQPChannel:
             self._orphans.discard(method.consumer_tag)
         elif isinstance(method, C.Basic.RecoverOk):
             # The broker redelivers every unacked message under new tags;
-            # the old ones must never be acked again.
+            # the old ones must never be acked again, nor merged into.
             self._unsettled.clear()
+            self._end_ack_run()
         elif isinstance(method, C.Channel.FlowOk):
             pass
         if not rpc.abandoned:
@@ -1394,7 +1440,7 @@ class AMQPChannel:
             rpc = self._in_flight
             assert rpc is not None and isinstance(rpc.method, C.Basic.Get)
             if not rpc.method.no_ack:
-                self._unsettled[method.delivery_tag] = None
+                self._unsettle(method.delivery_tag)
             if rpc.abandoned:
                 if not rpc.method.no_ack:
                     self.reject(method.delivery_tag, requeue=True)
@@ -1428,7 +1474,7 @@ class AMQPChannel:
         """A whole ``basic.deliver`` message arrived."""
         no_ack = self.consumers.get(consumer_tag)
         if no_ack is False:
-            self._unsettled[delivery_tag] = None
+            self._unsettle(delivery_tag)
         if self._orphans and consumer_tag in self._orphans:
             if no_ack is False:
                 self.reject(delivery_tag, requeue=True)
@@ -1495,6 +1541,7 @@ class AMQPChannel:
         self._rpcs.clear()
         self._in_flight = None
         self._unsettled.clear()
+        self._end_ack_run()
         self.consumers.clear()
         self._reset_content()
         events = self.connection._events
