@@ -11,7 +11,6 @@ What it saves is the *second* pass trio's own ``recv`` takes after a wait.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Sequence
 
@@ -19,17 +18,9 @@ import anyio
 import trio
 
 from ._protocol.frames import Buffer
-from ._wire import READ_SIZE, SHORT_READ, skip
+from ._wire import IOV_MAX, READ_SIZE, SHORT_READ, is_tcp, send_some, skip
 
-#: The most buffers one ``sendmsg`` takes (Linux and the BSDs: 1024).
-IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
-#: Windows' sockets have no ``sendmsg``: buffers are joined there.
-_SENDMSG = hasattr(socket.socket, "sendmsg")
-
-
-def is_tcp(sock: socket.socket) -> bool:
-    return sock.type == socket.SOCK_STREAM and sock.family in (socket.AF_INET, socket.AF_INET6)
-
+__all__ = ["IOV_MAX", "SocketWire", "is_tcp"]
 
 class SocketWire:
     """A connected, non-blocking TCP socket driven by trio's IO manager.
@@ -59,16 +50,7 @@ class SocketWire:
         (at most ``IOV_MAX`` of them), so a large body is not copied into
         one string first.  Raises :class:`OSError` when the socket is
         broken."""
-        try:
-            if len(buffers) == 1:
-                return self._sock.send(buffers[0])
-            if not _SENDMSG:
-                return self._sock.send(b"".join(buffers))
-            if len(buffers) > IOV_MAX:
-                buffers = buffers[:IOV_MAX]
-            return self._sock.sendmsg(buffers)
-        except BlockingIOError:
-            return 0
+        return send_some(self._sock, buffers)
 
     async def send(self, buffers: Sequence[Buffer]) -> None:
         """Write all of *buffers*; waits only while the kernel's buffer is
@@ -131,6 +113,9 @@ class SocketWire:
         if self._reading:
             self._interrupts += 1
             trio.lowlevel.notify_closing(self._sock)
+
+    def close(self) -> None:
+        pass  # the stream closes the socket, which wakes the waiters
 
     def _interrupted_since(self, interrupts: int) -> bool:
         """An interrupt came since *interrupts*, and the socket is open: a

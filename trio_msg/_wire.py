@@ -3,7 +3,10 @@
 Two kinds:
 
 * :class:`StreamWire` wraps any anyio byte stream: TLS, in-memory streams
-  in tests, a plain socket on asyncio.
+  in tests, a plain socket on an asyncio loop that cannot watch sockets
+  (Windows' proactor).
+* ``trio_msg._asyncio_wire.AsyncioSocketWire`` is the same fast path on
+  asyncio, through the loop's ``add_reader`` / ``add_writer``.
 * ``trio_msg._trio_wire.SocketWire`` is the fast path for a plain TCP
   socket on trio.  It calls the non-blocking socket itself and waits with
   ``trio.lowlevel.wait_readable`` / ``wait_writable`` only when the kernel
@@ -28,6 +31,8 @@ trio is running: on asyncio, trio is never imported (it would cost about
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Protocol
@@ -40,6 +45,32 @@ from ._protocol.frames import Buffer
 READ_SIZE = 256 * 1024
 #: A read shorter than this leaves the kernel's buffer empty, as a rule.
 SHORT_READ = 4096
+#: The most buffers one ``sendmsg`` takes (Linux and the BSDs: 1024).
+IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
+#: Windows' sockets have no ``sendmsg``: buffers are joined there.
+_SENDMSG = hasattr(socket.socket, "sendmsg")
+
+
+def is_tcp(sock: socket.socket) -> bool:
+    return sock.type == socket.SOCK_STREAM and sock.family in (socket.AF_INET, socket.AF_INET6)
+
+
+def send_some(sock: socket.socket, buffers: Sequence[Buffer]) -> int:
+    """Write what the kernel takes now of *buffers*, in order, on the
+    non-blocking *sock*, without waiting; how many bytes.  Several buffers
+    go in one ``sendmsg`` (at most ``IOV_MAX`` of them), so a large body is
+    not copied into one string first.  Raises :class:`OSError` when the
+    socket is broken."""
+    try:
+        if len(buffers) == 1:
+            return sock.send(buffers[0])
+        if not _SENDMSG:
+            return sock.send(b"".join(buffers))
+        if len(buffers) > IOV_MAX:
+            buffers = buffers[:IOV_MAX]
+        return sock.sendmsg(buffers)
+    except BlockingIOError:
+        return 0
 
 
 class Wire(Protocol):
@@ -54,6 +85,10 @@ class Wire(Protocol):
     def try_send(self, buffers: Sequence[Buffer]) -> int: ...
 
     async def receive(self) -> bytes: ...
+
+    def close(self) -> None:
+        """The connection is closing its stream: let go of what the wire
+        holds of its own (called just before the stream's ``aclose``)."""
 
 
 def skip(buffers: Sequence[Buffer], sent: int) -> list[Buffer]:
@@ -103,19 +138,31 @@ class StreamWire:
     async def receive(self) -> bytes:
         return await self._stream.receive(READ_SIZE)
 
+    def close(self) -> None:
+        pass
+
 
 def make_wire(stream: anyio.abc.ByteStream) -> Wire:
-    """The fastest wire for *stream*: a ``SocketWire`` for a plain TCP
-    socket when running on trio, else a :class:`StreamWire`."""
+    """The fastest wire for *stream*: for a plain TCP socket a
+    ``SocketWire`` on trio, an ``AsyncioSocketWire`` on an asyncio loop that
+    can watch file descriptors; else a :class:`StreamWire`."""
+    if not isinstance(stream, anyio.abc.SocketStream):
+        return StreamWire(stream)
+    sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    if not is_tcp(sock):
+        return StreamWire(stream)
     trio = sys.modules.get("trio")
-    if trio is not None and isinstance(stream, anyio.abc.SocketStream):
+    if trio is not None:
         try:
             trio.lowlevel.current_task()
         except RuntimeError:
-            return StreamWire(stream)  # trio is imported, but asyncio runs this
-        from ._trio_wire import SocketWire, is_tcp
+            pass  # trio is imported, but asyncio runs this
+        else:
+            from ._trio_wire import SocketWire
 
-        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-        if is_tcp(sock):
             return SocketWire(sock)
+    from ._asyncio_wire import AsyncioSocketWire, watches_fds
+
+    if watches_fds():
+        return AsyncioSocketWire(sock)
     return StreamWire(stream)

@@ -371,8 +371,14 @@ class Connection:
             self._dispatch_nowait(self._core.next_events())
         if self._stream is not None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
-                await self._stream.aclose()
+                await self._close_stream()
         self._stop_incarnation()
+
+    async def _close_stream(self) -> None:
+        assert self._stream is not None
+        if self._wire is not None:
+            self._wire.close()
+        await self._stream.aclose()
 
     def _spawn(self, tg: anyio.abc.TaskGroup, fn: Callable[[], Awaitable[None]]) -> None:
         """Start an IO task of this incarnation, shielded from the cancel
@@ -483,7 +489,7 @@ class Connection:
         with anyio.CancelScope(shield=True):
             if self._stream is not None:
                 with anyio.move_on_after(1):
-                    await self._stream.aclose()
+                    await self._close_stream()
             await self._tasks_done.wait()
 
     async def _replay(self) -> None:
@@ -608,7 +614,7 @@ class Connection:
             await self._drain(1.0)
             if self._stream is not None:
                 with anyio.move_on_after(1):
-                    await self._stream.aclose()
+                    await self._close_stream()
             self._stop_tasks()
             self._ready.set()
         await checkpoint()

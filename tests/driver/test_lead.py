@@ -1,12 +1,12 @@
 """Leader/follower reading (``Connection._lead``): on the direct socket path
-(plain TCP on trio), a task about to wait for what the broker sends -- a
+(plain TCP, on trio and on asyncio), a task about to wait for what the broker sends -- a
 confirm, a delivery -- reads the socket itself while the reader task is
 idle, instead of being woken by the reader once it has read it.
 
-These run over real loopback TCP against the fake broker.  On asyncio the
-connection has no direct wire and nobody leads: the same tests then check
-that the plain path behaves the same.  ``leads`` records every lead, so a
-test can also check that the path it means to cover was taken.
+These run over real loopback TCP against the fake broker, on both backends
+(the plain path, without leading, is what every test over in-memory
+streams takes).  ``leads`` records every lead, so a test can also check
+that the path it means to cover was taken.
 """
 
 from __future__ import annotations
@@ -54,10 +54,6 @@ def tcp_broker(broker: FakeBroker) -> FakeBroker:
     return broker
 
 
-def direct(anyio_backend: str) -> bool:
-    return anyio_backend == "trio"
-
-
 async def take(consumer: Consumer, n: int) -> list[bytes]:
     """The bodies of the next *n* messages, each acked."""
     got = []
@@ -77,12 +73,9 @@ async def test_a_confirm_is_read_by_the_task_that_waits_for_it(
             result = await producer.publish(b"%d" % i, routing_key="q")
             assert result is not None and result.outcome is Outcome.ACK
     assert [p.body for p in tcp_broker.published] == [b"%d" % i for i in range(20)]
-    if direct(anyio_backend):
-        # (the reader may hold the socket when a publish starts: not every one leads)
-        assert sum(lead.woken for lead in leads) >= 10
-        assert not any(lead.backlog for lead in leads)
-    else:
-        assert leads == []
+    # (the reader may hold the socket when a publish starts: not every one leads)
+    assert sum(lead.woken for lead in leads) >= 10
+    assert not any(lead.backlog for lead in leads)
 
 
 class ReaderSteps:
@@ -96,7 +89,7 @@ class ReaderSteps:
             self.steps += 1
 
 
-@pytest.mark.parametrize("anyio_backend", ["trio"])  # only trio has leaders
+@pytest.mark.parametrize("anyio_backend", ["trio"])  # counted with a trio instrument
 async def test_the_reader_runs_once_per_confirmed_publish_at_most(
     tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
 ) -> None:
@@ -126,10 +119,7 @@ async def test_a_reply_is_read_by_the_task_that_waits_for_it(
         for i in range(10):
             declared = await channel.queue_declare(f"q{i}")
             assert declared.queue == f"q{i}"
-    if direct(anyio_backend):
-        assert sum(lead.woken for lead in leads) >= 5
-    else:
-        assert leads == []
+    assert sum(lead.woken for lead in leads) >= 5
 
 
 async def test_a_delivery_is_read_by_the_consumer_that_waits_for_it(
@@ -151,8 +141,7 @@ async def test_a_delivery_is_read_by_the_consumer_that_waits_for_it(
             tg.start_soon(deliver)
             got = await take(consumer, 20)
     assert got == [b"m%d" % i for i in range(20)]
-    if direct(anyio_backend):
-        assert sum(lead.woken for lead in leads) >= 10
+    assert sum(lead.woken for lead in leads) >= 10
 
 
 async def test_concurrent_waiters_share_one_reading_task(
@@ -176,8 +165,7 @@ async def test_concurrent_waiters_share_one_reading_task(
                     tg.start_soon(publish, n)
     assert outcomes == {n: [Outcome.ACK] * 50 for n in range(3)}
     assert len(tcp_broker.published) == 150
-    if direct(anyio_backend):
-        assert leads
+    assert leads
 
 
 async def test_a_full_buffer_hands_the_rest_to_the_reader_in_order(
@@ -214,8 +202,7 @@ async def test_a_full_buffer_hands_the_rest_to_the_reader_in_order(
                 got = await take(consumer, 6)
         assert got == [b"m%d" % i for i in range(6)]
         assert results == [Outcome.ACK]
-    if direct(anyio_backend):
-        assert any(lead.backlog for lead in leads)
+    assert any(lead.backlog for lead in leads)
 
 
 async def test_a_cancelled_leader_leaves_the_reading_to_the_reader(
@@ -234,8 +221,7 @@ async def test_a_cancelled_leader_leaves_the_reading_to_the_reader(
         with anyio.move_on_after(0.1) as scope:
             await result.wait()
         assert scope.cancelled_caught
-        if direct(anyio_backend):
-            assert leads and not leads[-1].woken
+        assert leads and not leads[-1].woken
         # The reader reads again: a delivery reaches the consumer (which
         # may lead in turn), and the confirm the cancelled wait missed is
         # recorded on its result.
@@ -264,8 +250,7 @@ async def test_a_leader_wakes_when_another_task_ends_its_wait(
             start = anyio.current_time()
             assert await result.wait() is Outcome.UNKNOWN
             assert anyio.current_time() - start < 4
-            if direct(anyio_backend):
-                assert leads and leads[-1].woken
+            assert leads and leads[-1].woken
             await anyio.sleep(5)  # the body is not cancelled; the exit raises
 
 
@@ -299,5 +284,4 @@ async def test_a_hang_up_seen_by_the_leader_ends_every_waiter(
                     assert await result.wait() is Outcome.UNKNOWN
                 assert len(error) == 1
     assert "lost" in str(info.value)
-    if direct(anyio_backend):
-        assert leads
+    assert leads

@@ -13,23 +13,31 @@ direct write: the writer must send the rest first, in order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 import pytest
-import trio
-import trio.testing
+import sniffio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_msg import Consumer, Producer, Queue
+from trio_msg._asyncio_wire import AsyncioSocketWire
 from trio_msg._protocol.frames import Buffer
-from trio_msg._trio_wire import IOV_MAX, SocketWire
-from trio_msg._wire import StreamWire, make_wire, skip
+from trio_msg._trio_wire import SocketWire
+from trio_msg._wire import IOV_MAX, DirectWire, StreamWire, make_wire, skip
 from trio_msg.connection import connect
 
 from .fake_broker import URL, FakeBroker, stream_pair, tcp_pair
 
 RAW = anyio.abc.SocketAttribute.raw_socket
+
+
+def socket_wire(stream: anyio.abc.SocketStream, read_size: int = 256 * 1024) -> DirectWire:
+    """The direct wire of the running backend on *stream*'s socket."""
+    if sniffio.current_async_library() == "trio":
+        return SocketWire(stream.extra(RAW), read_size=read_size)
+    return AsyncioSocketWire(stream.extra(RAW), read_size=read_size)
 
 
 async def read_exactly(stream: anyio.abc.ByteStream, n: int) -> bytes:
@@ -43,21 +51,22 @@ async def read_exactly(stream: anyio.abc.ByteStream, n: int) -> bytes:
 
 
 @pytest.mark.anyio
-async def test_make_wire_takes_the_socket_path_only_for_tcp_on_trio(anyio_backend: str) -> None:
+async def test_make_wire_takes_the_socket_path_only_for_tcp(anyio_backend: str) -> None:
     client, server = await tcp_pair()
     async with client, server:
         wire = make_wire(client)
-        assert isinstance(wire, SocketWire if anyio_backend == "trio" else StreamWire)
-        assert wire.direct is (anyio_backend == "trio")
+        assert isinstance(wire, SocketWire if anyio_backend == "trio" else AsyncioSocketWire)
+        assert wire.direct
+        wire.close()
     memory, _other = stream_pair()
     assert isinstance(make_wire(memory), StreamWire)
 
 
-@pytest.mark.trio
+@pytest.mark.anyio
 async def test_send_writes_everything_through_a_full_kernel_buffer() -> None:
     client, server = await tcp_pair(buffer=16384)
     async with client, server:
-        wire = SocketWire(client.extra(RAW))
+        wire = socket_wire(client)
         data = bytes(range(256)) * 1024  # 256 KiB: several times the buffers
         # Nobody reads yet: the kernel takes some of it, then no more
         # (try_send says 0 instead of waiting).
@@ -73,13 +82,13 @@ async def test_send_writes_everything_through_a_full_kernel_buffer() -> None:
             assert await read_exactly(server, len(data)) == data
 
 
-@pytest.mark.trio
+@pytest.mark.anyio
 async def test_send_writes_many_buffers_in_order_through_a_full_kernel_buffer() -> None:
     """More buffers than one ``sendmsg`` takes (IOV_MAX), some of them
     views, against a kernel buffer that takes a fraction at a time."""
     client, server = await tcp_pair(buffer=16384)
     async with client, server:
-        wire = SocketWire(client.extra(RAW))
+        wire = socket_wire(client)
         big = bytes(range(256)) * 512
         buffers: list[Buffer] = []
         for i in range(IOV_MAX + 300):
@@ -110,24 +119,24 @@ def test_skip_leaves_what_follows_the_bytes_written(
     assert all(len(piece) for piece in rest)
 
 
-@pytest.mark.trio
+@pytest.mark.anyio
 async def test_receive_yields_while_data_keeps_coming() -> None:
     client, server = await tcp_pair()
     async with client, server:
-        wire = SocketWire(client.extra(RAW), read_size=1000)
+        wire = socket_wire(client, read_size=1000)
         await server.send(b"x" * 200_000)
-        await trio.testing.wait_all_tasks_blocked()
+        await anyio.wait_all_tasks_blocked()
         steps = 0
 
         async def other() -> None:
             nonlocal steps
             while True:
                 steps += 1
-                await trio.lowlevel.checkpoint()
+                await anyio.lowlevel.checkpoint()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(other)
-            await trio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
             before = steps
             got = 0
             reads = 0
@@ -141,11 +150,11 @@ async def test_receive_yields_while_data_keeps_coming() -> None:
         assert got == reads * 1000
 
 
-@pytest.mark.trio
+@pytest.mark.anyio
 async def test_receive_ends_at_the_peers_end_of_stream() -> None:
     client, server = await tcp_pair()
     async with client:
-        wire = SocketWire(client.extra(RAW))
+        wire = socket_wire(client)
         await server.send(b"last words")
         await server.aclose()
         assert await wire.receive() == b"last words"
@@ -153,11 +162,11 @@ async def test_receive_ends_at_the_peers_end_of_stream() -> None:
             await wire.receive()
 
 
-@pytest.mark.trio
+@pytest.mark.anyio
 async def test_closing_the_stream_wakes_a_waiting_receive() -> None:
     client, server = await tcp_pair()
     async with server:
-        wire = SocketWire(client.extra(RAW))
+        wire = socket_wire(client)
         failure: list[BaseException] = []
 
         async def receive() -> None:
@@ -168,16 +177,17 @@ async def test_closing_the_stream_wakes_a_waiting_receive() -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(receive)
-            await trio.testing.wait_all_tasks_blocked()
+            await anyio.wait_all_tasks_blocked()
+            wire.close()  # as the connection does, just before the stream's aclose
             await client.aclose()
         assert [type(e) for e in failure] == [anyio.ClosedResourceError]
 
 
-@pytest.mark.trio
+@pytest.mark.anyio
 async def test_receive_is_cancellable_while_waiting() -> None:
     client, server = await tcp_pair()
     async with client, server:
-        wire = SocketWire(client.extra(RAW))
+        wire = socket_wire(client)
         with anyio.move_on_after(0.05) as scope:
             await wire.receive()
         assert scope.cancelled_caught
@@ -185,14 +195,14 @@ async def test_receive_is_cancellable_while_waiting() -> None:
         assert await wire.receive() == b"still works"
 
 
-@pytest.mark.trio
+@pytest.mark.anyio
 async def test_interrupt_wakes_a_waiting_reader_and_leaves_the_socket_working() -> None:
-    """An interrupt (trio's notify_closing, on a socket that stays open)
-    wakes the reader with False and wakes a writer waiting for room, which
-    waits again and finishes its send; the next wait works as ever."""
+    """An interrupt (on trio, notify_closing on a socket that stays open)
+    wakes the reader with False; a writer waiting for room (which trio's
+    interrupt wakes too) finishes its send; the next wait works as ever."""
     client, server = await tcp_pair(buffer=16384)
     async with client, server:
-        wire = SocketWire(client.extra(RAW))
+        wire = socket_wire(client)
         data = bytes(range(256)) * 1024
         woke: list[bool] = []
 
@@ -202,9 +212,9 @@ async def test_interrupt_wakes_a_waiting_reader_and_leaves_the_socket_working() 
         async with anyio.create_task_group() as tg:
             tg.start_soon(read)
             tg.start_soon(wire.send, [data])  # waits for room: nobody reads yet
-            await trio.testing.wait_all_tasks_blocked()
+            await anyio.wait_all_tasks_blocked()
             wire.interrupt()
-            await trio.testing.wait_all_tasks_blocked()
+            await anyio.wait_all_tasks_blocked()
             assert woke == [False]
             assert await read_exactly(server, len(data)) == data  # the send went on
         wire.interrupt()  # nobody waits: nothing happens
@@ -213,11 +223,11 @@ async def test_interrupt_wakes_a_waiting_reader_and_leaves_the_socket_working() 
         assert wire.try_receive() == b"after"
 
 
-@pytest.mark.trio
+@pytest.mark.anyio
 async def test_a_close_after_an_interrupt_is_still_a_close() -> None:
     client, server = await tcp_pair()
     async with server:
-        wire = SocketWire(client.extra(RAW))
+        wire = socket_wire(client)
         failure: list[BaseException] = []
 
         async def wait() -> None:
@@ -228,8 +238,9 @@ async def test_a_close_after_an_interrupt_is_still_a_close() -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(wait)
-            await trio.testing.wait_all_tasks_blocked()
+            await anyio.wait_all_tasks_blocked()
             wire.interrupt()
+            wire.close()
             await client.aclose()  # before the interrupted waiter has run
         # By the time it looks, the socket is gone: that is what it reports.
         assert [type(e) for e in failure] == [anyio.ClosedResourceError]
@@ -241,16 +252,17 @@ async def test_a_close_after_an_interrupt_is_still_a_close() -> None:
 def record_partial_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     """(taken, offered) of every direct write the kernel took only part of."""
     partial: list[tuple[int, int]] = []
-    real = SocketWire.try_send
+    for cls in (SocketWire, AsyncioSocketWire):
+        real = cls.try_send
 
-    def try_send(self: SocketWire, buffers: Sequence[Buffer]) -> int:
-        sent = real(self, buffers)
-        offered = sum(map(len, buffers))
-        if sent < offered:
-            partial.append((sent, offered))
-        return sent
+        def try_send(self: Any, buffers: Sequence[Buffer], real: Any = real) -> int:
+            sent = real(self, buffers)
+            offered = sum(map(len, buffers))
+            if sent < offered:
+                partial.append((sent, offered))
+            return sent
 
-    monkeypatch.setattr(SocketWire, "try_send", try_send)
+        monkeypatch.setattr(cls, "try_send", try_send)
     return partial
 
 
