@@ -22,6 +22,7 @@ from ._wire import IOV_MAX, READ_SIZE, SHORT_READ, is_tcp, send_some, skip
 
 __all__ = ["IOV_MAX", "SocketWire", "is_tcp"]
 
+
 class SocketWire:
     """A connected, non-blocking TCP socket driven by trio's IO manager.
 
