@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import anyio
 
 from ._protocol.frames import Buffer
-from ._wire import READ_SIZE, SHORT_READ, send_some, skip
+from ._wire import READ_SIZE, DirectReceive, send_some, skip
 
 
 def watches_fds() -> bool:
@@ -38,7 +38,7 @@ def watches_fds() -> bool:
     return not isinstance(loop, getattr(asyncio, "ProactorEventLoop", ()))
 
 
-class AsyncioSocketWire:
+class AsyncioSocketWire(DirectReceive):
     """A connected TCP socket (duplicated from *sock*, which the stream
     keeps) driven by the running asyncio loop.
 
@@ -55,8 +55,6 @@ class AsyncioSocketWire:
         self._sock.setblocking(False)
         self._fd = self._sock.fileno()
         self._read_size = read_size
-        #: The last read was short: wait for readiness before the next.
-        self._drained = False
         self._reader: asyncio.Future[bool] | None = None
         self._writer: asyncio.Future[None] | None = None
         #: ``add_reader`` is in place (kept between waits).
@@ -162,19 +160,5 @@ class AsyncioSocketWire:
                 fut.set_exception(anyio.ClosedResourceError())
         self._sock.close()
 
-    async def receive(self) -> bytes:
-        """The next bytes from the peer; waits only when none have arrived
-        (after a short read, it waits for readiness first, as
-        ``SocketWire.receive`` does)."""
-        if not self._drained:
-            data = self.try_receive()
-            if data is not None:
-                self._drained = len(data) < SHORT_READ
-                await anyio.lowlevel.checkpoint()
-                return data
-        while True:
-            await self.wait_readable()
-            data = self.try_receive()
-            if data is not None:
-                self._drained = len(data) < SHORT_READ
-                return data
+    async def _yield(self) -> None:
+        await anyio.lowlevel.checkpoint()

@@ -18,12 +18,12 @@ import anyio
 import trio
 
 from ._protocol.frames import Buffer
-from ._wire import IOV_MAX, READ_SIZE, SHORT_READ, is_tcp, send_some, skip
+from ._wire import IOV_MAX, READ_SIZE, DirectReceive, is_tcp, send_some, skip
 
 __all__ = ["IOV_MAX", "SocketWire", "is_tcp"]
 
 
-class SocketWire:
+class SocketWire(DirectReceive):
     """A connected, non-blocking TCP socket driven by trio's IO manager.
 
     The stream it came from still owns the socket and closes it; closing
@@ -37,8 +37,6 @@ class SocketWire:
     def __init__(self, sock: socket.socket, read_size: int = READ_SIZE) -> None:
         self._sock = sock
         self._read_size = read_size
-        #: The last read was short: wait for readiness before the next.
-        self._drained = False
         #: Tasks in :meth:`wait_readable` (one, or an interrupted one that
         #: has not run yet and the next).
         self._reading = 0
@@ -123,23 +121,5 @@ class SocketWire:
         ``ClosedResourceError`` was that interrupt, not a close."""
         return self._interrupts != interrupts and self._sock.fileno() != -1
 
-    async def receive(self) -> bytes:
-        """The next bytes from the peer; waits only when none have arrived.
-
-        After a short read the kernel's buffer was almost surely emptied, so
-        the next call waits for readiness first instead of trying a read
-        that would fail: one system call less per round trip, on the path
-        of every reply.  (Readiness is level-triggered: data that came in
-        meanwhile makes the wait return at once.)"""
-        if not self._drained:
-            data = self.try_receive()
-            if data is not None:
-                self._drained = len(data) < SHORT_READ
-                await trio.lowlevel.checkpoint()
-                return data
-        while True:
-            await self.wait_readable()
-            data = self.try_receive()
-            if data is not None:
-                self._drained = len(data) < SHORT_READ
-                return data
+    async def _yield(self) -> None:
+        await trio.lowlevel.checkpoint()

@@ -117,6 +117,46 @@ class DirectWire(Wire, Protocol):
     def interrupt(self) -> None: ...
 
 
+class DirectReceive:
+    """``receive()`` for a direct wire, made of its ``try_receive`` and
+    ``wait_readable`` (the driver reads a direct wire through those two
+    itself; ``receive`` is the plain :class:`Wire` reading)."""
+
+    #: The last read was short: wait for readiness before the next.
+    _drained = False
+
+    def try_receive(self) -> bytes | None:
+        raise NotImplementedError
+
+    async def wait_readable(self) -> bool:
+        raise NotImplementedError
+
+    async def _yield(self) -> None:
+        raise NotImplementedError
+
+    async def receive(self) -> bytes:
+        """The next bytes from the peer; waits only when none have arrived.
+
+        After a short read the kernel's buffer was almost surely emptied, so
+        the next call waits for readiness first instead of trying a read
+        that would fail: one system call less per round trip, on the path
+        of every reply.  (Readiness is level-triggered: data that came in
+        meanwhile makes the wait return at once.)  A read that found data
+        at once yields before it returns (fairness)."""
+        if not self._drained:
+            data = self.try_receive()
+            if data is not None:
+                self._drained = len(data) < SHORT_READ
+                await self._yield()
+                return data
+        while True:
+            await self.wait_readable()
+            data = self.try_receive()
+            if data is not None:
+                self._drained = len(data) < SHORT_READ
+                return data
+
+
 class StreamWire:
     """An anyio byte stream as a wire; it cannot write without waiting."""
 
