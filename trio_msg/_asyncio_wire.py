@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import anyio
 
 from ._protocol.frames import Buffer
-from ._wire import READ_SIZE, DirectReceive, send_some, skip
+from ._wire import READ_SIZE, DirectSocket, recv_some, send_some
 
 
 def watches_fds() -> bool:
@@ -38,7 +38,7 @@ def watches_fds() -> bool:
     return not isinstance(loop, getattr(asyncio, "ProactorEventLoop", ()))
 
 
-class AsyncioSocketWire(DirectReceive):
+class AsyncioSocketWire(DirectSocket):
     """A connected TCP socket (duplicated from *sock*, which the stream
     keeps) driven by the running asyncio loop.
 
@@ -67,17 +67,6 @@ class AsyncioSocketWire(DirectReceive):
             raise anyio.ClosedResourceError
         return send_some(self._sock, buffers)
 
-    async def send(self, buffers: Sequence[Buffer]) -> None:
-        """Write all of *buffers*; waits only while the kernel's buffer is
-        full.  Cancelled while waiting, some of them may have been written."""
-        total = sum(map(len, buffers))
-        sent = self.try_send(buffers)
-        while sent < total:
-            total -= sent
-            buffers = skip(buffers, sent)
-            await self._wait_writable()
-            sent = self.try_send(buffers)
-
     async def _wait_writable(self) -> None:
         fut: asyncio.Future[None] = self._loop.create_future()
         self._writer = fut
@@ -101,13 +90,7 @@ class AsyncioSocketWire(DirectReceive):
         arrived.  Raises :class:`anyio.EndOfStream` at the peer's end."""
         if self._closed:
             raise anyio.ClosedResourceError
-        try:
-            data = self._sock.recv(self._read_size)
-        except BlockingIOError:
-            return None
-        if not data:
-            raise anyio.EndOfStream
-        return data
+        return recv_some(self._sock, self._read_size)
 
     async def wait_readable(self) -> bool:
         """Wait until there is something to read (or the peer's end):

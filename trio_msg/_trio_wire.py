@@ -18,12 +18,12 @@ import anyio
 import trio
 
 from ._protocol.frames import Buffer
-from ._wire import IOV_MAX, READ_SIZE, DirectReceive, is_tcp, send_some, skip
+from ._wire import IOV_MAX, READ_SIZE, DirectSocket, is_tcp, recv_some, send_some
 
 __all__ = ["IOV_MAX", "SocketWire", "is_tcp"]
 
 
-class SocketWire(DirectReceive):
+class SocketWire(DirectSocket):
     """A connected, non-blocking TCP socket driven by trio's IO manager.
 
     The stream it came from still owns the socket and closes it; closing
@@ -51,32 +51,18 @@ class SocketWire(DirectReceive):
         broken."""
         return send_some(self._sock, buffers)
 
-    async def send(self, buffers: Sequence[Buffer]) -> None:
-        """Write all of *buffers*; waits only while the kernel's buffer is
-        full.  Cancelled while waiting, some of them may have been written."""
-        total = sum(map(len, buffers))
-        sent = self.try_send(buffers)
-        while sent < total:
-            total -= sent
-            buffers = skip(buffers, sent)
-            interrupts = self._interrupts
-            try:
-                await trio.lowlevel.wait_writable(self._sock)
-            except trio.ClosedResourceError:
-                if not self._interrupted_since(interrupts):
-                    raise anyio.ClosedResourceError from None
-            sent = self.try_send(buffers)
+    async def _wait_writable(self) -> None:
+        interrupts = self._interrupts
+        try:
+            await trio.lowlevel.wait_writable(self._sock)
+        except trio.ClosedResourceError:
+            if not self._interrupted_since(interrupts):
+                raise anyio.ClosedResourceError from None
 
     def try_receive(self) -> bytes | None:
         """What the peer has sent, without waiting; ``None`` if nothing has
         arrived.  Raises :class:`anyio.EndOfStream` at the peer's end."""
-        try:
-            data = self._sock.recv(self._read_size)
-        except BlockingIOError:
-            return None
-        if not data:
-            raise anyio.EndOfStream
-        return data
+        return recv_some(self._sock, self._read_size)
 
     async def wait_readable(self) -> bool:
         """Wait until there is something to read (or the peer's end):

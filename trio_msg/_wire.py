@@ -117,13 +117,32 @@ class DirectWire(Wire, Protocol):
     def interrupt(self) -> None: ...
 
 
-class DirectReceive:
-    """``receive()`` for a direct wire, made of its ``try_receive`` and
-    ``wait_readable`` (the driver reads a direct wire through those two
-    itself; ``receive`` is the plain :class:`Wire` reading)."""
+def recv_some(sock: socket.socket, size: int) -> bytes | None:
+    """What the peer has sent on the non-blocking *sock*, at most *size*
+    bytes, without waiting; ``None`` if nothing has arrived.  Raises
+    :class:`anyio.EndOfStream` at the peer's end, :class:`OSError` when the
+    socket is broken."""
+    try:
+        data = sock.recv(size)
+    except BlockingIOError:
+        return None
+    if not data:
+        raise anyio.EndOfStream
+    return data
+
+
+class DirectSocket:
+    """What the two direct wires (trio's and asyncio's) share: ``send`` and
+    ``receive`` made of the non-waiting ``try_send`` / ``try_receive`` and
+    the backend's waits, which each wire supplies.  The driver reads a
+    direct wire through ``wait_readable`` and ``try_receive`` itself;
+    ``receive`` is the plain :class:`Wire` reading."""
 
     #: The last read was short: wait for readiness before the next.
     _drained = False
+
+    def try_send(self, buffers: Sequence[Buffer]) -> int:
+        raise NotImplementedError
 
     def try_receive(self) -> bytes | None:
         raise NotImplementedError
@@ -131,8 +150,22 @@ class DirectReceive:
     async def wait_readable(self) -> bool:
         raise NotImplementedError
 
+    async def _wait_writable(self) -> None:
+        raise NotImplementedError
+
     async def _yield(self) -> None:
         raise NotImplementedError
+
+    async def send(self, buffers: Sequence[Buffer]) -> None:
+        """Write all of *buffers*; waits only while the kernel's buffer is
+        full.  Cancelled while waiting, some of them may have been written."""
+        total = sum(map(len, buffers))
+        sent = self.try_send(buffers)
+        while sent < total:
+            total -= sent
+            buffers = skip(buffers, sent)
+            await self._wait_writable()
+            sent = self.try_send(buffers)
 
     async def receive(self) -> bytes:
         """The next bytes from the peer; waits only when none have arrived.
