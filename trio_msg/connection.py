@@ -62,9 +62,13 @@ HIGH_WATER = 1024 * 1024
 #: Connection._writer).
 LINGER = 0.001
 FLUSH_BYTES = 64 * 1024
-#: A publish or ack on a connection that has written nothing for this long
-#: goes out at once (as Nagle's algorithm sends when nothing is in flight):
-#: corking pays only when more messages follow close behind.
+#: A publish or ack that finds the oldest corked message this old writes the
+#: cork itself, so that in a steady stream the writer's LINGER timer never
+#: fires (a timeout costs a cancellation, several times a publish).
+CORK_AGE = LINGER / 2
+#: A publish or ack that comes this long after the last one goes out at once
+#: (as Nagle's algorithm sends when nothing is in flight): corking pays only
+#: when more messages follow close behind.
 QUIET = 0.0005
 CLOSE_TIMEOUT = 5.0
 
@@ -256,8 +260,12 @@ class Connection:
         #: The writer is in the middle of a send; ``_sent`` is set after each.
         self._sending = False
         self._sent = anyio.Event()
-        #: When bytes last went to the socket (``time.perf_counter``).
-        self._last_write = 0.0
+        #: When the last publish or ack was corked (``time.perf_counter``).
+        self._last_lazy = 0.0
+        #: When the oldest message now corked was queued, if one is.
+        self._corked_at: float | None = None
+        #: The writer's linger (its deadline moves when a new cork starts).
+        self._linger: anyio.CancelScope | None = None
         #: Bytes came in since the last write: the broker is waiting on us.
         self._heard = False
         # Waiters of an earlier incarnation hold (and were woken by) the old
@@ -656,7 +664,7 @@ class Connection:
             if not size:
                 return
             buffers = core.buffers_to_send()
-            self._last_write = time.perf_counter()
+            self._corked_at = None
             self._heard = False
             try:
                 sent = wire.try_send(buffers)
@@ -679,23 +687,36 @@ class Connection:
 
     def _kick_lazy(self) -> None:
         """Write what is queued soon: within ``LINGER``; at once past
-        ``FLUSH_BYTES``, when the connection has been ``QUIET``, or when the
-        broker has sent something since the last write (see :meth:`_writer`).
+        ``FLUSH_BYTES``, after ``QUIET``, or when the broker has sent
+        something since the last write (see :meth:`_writer`).
 
         The last is for conversations: an RPC server's reply follows the
         request it answers, a client's next request follows the last reply,
         and the first ack after a batch of deliveries opens the broker's
         prefetch window.  A run of publishes with nothing coming back (or
         the acks of one batch) is still corked.  ``QUIET`` alone missed
-        these when a round trip is shorter than it."""
-        if (
-            self._heard
-            or self._core.outbound_size >= FLUSH_BYTES
-            or time.perf_counter() - self._last_write > QUIET
-        ):
+        these when a round trip is shorter than it.
+
+        In a steady run the queuing task writes the cork itself once it is
+        ``CORK_AGE`` old, and the first message of the next cork moves the
+        writer's deadline on: the writer's timer fires only at the end of a
+        run, for the last cork nobody else writes."""
+        now = time.perf_counter()
+        last = self._last_lazy
+        self._last_lazy = now
+        if self._heard or now - last > QUIET or self._core.outbound_size >= FLUSH_BYTES:
             self._kick()
-        else:
-            self._wake.set()
+            return
+        corked = self._corked_at
+        if corked is None:
+            self._corked_at = now
+            linger = self._linger
+            if linger is None:
+                self._wake.set()
+            else:
+                linger.deadline = anyio.current_time() + LINGER
+        elif now - corked >= CORK_AGE:
+            self._kick()
 
     def _must_wait(self) -> bool:
         return self._outbound() > HIGH_WATER or self._core.blocked or self.error is not None
@@ -725,8 +746,8 @@ class Connection:
         of messages goes out in a few large writes instead of a system call
         each.  Whatever a task is about to wait for -- a reply, a confirm,
         the next delivery -- is flushed at once (:meth:`_kick`), and so is a
-        buffer past ``FLUSH_BYTES`` and a message on a connection that has
-        been ``QUIET``: the linger never delays an answer anyone is waiting
+        buffer past ``FLUSH_BYTES`` and a message that comes ``QUIET`` after
+        the one before it: the linger never delays an answer anyone is waiting
         for, nor a lone message, only bytes that have company coming.
         Handshake and close frames always go at once.  On a direct wire,
         "at once" is the queuing task's own write when this task is idle.
@@ -744,8 +765,11 @@ class Connection:
                     await self._wake.wait()
                     continue
                 if not self._urgent and core.state is ConnectionState.OPEN:
-                    with anyio.move_on_after(LINGER):
-                        await self._flush.wait()
+                    try:
+                        with anyio.move_on_after(LINGER) as self._linger:
+                            await self._flush.wait()
+                    finally:
+                        self._linger = None
                 self._urgent = False
                 if self._flush.is_set():
                     self._flush = anyio.Event()
@@ -758,7 +782,7 @@ class Connection:
                     if not data:
                         continue  # a task about to wait wrote it while we lingered
                 self._sending = True
-                self._last_write = time.perf_counter()
+                self._corked_at = None
                 self._heard = False
                 try:
                     await wire.send(data)

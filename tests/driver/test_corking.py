@@ -4,8 +4,9 @@ said something is written at once.
 
 On trio's autojump clock a corked message reaches the fake broker ``LINGER``
 of virtual time after it was published, an uncorked one at the same instant.
-(``QUIET`` is set out of reach here: it is measured on the real clock, and
-a loaded machine can take longer than it between two publishes.)
+(``QUIET`` and ``CORK_AGE`` are set out of reach here: they are measured
+on the real clock, and a loaded machine can take longer than them between
+two publishes.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import trio
 import trio.testing
 
 from trio_msg import Consumer, Producer, Queue, connection
-from trio_msg.connection import LINGER, connect
+from trio_msg.connection import FLUSH_BYTES, LINGER, connect
 
 from .fake_broker import URL, FakeBroker
 
@@ -25,6 +26,7 @@ async def test_a_reply_is_not_corked_but_a_run_of_publishes_is(
     broker: FakeBroker, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(connection, "QUIET", 3600.0)
+    monkeypatch.setattr(connection, "CORK_AGE", 3600.0)
     async with (
         broker,
         connect(URL) as conn,
@@ -51,3 +53,52 @@ async def test_a_reply_is_not_corked_but_a_run_of_publishes_is(
         delay = arrived[b"company %d.4" % i] - sent[b"company %d.4" % i]
         assert delay == pytest.approx(LINGER, abs=1e-4)
     assert request.body == b"request 2"
+
+
+@pytest.mark.trio
+async def test_a_cork_lingers_from_its_own_first_message(
+    broker: FakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer lingers with a deadline that the first message of each new
+    # cork moves on (Connection._kick_lazy).  On a direct wire a cork can be
+    # written by its publisher while the writer lingers (here: past
+    # FLUSH_BYTES); the next cork, started just after, still gets its whole
+    # linger, and the timer of the cork written already does not fire for
+    # it.  Real TCP and the real clock, with a linger long enough to tell.
+    linger = 0.2
+    monkeypatch.setattr(connection, "LINGER", linger)
+    monkeypatch.setattr(connection, "QUIET", 3600.0)
+    monkeypatch.setattr(connection, "CORK_AGE", 3600.0)
+    broker.tcp = True
+    async with broker, connect(URL) as conn, Producer(conn, confirm=False) as producer:
+        await producer.publish(b"warm-up", routing_key="q")
+        await broker.wait_published(1)
+        await producer.publish(b"first", routing_key="q")  # starts a cork
+        await trio.sleep(linger * 0.75)
+        await producer.publish(b"x" * FLUSH_BYTES, routing_key="q")  # written at once
+        sent = trio.current_time()
+        await producer.publish(b"last", routing_key="q")  # starts the next cork
+        await broker.wait_published(4)
+    arrived = {p.body[:5]: p.time for p in broker.published}
+    assert arrived[b"xxxxx"] - sent < linger * 0.25
+    # Without the deadline moved on, it would go at the first cork's end.
+    assert linger * 0.9 <= arrived[b"last"] - sent < linger * 2
+
+
+@pytest.mark.trio
+async def test_a_publisher_writes_a_cork_that_has_aged(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CORK_AGE 0: every publish after a cork's first writes the cork itself.
+    monkeypatch.setattr(connection, "QUIET", 3600.0)
+    monkeypatch.setattr(connection, "CORK_AGE", 0.0)
+    async with broker, connect(URL) as conn, Producer(conn, confirm=False) as producer:
+        await producer.publish(b"warm-up", routing_key="q")
+        await broker.wait_published(1)
+        sent = trio.current_time()
+        await producer.publish(b"one", routing_key="q")
+        await producer.publish(b"two", routing_key="q")
+        await broker.wait_published(3)
+    arrived = {p.body: p.time for p in broker.published}
+    assert arrived[b"one"] - sent == pytest.approx(0, abs=1e-6)
+    assert arrived[b"two"] - sent == pytest.approx(0, abs=1e-6)
