@@ -948,12 +948,46 @@ _BASIC_CLASS = 60
 # basic.publish's method frame up to the exchange name: frame header,
 # method id, ticket, exchange length
 _PUBLISH_HEAD = struct.Struct(">BHIIHB")
-# from the publish bits to the content header's flags: bits, frame end,
-# header frame header, class, weight, body size, flags
-_PUBLISH_TAIL = struct.Struct(">BBBHIHHQH")
+# from the publish bits to the content header's weight: bits, frame end,
+# header frame header, class, weight (the body size and flags follow)
+_PUBLISH_TAIL = struct.Struct(">BBBHIHH")
 # the header frame's end and the body frame's header
 _BODY_HEAD = struct.Struct(">BBHI")
 _JOIN_UNDER = 4096  # smaller bodies are copied into one byte string with their frames
+
+
+#: Publish heads by (channel, exchange, routing key, id(properties), bits):
+#: the properties object itself, the frames before the body size, and the
+#: properties after it.  The entry holds the object, so no other object can
+#: have its id while the entry is there.
+_HEADS: dict[tuple[int, str, str, int, int], tuple[BasicProperties, bytes, bytes]] = {}
+_HEADS_MAX = 256
+
+
+def _publish_head(
+    channel: int, exchange: str, routing_key: str, props: BasicProperties, bits: int
+) -> tuple[BasicProperties, bytes, bytes]:
+    ex = exchange.encode()
+    rk = routing_key.encode()
+    if len(ex) > 255:
+        _shortstr(exchange)  # raises
+    if len(rk) > 255:
+        _shortstr(routing_key)
+    flags, encoded = encode_properties(props)
+    head = b"".join(
+        (
+            _PUBLISH_HEAD.pack(
+                FRAME_METHOD, channel, 9 + len(ex) + len(rk), 0x003C0028, 0, len(ex)
+            ),
+            ex,
+            _OCTETS[len(rk)],
+            rk,
+            _PUBLISH_TAIL.pack(
+                bits, FRAME_END, FRAME_HEADER, channel, 14 + len(encoded), _BASIC_CLASS, 0
+            ),
+        )
+    )
+    return props, head, _U16.pack(flags) + encoded
 
 
 def encode_publish(
@@ -968,42 +1002,40 @@ def encode_publish(
 ) -> list[Buffer]:
     """``basic.publish`` + content header + body frames, bodies cut to
     ``frame_max - 8``, as a list of buffers to write in order (the frames
-    of a body cut in several are views of it)."""
-    ex = exchange.encode()
-    rk = routing_key.encode()
-    if len(ex) > 255:
-        _shortstr(exchange)  # raises
-    if len(rk) > 255:
-        _shortstr(routing_key)
-    flags, encoded = encode_properties(props)
+    of a body cut in several are views of it).
+
+    Everything but the body size is the same for every message a producer
+    sends with the same properties object to the same place: it is encoded
+    once and kept (a few hundred entries at most; ``BasicProperties`` is
+    frozen, and an entry is used only for the very object it was made from,
+    so what is sent never depends on the cache)."""
+    bits = mandatory | (immediate << 1)
+    key = (channel, exchange, routing_key, id(props), bits)
+    entry = _HEADS.get(key)
+    if entry is None:
+        entry = _publish_head(channel, exchange, routing_key, props, bits)
+        if len(_HEADS) >= _HEADS_MAX:
+            _HEADS.clear()
+        _HEADS[key] = entry
     if type(body) is not bytes:
         body = bytes(body)  # a caller's bytearray may change after this returns
     size = len(body)
-    head = [
-        _PUBLISH_HEAD.pack(FRAME_METHOD, channel, 9 + len(ex) + len(rk), 0x003C0028, 0, len(ex)),
-        ex,
-        _OCTETS[len(rk)],
-        rk,
-        _PUBLISH_TAIL.pack(
-            mandatory | (immediate << 1),
-            FRAME_END,
-            FRAME_HEADER,
-            channel,
-            14 + len(encoded),
-            _BASIC_CLASS,
-            0,
-            size,
-            flags,
-        ),
-        encoded,
-    ]
     if size < _JOIN_UNDER and size <= frame_max - FRAME_OVERHEAD:
         if size:
-            head += (_BODY_HEAD.pack(FRAME_END, FRAME_BODY, channel, size), body)
-        head.append(FRAME_END_BYTE)
-        return [b"".join(head)]
-    head.append(FRAME_END_BYTE)
-    out: list[Buffer] = [b"".join(head)]
+            return [
+                b"".join(
+                    (
+                        entry[1],
+                        _U64.pack(size),
+                        entry[2],
+                        _BODY_HEAD.pack(FRAME_END, FRAME_BODY, channel, size),
+                        body,
+                        FRAME_END_BYTE,
+                    )
+                )
+            ]
+        return [b"".join((entry[1], _U64.pack(0), entry[2], FRAME_END_BYTE))]
+    out: list[Buffer] = [b"".join((entry[1], _U64.pack(size), entry[2], FRAME_END_BYTE))]
     out += _body_frames(channel, body, frame_max)
     return out
 
