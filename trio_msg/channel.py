@@ -626,7 +626,24 @@ class Channel:
                 await conn._wait_writable()
             else:
                 await self._flow.wait()
+        return self._queue_publish(body, exchange, routing_key, properties, mandatory, urgent)
+
+    def _has_room(self) -> bool:
+        """:meth:`_publish` would not wait now."""
+        return self._flow.is_set() and not self.connection._must_wait()
+
+    def _queue_publish(
+        self,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        properties: BasicProperties,
+        mandatory: bool,
+        urgent: bool,
+    ) -> PublishResult | None:
+        """:meth:`_publish` once there is room (:meth:`_has_room`)."""
         self._check()
+        conn = self.connection
         tag = self._core.publish(exchange, routing_key, body, properties, mandatory=mandatory)
         if urgent and tag is not None:
             conn._kick()

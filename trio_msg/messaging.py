@@ -136,6 +136,10 @@ class Producer:
         self._channel: Channel | None = None
         self._owns_channel = False
         self._revive_lock = anyio.Lock()
+        #: Properties already built for raw bodies without headers, by
+        #: (content type, encoding, delivery mode, priority, expiration):
+        #: the same frozen object each time, whose encoding the core keeps.
+        self._made_properties: dict[tuple[Any, ...], BasicProperties] = {}
 
     def __repr__(self) -> str:
         return f"<trio_msg.Producer exchange={self.exchange.name!r} channel={self._channel!r}>"
@@ -246,6 +250,25 @@ class Producer:
         expiration: float | None,
         properties: dict[str, Any],
     ) -> tuple[bytes, BasicProperties]:
+        key: tuple[Any, ...] | None = None
+        if (
+            not properties
+            and not headers
+            and body.__class__ is bytes
+            and priority.__class__ is int  # 1.0 is refused below, not taken for 1
+            and content_type is not None
+            and not (compression or self.compression)
+        ):
+            key = (
+                content_type,
+                content_encoding,
+                self.exchange.delivery_mode if delivery_mode is None else delivery_mode,
+                priority,
+                expiration,
+            )
+            made = self._made_properties.get(key)
+            if made is not None:
+                return body, made
         if properties:
             unknown = properties.keys() - _PROPERTY_NAMES
             if unknown:
@@ -276,8 +299,8 @@ class Producer:
                 raise ValueError(
                     f"delivery_mode must be 1, 2, 'transient' or 'persistent', not {delivery_mode!r}"
                 ) from None
-        if not 0 <= priority <= 255:
-            raise ValueError(f"priority must be 0..255, not {priority}")
+        if not isinstance(priority, int) or not 0 <= priority <= 255:
+            raise ValueError(f"priority must be an integer 0..255, not {priority!r}")
         get = properties.get
         timestamp = get("timestamp")
         if isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
@@ -298,6 +321,11 @@ class Producer:
             get("app_id"),
             get("cluster_id"),
         )
+        if key is not None:
+            made_properties = self._made_properties
+            if len(made_properties) >= 64:
+                made_properties.clear()
+            made_properties[key] = props
         return raw, props
 
     # --- publishing ------------------------------------------------------------
@@ -333,13 +361,20 @@ class Producer:
             exchange_name = exchange.name if isinstance(exchange, Exchange) else exchange
         routing_key = self.routing_key if msg.routing_key is None else msg.routing_key
         while True:
-            channel = await self._usable_channel()
+            channel = self.channel
+            if not channel.is_open:
+                channel = await self._usable_channel()
             try:
                 for entity in msg.declare:
                     await maybe_declare(entity, channel)
-                result = await channel._publish(
-                    raw, exchange_name, routing_key, props, msg.mandatory, urgent=awaited
-                )
+                if channel._has_room():  # the common case: one coroutine less
+                    result = channel._queue_publish(
+                        raw, exchange_name, routing_key, props, msg.mandatory, awaited
+                    )
+                else:
+                    result = await channel._publish(
+                        raw, exchange_name, routing_key, props, msg.mandatory, urgent=awaited
+                    )
                 if result is None or not awaited:
                     await ck.cancel_shielded_checkpoint()
                 return result
@@ -430,7 +465,8 @@ class Producer:
 
     async def _publish_once(self, msg: _Publish) -> PublishResult | None:
         result = await self._send(msg, awaited=True)
-        await self._drain_returns()
+        if self.channel.returns:
+            await self._drain_returns()
         if result is None:
             return None
         outcome = await result.wait()
