@@ -35,16 +35,19 @@ async def test_properties_used_again_are_the_ones_asked_for(broker: FakeBroker) 
         {"content_encoding": "gzipped"},
         {"priority": 3, "delivery_mode": 2, "expiration": 10},
     ]
-    async with broker, connect(URL) as conn:
-        async with Producer(
+    async with (
+        broker,
+        connect(URL) as conn,
+        Producer(
             conn, Exchange("ex", delivery_mode=1), confirm=False, auto_declare=False
-        ) as producer:
-            for kwargs in asked + asked:
-                await producer.publish(b"x", routing_key="q", content_type=RAW, **kwargs)
-            # Another exchange, another default: not the properties kept.
-            producer.exchange = Exchange("ex", delivery_mode=2)
-            await producer.publish(b"x", routing_key="q", content_type=RAW)
-            await broker.wait_published(2 * len(asked) + 1)
+        ) as producer,
+    ):
+        for kwargs in asked + asked:
+            await producer.publish(b"x", routing_key="q", content_type=RAW, **kwargs)
+        # Another exchange, another default: not the properties kept.
+        producer.exchange = Exchange("ex", delivery_mode=2)
+        await producer.publish(b"x", routing_key="q", content_type=RAW)
+        await broker.wait_published(2 * len(asked) + 1)
     got = [fields(p.properties) for p in broker.published]
     want = [
         {
@@ -64,12 +67,11 @@ async def test_properties_used_again_are_the_ones_asked_for(broker: FakeBroker) 
 
 @pytest.mark.anyio
 async def test_a_priority_that_is_not_an_integer_is_refused(broker: FakeBroker) -> None:
-    async with broker, connect(URL) as conn:
-        async with Producer(conn, confirm=False) as producer:
-            await producer.publish(b"x", routing_key="q", content_type=RAW, priority=1)
-            # Equal to 1, but not an integer: refused, not taken for the 1 before.
-            with pytest.raises(ValueError, match="priority must be an integer"):
-                await producer.publish(b"x", routing_key="q", content_type=RAW, priority=1.0)
-            await producer.publish(b"y", routing_key="q", content_type=RAW, priority=1)
-            await broker.wait_published(2)
+    async with broker, connect(URL) as conn, Producer(conn, confirm=False) as producer:
+        await producer.publish(b"x", routing_key="q", content_type=RAW, priority=1)
+        # Equal to 1, but not an integer: refused, not taken for the 1 before.
+        with pytest.raises(ValueError, match="priority must be an integer"):
+            await producer.publish(b"x", routing_key="q", content_type=RAW, priority=1.0)
+        await producer.publish(b"y", routing_key="q", content_type=RAW, priority=1)
+        await broker.wait_published(2)
     assert [p.body for p in broker.published] == [b"x", b"y"]
