@@ -601,36 +601,25 @@ class Channel:
         await checkpoint()
         if immediate:
             raise NotSupported("RabbitMQ removed basic.publish immediate=True (since 3.0)")
-        return await self._publish(body, exchange, routing_key, properties, mandatory)
+        await self._wait_for_room()
+        return self._queue_publish(body, exchange, routing_key, properties, mandatory, False)
 
-    async def _publish(
-        self,
-        body: bytes,
-        exchange: str,
-        routing_key: str,
-        properties: BasicProperties,
-        mandatory: bool,
-        *,
-        urgent: bool = False,
-    ) -> PublishResult | None:
-        """:meth:`basic_publish` for a caller that checkpoints itself: it
-        waits only for back-pressure.  One checkpoint per message lets the
-        writer gather a run of publishes into one write; *urgent* (the
-        caller waits for the confirm next, if the channel is in confirm
-        mode) writes it now instead."""
+    def _has_room(self) -> bool:
+        """A publish would not wait for back-pressure now."""
+        return self._flow.is_set() and not self.connection._must_wait()
+
+    async def _wait_for_room(self) -> None:
+        """Wait (cancellably; nothing is queued) while the connection's
+        outbound buffer is over its mark, the broker blocks the connection,
+        or the broker has paused the channel."""
         conn = self.connection
         # Both conditions are checked again after either wait: the broker may
         # block the connection while the channel's flow is paused.
-        while conn._must_wait() or not self._flow.is_set():
+        while not self._has_room():
             if conn._must_wait():
                 await conn._wait_writable()
             else:
                 await self._flow.wait()
-        return self._queue_publish(body, exchange, routing_key, properties, mandatory, urgent)
-
-    def _has_room(self) -> bool:
-        """:meth:`_publish` would not wait now."""
-        return self._flow.is_set() and not self.connection._must_wait()
 
     def _queue_publish(
         self,
@@ -641,7 +630,12 @@ class Channel:
         mandatory: bool,
         urgent: bool,
     ) -> PublishResult | None:
-        """:meth:`_publish` once there is room (:meth:`_has_room`)."""
+        """Queue a publish now (after :meth:`_wait_for_room`, or when
+        :meth:`_has_room`): no await, so a publish is wholly queued or not.
+        Callers checkpoint themselves, once per message, so that the writer
+        can gather a run of publishes into one write; *urgent* (the caller
+        waits for the confirm next, if the channel is in confirm mode)
+        writes it now instead."""
         self._check()
         conn = self.connection
         tag = self._core.publish(exchange, routing_key, body, properties, mandatory=mandatory)

@@ -367,19 +367,16 @@ class Producer:
             try:
                 for entity in msg.declare:
                     await maybe_declare(entity, channel)
-                if channel._has_room():  # the common case: one coroutine less
-                    result = channel._queue_publish(
-                        raw, exchange_name, routing_key, props, msg.mandatory, awaited
-                    )
-                else:
-                    result = await channel._publish(
-                        raw, exchange_name, routing_key, props, msg.mandatory, urgent=awaited
-                    )
+                if not channel._has_room():  # (no coroutine in the common case)
+                    await channel._wait_for_room()
+                result = channel._queue_publish(
+                    raw, exchange_name, routing_key, props, msg.mandatory, awaited
+                )
                 if result is None or not awaited:
                     await ck.cancel_shielded_checkpoint()
                 return result
             except TrioMsgError:
-                # Nothing of this message was queued (_publish raises only
+                # Nothing of this message was queued (_queue_publish raises only
                 # before it queues).  Lost with the connection while waiting
                 # for room or for a declare: wait for the revival, go again.
                 if not self._revivable():
