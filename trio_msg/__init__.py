@@ -4,6 +4,9 @@ kombu's Producer / Consumer API as async context managers, on trio first and
 on asyncio through anyio, over a sans-IO protocol core built on pamqp.
 """
 
+import importlib
+from typing import Any
+
 from ._params import ConnectionParameters, parse_url
 from ._protocol.events import Outcome
 from ._protocol.frames import BasicProperties
@@ -40,3 +43,13 @@ __all__ = [
     "maybe_declare",
     "parse_url",
 ]
+
+#: Submodules imported on first use, not with the package: the codecs are
+#: needed only once a body is encoded or decoded (see ``_content``).
+_LAZY = frozenset({"compression", "serialization"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from trio_msg import _content
 from trio_msg.errors import CompressionError, EncodeError, SerializerNotInstalled
 
 __all__ = [
@@ -60,7 +61,7 @@ __all__ = [
 ]
 
 #: The message header that names the compression method's content type.
-HEADER = "compression"
+HEADER = _content.COMPRESSION_HEADER
 
 #: What bodies may be given as: bytes or a bytes-like buffer.
 Buffer = bytes | bytearray | memoryview

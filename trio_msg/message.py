@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from anyio.lowlevel import checkpoint
 
-from . import compression, serialization
+from . import _content
 from ._protocol.errors import MessageStateError
 from ._protocol.frames import BasicProperties
 
@@ -140,8 +140,11 @@ class Message:
         content type is not accepted, :class:`~trio_msg.errors.DecodeError`
         when the body cannot be decoded."""
         if self._decoded is _UNDECODED:
+            # Imported here: consuming raw bytes never loads the codecs.
+            from . import compression, serialization
+
             body = self.body
-            method = self.headers.get(compression.HEADER)
+            method = self.headers.get(_content.COMPRESSION_HEADER)
             if method:
                 body = compression.decompress(body, str(method))
             self._decoded = serialization.loads(

@@ -19,8 +19,7 @@ from typing import Any, TypeAlias
 import anyio
 from anyio.lowlevel import checkpoint
 
-from . import compression as _compression
-from . import serialization
+from . import _content
 from ._buffer import BufferReceiver, BufferSender, delivery_buffer
 from ._protocol import events as ev
 from ._protocol.errors import TrioMsgError
@@ -282,6 +281,8 @@ class Producer:
                 content_encoding = content_encoding or "binary"
                 raw = body
         else:
+            from . import serialization  # here: raw bytes never load the codecs
+
             content_type, default_encoding, raw = serialization.dumps(
                 body, serializer or self.serializer
             )
@@ -289,7 +290,9 @@ class Producer:
         headers = dict(headers) if headers else {}
         method = compression or self.compression
         if method:
-            raw, headers[_compression.HEADER] = _compression.compress(raw, method)
+            from . import compression as _compression
+
+            raw, headers[_content.COMPRESSION_HEADER] = _compression.compress(raw, method)
         if delivery_mode is None:
             delivery_mode = self.exchange.delivery_mode
         if delivery_mode is not None:
@@ -718,11 +721,12 @@ class Consumer:
         self.callbacks: list[MessageCallback] = list(callbacks or [])
         self.on_decode_error = on_decode_error
         self.on_message = on_message
-        self.accept = (
-            serialization.DEFAULT_ACCEPT
-            if accept is None
-            else serialization.prepare_accept_content(accept)
-        )
+        if accept is None:
+            self.accept = _content.DEFAULT_ACCEPT
+        else:
+            from . import serialization
+
+            self.accept = serialization.prepare_accept_content(accept)
         self.prefetch_count = prefetch_count
         #: The last qos applied (replayed on a new channel).
         self._qos: tuple[int, int, bool] | None = (

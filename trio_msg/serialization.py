@@ -81,6 +81,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
+from trio_msg import _content
 from trio_msg.errors import ContentDisallowed, DecodeError, EncodeError, SerializerNotInstalled
 
 __all__ = [
@@ -106,9 +107,10 @@ Decoder = Callable[[bytes], Any]
 #: Content encodings whose bodies are never decoded to ``str`` (kombu's list).
 BINARY_ENCODINGS = frozenset({"binary", "ascii-8bit"})
 
+
 #: Content types accepted when the consumer does not say otherwise: JSON,
 #: plain text and raw bytes.
-DEFAULT_ACCEPT: frozenset[str] = frozenset({"application/json", "text/plain", "application/data"})
+DEFAULT_ACCEPT: frozenset[str] = _content.DEFAULT_ACCEPT
 
 #: Protocol used for pickling; kombu's default, readable by every Python 3.
 PICKLE_PROTOCOL = 4
