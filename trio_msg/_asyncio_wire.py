@@ -85,12 +85,13 @@ class AsyncioSocketWire(DirectSocket):
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    def try_receive(self) -> bytes | None:
+    def try_receive(self, size: int | None = None) -> bytes | None:
         """What the peer has sent, without waiting; ``None`` if nothing has
-        arrived.  Raises :class:`anyio.EndOfStream` at the peer's end."""
+        arrived; at most *size* bytes (the wire's read size by default).
+        Raises :class:`anyio.EndOfStream` at the peer's end."""
         if self._closed:
             raise anyio.ClosedResourceError
-        return recv_some(self._sock, self._read_size)
+        return recv_some(self._sock, size or self._read_size)
 
     async def wait_readable(self) -> bool:
         """Wait until there is something to read (or the peer's end):

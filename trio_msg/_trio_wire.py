@@ -59,10 +59,11 @@ class SocketWire(DirectSocket):
             if not self._interrupted_since(interrupts):
                 raise anyio.ClosedResourceError from None
 
-    def try_receive(self) -> bytes | None:
+    def try_receive(self, size: int | None = None) -> bytes | None:
         """What the peer has sent, without waiting; ``None`` if nothing has
-        arrived.  Raises :class:`anyio.EndOfStream` at the peer's end."""
-        return recv_some(self._sock, self._read_size)
+        arrived; at most *size* bytes (the wire's read size by default).
+        Raises :class:`anyio.EndOfStream` at the peer's end."""
+        return recv_some(self._sock, size or self._read_size)
 
     async def wait_readable(self) -> bool:
         """Wait until there is something to read (or the peer's end):

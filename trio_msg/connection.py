@@ -48,7 +48,7 @@ from ._protocol.errors import (
 from ._protocol.frames import Buffer
 from ._protocol.state import ConnectionState
 from ._retry import RetryPolicy, is_revivable
-from ._wire import SHORT_READ, DirectWire, Wire, make_wire, skip
+from ._wire import SHORT_READ, DirectWire, Wire, make_wire, read_size, skip
 from .channel import Channel
 from .entity import DeclarationLedger, Exchange, Queue
 from .errors import ConnectionFailed
@@ -856,7 +856,7 @@ class Connection:
                     self._reader_waiting = False
                 if not readable or self._lead_by is not None:
                     continue  # interrupted: a task leads now, or the connection ends
-            data = wire.try_receive()
+            data = wire.try_receive(read_size(core.frame_in_progress))
             if data is None:
                 drained = True
                 continue
@@ -950,7 +950,7 @@ class Connection:
             while not signal._event.is_set() and not terminated.is_set():
                 if not await wire.wait_readable() or terminated.is_set():
                     continue
-                data = wire.try_receive()
+                data = wire.try_receive(read_size(core.frame_in_progress))
                 if data is None:
                     continue
                 rest = self._take(core, data)

@@ -854,3 +854,32 @@ def test_reader_looks_at_a_big_frame_fed_in_pieces_only_when_it_can_be_whole() -
     assert got == frame
     assert looks == 2  # the first piece (its header), then only once it is whole
     assert reader.buffered == 0
+
+
+def test_frame_in_progress_is_the_size_of_the_frame_held_once_its_header_is_in() -> None:
+    """What the driver sizes its reads by: the size of a frame half in."""
+    frame_max = 1 << 17
+    peer = Peer(heartbeat=0)
+    peer.handshake(frame_max=frame_max)
+    ch = peer.open_channel(3)
+    peer.consume(ch, "ack")
+    body = b"y" * 100_000
+    deliver = build(
+        Basic.Deliver,
+        consumer_tag="ack",
+        delivery_tag=1,
+        redelivered=False,
+        exchange="",
+        routing_key="q",
+    )
+    data = b"".join(content_frames(3, deliver, body, None, frame_max - 8))
+    body_frame = len(body) + 8
+    for piece, held in (
+        (data[:5], 0),  # not even a header
+        (data[5:-900], body_frame),  # the deliver and header done, the body half in
+        (data[-900:-1], body_frame),
+        (data[-1:], 0),  # all in: nothing held
+    ):
+        peer.conn.receive_data(piece)
+        assert peer.conn.frame_in_progress == held
+    assert [type(e).__name__ for e in peer.conn.next_events()][-1] == "Delivery"

@@ -262,6 +262,13 @@ class AMQPConnection:
         return token
 
     @property
+    def frame_in_progress(self) -> int:
+        """The size in bytes of the frame received in part, once its header
+        is in (0 otherwise): a driver can size its next read by it, large
+        for a large frame, small for the usual run of small ones."""
+        return self._reader.frame_in_progress
+
+    @property
     def outbound_size(self) -> int:
         """Bytes queued and not yet taken by :meth:`data_to_send`."""
         return self._out_size

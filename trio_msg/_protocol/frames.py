@@ -160,6 +160,12 @@ class FrameReader:
         self._buf += data
 
     @property
+    def frame_in_progress(self) -> int:
+        """The size of the incomplete frame held, once its header is in
+        (0 when nothing or less than a header is held)."""
+        return self._need if len(self._buf) >= 7 else 0
+
+    @property
     def buffered(self) -> int:
         """How many bytes are held that do not yet form a whole frame."""
         return len(self._buf)
