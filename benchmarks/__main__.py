@@ -2,7 +2,7 @@
 
 Run from the repository root (``nox -s bench`` does exactly this)::
 
-    python -m benchmarks                      # the sizes, 3 rounds, 13 to 35 min
+    python -m benchmarks                      # the sizes, 5 rounds, 22 to 60 min
     python -m benchmarks --scale 0.05 --rounds 1 --long-n 0 --no-docs   # a smoke test
 
 Every run is one subprocess (``python -m benchmarks.clients.<module>``) for one
@@ -659,7 +659,7 @@ def docs_include(results: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
     parser.add_argument(
         "--scale", type=float, default=1.0, help="multiply every size (1 = the issue's)"
     )
