@@ -372,6 +372,15 @@ def test_encode_table_in_pamqps_deprecated_mode(table: dict[str, Any]) -> None:
         pencode.support_deprecated_rabbitmq(False)
 
 
+@pytest.mark.parametrize("field", ["priority", "delivery_mode"])
+@pytest.mark.parametrize("value", [256, -1, 1.0, "1", None.__class__])
+def test_an_octet_property_out_of_range_or_not_an_integer_is_refused_clearly(
+    field: str, value: Any
+) -> None:
+    with pytest.raises(LocalProtocolError, match=f"{field} must be an integer 0..255"):
+        fr.encode_properties(BasicProperties(**{field: value}))
+
+
 def test_encode_table_refuses_what_pamqp_cannot_encode() -> None:
     for bad in ({"x": object()}, {"n": 2**64}, {"f": 1e300}, {1: "int key"}, {"s": "\ud800"}):
         with pytest.raises(LocalProtocolError):

@@ -537,8 +537,8 @@ _OCTETS = [_U8.pack(i) for i in range(256)]
 
 
 def _octet(name: str, value: int) -> bytes:
-    if not 0 <= value <= 255:
-        raise LocalProtocolError(f"{name} must be 0..255, not {value!r}")
+    if not isinstance(value, int) or not 0 <= value <= 255:
+        raise LocalProtocolError(f"{name} must be an integer 0..255, not {value!r}")
     return _OCTETS[value]
 
 
