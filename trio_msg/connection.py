@@ -266,6 +266,9 @@ class Connection:
         self._corked_at: float | None = None
         #: The writer's linger (its deadline moves when a new cork starts).
         self._linger: anyio.CancelScope | None = None
+        #: The writer's idle wait; a new cork gives it a deadline instead of
+        #: waking it, and a task that writes the cork itself takes it away.
+        self._idle: anyio.CancelScope | None = None
         #: Bytes came in since the last write: the broker is waiting on us.
         self._heard = False
         # Waiters of an earlier incarnation hold (and were woken by) the old
@@ -671,6 +674,9 @@ class Connection:
             except OSError:
                 sent = 0
             if sent == size:
+                idle = self._idle
+                if idle is not None:
+                    idle.deadline = math.inf  # nothing left for the writer to time
                 if self._writable_waiters:
                     self._notify_writable()
                 return
@@ -710,11 +716,11 @@ class Connection:
         corked = self._corked_at
         if corked is None:
             self._corked_at = now
-            linger = self._linger
-            if linger is None:
+            scope = self._linger if self._linger is not None else self._idle
+            if scope is None:
                 self._wake.set()
             else:
-                linger.deadline = anyio.current_time() + LINGER
+                scope.deadline = anyio.current_time() + LINGER
         elif now - corked >= CORK_AGE:
             self._kick()
 
@@ -741,10 +747,12 @@ class Connection:
     async def _writer(self) -> None:
         """The task that writes whatever no other task writes at once.
 
-        Corking: publishes and acks (:meth:`_kick_lazy`) wake it, but it
-        lingers up to ``LINGER`` for more of them before writing, so a run
-        of messages goes out in a few large writes instead of a system call
-        each.  Whatever a task is about to wait for -- a reply, a confirm,
+        Corking: publishes and acks (:meth:`_kick_lazy`) are written by
+        it ``LINGER`` after the first of them, so a run of messages goes
+        out in a few large writes instead of a system call each.  (The
+        first of a cork moves the deadline of its linger, or of its idle
+        wait, instead of waking it: most corks are written by a task
+        about to wait before then, and the writer sleeps through them.)  Whatever a task is about to wait for -- a reply, a confirm,
         the next delivery -- is flushed at once (:meth:`_kick`), and so is a
         buffer past ``FLUSH_BYTES`` and a message that comes ``QUIET`` after
         the one before it: the linger never delays an answer anyone is waiting
@@ -762,7 +770,17 @@ class Connection:
                         return
                     self._wake = anyio.Event()
                     self._notify_writable()
-                    await self._wake.wait()
+                    with anyio.CancelScope() as idle:
+                        self._idle = idle
+                        try:
+                            await self._wake.wait()
+                        finally:
+                            self._idle = None
+                    # Past its deadline, a cork has lingered its LINGER:
+                    # written now.  (A task about to wait usually writes it
+                    # first and takes the deadline away: the writer then
+                    # sleeps through a whole conversation.)
+                    self._urgent = self._urgent or idle.cancelled_caught
                     continue
                 if not self._urgent and core.state is ConnectionState.OPEN:
                     try:

@@ -102,3 +102,54 @@ async def test_a_publisher_writes_a_cork_that_has_aged(
     arrived = {p.body: p.time for p in broker.published}
     assert arrived[b"one"] - sent == pytest.approx(0, abs=1e-6)
     assert arrived[b"two"] - sent == pytest.approx(0, abs=1e-6)
+
+
+class WriterSteps:
+    """A trio instrument: how many times the writer task ran."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name == "trio_msg._writer":
+            self.steps += 1
+
+
+@pytest.mark.trio
+async def test_the_writer_sleeps_through_a_servers_conversation(
+    broker: FakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An RPC server: a request, the reply (an answer: written at once), the
+    # ack (corked), then the wait for the next request, which writes the
+    # ack itself.  The cork gives the idle writer a deadline instead of
+    # waking it, and the write takes the deadline away: the writer never
+    # runs.  (It used to run for every ack, and its timer expired, a
+    # cancellation, each time.)  Real TCP for the direct writes, and a
+    # linger long enough that no iteration outlasts it on a loaded machine.
+    linger = 0.2
+    monkeypatch.setattr(connection, "LINGER", linger)
+    monkeypatch.setattr(connection, "QUIET", 3600.0)
+    monkeypatch.setattr(connection, "CORK_AGE", 3600.0)
+    broker.tcp = True
+    async with (
+        broker,
+        connect(URL) as conn,
+        Consumer(conn, queues=[Queue("requests")]) as requests,
+        Producer(conn, confirm=False) as producer,
+    ):
+        (tag,) = broker.consumers
+        writer = WriterSteps()
+        for i in range(30):
+            if i == 5:
+                trio.lowlevel.add_instrument(writer)
+            await broker.deliver(tag, b"request %d" % i)
+            request = await requests.__anext__()
+            await producer.publish(b"reply %d" % i, routing_key="replies")
+            await request.ack()
+            await broker.wait_published(i + 1)
+        with trio.move_on_after(linger * 1.5):
+            await requests.__anext__()  # writes the last ack, then waits past a linger
+        trio.lowlevel.remove_instrument(writer)
+        assert broker.acked() == list(range(1, 31))
+    # Not even for a deadline left behind by the last ack, written already.
+    assert writer.steps == 0
