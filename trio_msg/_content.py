@@ -4,8 +4,8 @@ need without the codecs themselves.
 :mod:`trio_msg.serialization` (and :mod:`json` with it) and
 :mod:`trio_msg.compression` are imported the first time a body is encoded
 or decoded, not with the package: a service that publishes and consumes
-raw bytes never loads them.  They re-export these
-names, which is where they are documented.
+raw bytes never loads them.  They re-export these names, which is where
+they are documented.
 
 The first body encoded or decoded pays for that import instead (about
 8 ms on the development machine); a program that minds the latency of its

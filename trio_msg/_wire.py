@@ -103,7 +103,10 @@ class Wire(Protocol):
 
     def try_send(self, buffers: Sequence[Buffer]) -> int: ...
 
-    async def receive(self) -> bytes: ...
+    async def receive(self, size: int | None = None) -> bytes:
+        """The next bytes from the peer, at most *size* (by default the
+        wire's own read size; see :func:`read_size`)."""
+        ...
 
     def close(self) -> None:
         """The connection is closing its stream: let go of what the wire
@@ -186,8 +189,9 @@ class DirectSocket:
             await self._wait_writable()
             sent = self.try_send(buffers)
 
-    async def receive(self) -> bytes:
-        """The next bytes from the peer; waits only when none have arrived.
+    async def receive(self, size: int | None = None) -> bytes:
+        """The next bytes from the peer (at most *size*); waits only when
+        none have arrived.
 
         After a short read the kernel's buffer was almost surely emptied, so
         the next call waits for readiness first instead of trying a read
@@ -196,14 +200,14 @@ class DirectSocket:
         meanwhile makes the wait return at once.)  A read that found data
         at once yields before it returns (fairness)."""
         if not self._drained:
-            data = self.try_receive()
+            data = self.try_receive(size)
             if data is not None:
                 self._drained = len(data) < SHORT_READ
                 await self._yield()
                 return data
         while True:
             await self.wait_readable()
-            data = self.try_receive()
+            data = self.try_receive(size)
             if data is not None:
                 self._drained = len(data) < SHORT_READ
                 return data
@@ -227,8 +231,8 @@ class StreamWire:
     def try_send(self, buffers: Sequence[Buffer]) -> int:
         return 0
 
-    async def receive(self) -> bytes:
-        return await self._stream.receive(READ_SIZE)
+    async def receive(self, size: int | None = None) -> bytes:
+        return await self._stream.receive(size or READ_SIZE)
 
     def close(self) -> None:
         pass

@@ -752,8 +752,9 @@ class Connection:
         out in a few large writes instead of a system call each.  (The
         first of a cork moves the deadline of its linger, or of its idle
         wait, instead of waking it: most corks are written by a task
-        about to wait before then, and the writer sleeps through them.)  Whatever a task is about to wait for -- a reply, a confirm,
-        the next delivery -- is flushed at once (:meth:`_kick`), and so is a
+        about to wait before then, and the writer sleeps through them.)
+        Whatever a task is about to wait for -- a reply, a confirm, the
+        next delivery -- is flushed at once (:meth:`_kick`), and so is a
         buffer past ``FLUSH_BYTES`` and a message that comes ``QUIET`` after
         the one before it: the linger never delays an answer anyone is waiting
         for, nor a lone message, only bytes that have company coming.
@@ -824,7 +825,7 @@ class Connection:
                 await self._read_direct(cast(DirectWire, wire))
                 return
             while core.state not in (ConnectionState.CLOSED, ConnectionState.ERROR):
-                rest = self._take(core, await wire.receive())
+                rest = self._take(core, await wire.receive(read_size(core.frame_in_progress)))
                 if rest:
                     await self._dispatch(rest)
         except _STREAM_ERRORS as exc:

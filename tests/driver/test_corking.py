@@ -21,6 +21,19 @@ from trio_msg.connection import FLUSH_BYTES, LINGER, connect
 from .fake_broker import URL, FakeBroker
 
 
+@pytest.fixture
+def linger(broker: FakeBroker, monkeypatch: pytest.MonkeyPatch) -> float:
+    """Real TCP (direct writes) and the real clock, with a linger long
+    enough to tell apart, and to outlast any step of a test on a loaded
+    machine; ``QUIET`` and ``CORK_AGE`` out of reach.  The linger's length."""
+    value = 0.2
+    monkeypatch.setattr(connection, "LINGER", value)
+    monkeypatch.setattr(connection, "QUIET", 3600.0)
+    monkeypatch.setattr(connection, "CORK_AGE", 3600.0)
+    broker.tcp = True
+    return value
+
+
 @pytest.mark.trio
 async def test_a_reply_is_not_corked_but_a_run_of_publishes_is(
     broker: FakeBroker, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
@@ -56,20 +69,13 @@ async def test_a_reply_is_not_corked_but_a_run_of_publishes_is(
 
 
 @pytest.mark.trio
-async def test_a_cork_lingers_from_its_own_first_message(
-    broker: FakeBroker, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_cork_lingers_from_its_own_first_message(broker: FakeBroker, linger: float) -> None:
     # The writer lingers with a deadline that the first message of each new
     # cork moves on (Connection._kick_lazy).  On a direct wire a cork can be
     # written by its publisher while the writer lingers (here: past
     # FLUSH_BYTES); the next cork, started just after, still gets its whole
     # linger, and the timer of the cork written already does not fire for
-    # it.  Real TCP and the real clock, with a linger long enough to tell.
-    linger = 0.2
-    monkeypatch.setattr(connection, "LINGER", linger)
-    monkeypatch.setattr(connection, "QUIET", 3600.0)
-    monkeypatch.setattr(connection, "CORK_AGE", 3600.0)
-    broker.tcp = True
+    # it.
     async with broker, connect(URL) as conn, Producer(conn, confirm=False) as producer:
         await producer.publish(b"warm-up", routing_key="q")
         await broker.wait_published(1)
@@ -117,20 +123,14 @@ class WriterSteps:
 
 @pytest.mark.trio
 async def test_the_writer_sleeps_through_a_servers_conversation(
-    broker: FakeBroker, monkeypatch: pytest.MonkeyPatch
+    broker: FakeBroker, linger: float
 ) -> None:
     # An RPC server: a request, the reply (an answer: written at once), the
     # ack (corked), then the wait for the next request, which writes the
     # ack itself.  The cork gives the idle writer a deadline instead of
     # waking it, and the write takes the deadline away: the writer never
     # runs.  (It used to run for every ack, and its timer expired, a
-    # cancellation, each time.)  Real TCP for the direct writes, and a
-    # linger long enough that no iteration outlasts it on a loaded machine.
-    linger = 0.2
-    monkeypatch.setattr(connection, "LINGER", linger)
-    monkeypatch.setattr(connection, "QUIET", 3600.0)
-    monkeypatch.setattr(connection, "CORK_AGE", 3600.0)
-    broker.tcp = True
+    # cancellation, each time.)
     async with (
         broker,
         connect(URL) as conn,

@@ -350,3 +350,43 @@ async def test_consume_and_ack_over_tcp(broker: FakeBroker) -> None:
                 await anyio.sleep(0.01)
     assert got == [b"m%d" % i for i in range(200)]
     assert broker.acked() == list(range(1, 201))
+
+
+@pytest.mark.anyio
+async def test_a_stream_wire_reads_big_only_while_a_large_frame_comes_in(
+    broker: FakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a direct wire (TLS, a memory stream) the reader sizes its
+    reads the same way: ``READ_SIZE``, and ``BIG_READ_SIZE`` while part of
+    a frame larger than that is in (tests/integration/test_reads.py checks
+    the direct wires against the broker)."""
+    from trio_msg._wire import BIG_READ_SIZE, READ_SIZE
+
+    asked: list[int] = []
+    real = StreamWire.receive
+
+    async def recording(self: StreamWire, size: int | None = None) -> bytes:
+        asked.append(size or READ_SIZE)
+        return await real(self, size)
+
+    monkeypatch.setattr(StreamWire, "receive", recording)
+    big = bytes(range(256)) * 4096  # 1 MiB: eight frames of 128 KiB
+    async with (
+        broker,
+        connect(URL) as conn,
+        Consumer(conn, queues=[Queue("q")], no_ack=True) as consumer,
+    ):
+        (tag,) = broker.consumers
+        with anyio.fail_after(10):
+            await broker.deliver(tag, b"small")
+            assert (await consumer.__anext__()).body == b"small"
+            small_run = len(asked)
+            await broker.deliver(tag, big)
+            assert (await consumer.__anext__()).body == big
+            large = asked[small_run:]
+            await broker.deliver(tag, b"after")
+            assert (await consumer.__anext__()).body == b"after"
+            after = asked[small_run + len(large) :]
+    assert set(asked[:small_run]) == {READ_SIZE}
+    assert BIG_READ_SIZE in large
+    assert after and set(after) == {READ_SIZE}

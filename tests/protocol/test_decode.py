@@ -872,7 +872,7 @@ def test_frame_in_progress_is_the_size_of_the_frame_held_once_its_header_is_in()
         exchange="",
         routing_key="q",
     )
-    data = b"".join(content_frames(3, deliver, body, None, frame_max - 8))
+    data = peer.content(3, deliver, body)
     body_frame = len(body) + 8
     for piece, held in (
         (data[:5], 0),  # not even a header

@@ -162,7 +162,8 @@ class FrameReader:
     @property
     def frame_in_progress(self) -> int:
         """The size of the incomplete frame held, once its header is in
-        (0 when nothing or less than a header is held)."""
+        (0 when nothing or less than a header is held).  Kept by
+        :meth:`take` and :meth:`keep`, the receive loop's way in."""
         return self._need if len(self._buf) >= 7 else 0
 
     @property
