@@ -131,8 +131,10 @@ class Channel:
         self._publishes: dict[int, PublishResult] = {}
         self._sinks: dict[str, DeliverySink] = {}
         self._consumer_errors: dict[str, Callable[[TrioMsgError], None]] = {}
-        self._opened = anyio.Event()
-        self._closed = anyio.Event()
+        # Signals: a task waiting for the open-ok or close-ok may read it
+        # off the socket itself (see Connection._lead).
+        self._opened = connection._new_signal()
+        self._closed = connection._new_signal()
         self._flow = anyio.Event()
         self._flow.set()
         self.error: TrioMsgError | None = None
@@ -619,6 +621,7 @@ class Channel:
             if conn._must_wait():
                 await conn._wait_writable()
             else:
+                conn._hand_back(False)  # the reader reads the flow's end
                 await self._flow.wait()
 
     def _queue_publish(

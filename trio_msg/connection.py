@@ -71,6 +71,12 @@ CORK_AGE = LINGER / 2
 #: when more messages follow close behind.
 QUIET = 0.0005
 CLOSE_TIMEOUT = 5.0
+#: How long the reader stays parked after a lead ends with the leader's
+#: reply (see :meth:`Connection._lead`): a task in a conversation -- an RPC
+#: client's next call, a server's next request, the next confirmed publish
+#: -- leads again well within it, and the reader sleeps through the whole
+#: conversation.  It bounds how late a frame nobody waits for is read.
+HANDBACK = 0.001
 
 _STREAM_ERRORS = (
     anyio.EndOfStream,
@@ -254,6 +260,12 @@ class Connection:
         #: A Signal was set (a waiter woken) since the reader last looked.
         self._woke = False
         self._role_back: Any = None
+        #: The parked reader's wait: a lead that ends with its reply gives
+        #: it a deadline (``HANDBACK``) instead of waking it, and the next
+        #: lead takes the deadline away.
+        self._patience: anyio.CancelScope | None = None
+        #: Tasks waiting on a Signal without leading (another task leads).
+        self._followers = 0
         #: Events a leader could not dispatch without waiting (a full
         #: consumer buffer): the reader dispatches them first.
         self._backlog: list[ev.Event] | None = None
@@ -617,6 +629,7 @@ class Connection:
                 self._core.close()
                 self._dispatch_nowait(self._core.next_events())
                 self._kick()
+                self._hand_back(False)  # the reader reads the close-ok
                 with anyio.move_on_after(self.close_timeout):
                     await self._terminated.wait()
             if not self._terminated.is_set():
@@ -734,6 +747,7 @@ class Connection:
             if self.error is not None:
                 raise self.error
             self._writable_waiters += 1
+            self._hand_back(False)  # the reader reads the broker's unblocking
             try:
                 await self._writable.wait()
             finally:
@@ -842,10 +856,13 @@ class Connection:
         it while it waits on the socket (``SocketWire.interrupt``, dearer).
         Once a task leads, the reader parks, and a waiter that waits again
         soon after (the next confirm, the next reply) takes over for free.
-        Woken at the end of a lead, the reader parks again at once if a
-        task leads already: a publisher waiting for each confirm leads
-        again before the reader runs, and the reader costs one step per
-        publish, not two."""
+        A lead that ends with its reply does not wake the reader: it gives
+        the reader's park a deadline ``HANDBACK`` away, which the next lead
+        takes away again, so that through a conversation the reader does
+        not run at all (it ran one or two steps per round trip, and each
+        could cost the scheduler a pass).  Woken (a lead ended otherwise,
+        or nobody led again in time), the reader parks again at once if a
+        task leads already."""
         core = self._core
         checkpoint = self._ck.checkpoint
         drained = False
@@ -853,13 +870,20 @@ class Connection:
             if self._lead_by is not None:
                 self._reader_parked = True
                 back = self._role_back = self._ck.new_event()
-                await back.wait()
+                with anyio.CancelScope() as patience:
+                    self._patience = patience
+                    try:
+                        await back.wait()
+                    finally:
+                        self._patience = None
                 if self._someone_leads():
                     continue  # it led again before we ran: park at once
-                # Let the tasks that run beside us go first: the one that
-                # just stopped leading often waits again at once.
-                await checkpoint()
                 drained = True  # the leader read last; wait for more
+                if not patience.cancelled_caught:
+                    # Woken at once (a backlog, a cancelled leader): let
+                    # the tasks that run beside us go first, the one that
+                    # stopped leading may wait again at once.
+                    await checkpoint()
                 continue
             backlog = self._backlog
             if backlog is not None:
@@ -938,7 +962,11 @@ class Connection:
             await self._lead(cast(DirectWire, wire), signal)
             if signal._event.is_set():
                 return
-        await signal._event.wait()
+        self._followers += 1
+        try:
+            await signal._event.wait()
+        finally:
+            self._followers -= 1
 
     async def _lead(self, wire: DirectWire, signal: Signal) -> None:
         """Leader/follower reading: a task about to wait for what the
@@ -964,6 +992,9 @@ class Connection:
         self._lead_by = signal
         if self._reader_waiting:
             wire.interrupt()  # the reader steps aside, and parks
+        patience = self._patience
+        if patience is not None:
+            patience.deadline = math.inf  # parked, it stays parked
         signal._wire = wire
         try:
             while not signal._event.is_set() and not terminated.is_set():
@@ -985,10 +1016,26 @@ class Connection:
             signal._wire = None
             if self._core is core:
                 self._lead_by = None
-                back = self._role_back
-                if back is not None:
-                    self._role_back = None
-                    back.set()
+                self._hand_back(
+                    signal._event.is_set() and self._backlog is None and not self._followers
+                )
+
+    def _hand_back(self, later: bool) -> None:
+        """The end of a lead: wake the parked reader, or, *later*, give its
+        park a deadline (``HANDBACK``), for a task that had its reply and
+        is likely to lead again before it.  At once when the leader goes
+        without its reply (cancelled, or the connection ends), when it
+        left a backlog, or when other tasks wait for what the broker sends
+        next: the reader reads for them."""
+        back = self._role_back
+        if back is None:
+            return
+        patience = self._patience
+        if later and patience is not None:
+            patience.deadline = anyio.current_time() + HANDBACK
+            return
+        self._role_back = None
+        back.set()
 
     def _lost(self, exc: BaseException) -> None:
         if self._terminated.is_set():
@@ -1079,6 +1126,7 @@ class Connection:
                 self._ready = anyio.Event()  # until revived, or given up
             self._terminated.set()
             self._opened.set()
+            self._hand_back(False)
             if self._wire is not None and self._wire.direct:
                 cast(DirectWire, self._wire).interrupt()  # a leader, or the reader
             self._kick()
