@@ -6,8 +6,6 @@ import enum
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-from anyio.lowlevel import checkpoint
-
 from . import _content
 from ._protocol.errors import MessageStateError
 from ._protocol.frames import BasicProperties
@@ -183,8 +181,12 @@ class Message:
 
     async def reject(self, requeue: bool = False) -> None:
         """Reject the message; with ``requeue=False`` the broker drops it (or
-        dead-letters it)."""
-        await checkpoint()
+        dead-letters it).
+
+        Cancellation: as :meth:`ack`, a checkpoint comes first; if cancelled
+        there, nothing was settled.  Otherwise the reject is queued whole.
+        """
+        await self.channel.connection._ck.checkpoint()
         self._settle(MessageState.REQUEUED if requeue else MessageState.REJECTED)
         try:
             self.channel._reject(self.delivery_tag, requeue)
@@ -193,12 +195,16 @@ class Message:
             raise
 
     async def requeue(self) -> None:
-        """Give the message back to its queue."""
+        """Give the message back to its queue.  Cancellation: as :meth:`reject`."""
         await self.reject(requeue=True)
 
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
-        """``basic.nack`` (a RabbitMQ extension): reject, optionally many."""
-        await checkpoint()
+        """``basic.nack`` (a RabbitMQ extension): reject, optionally many.
+
+        Cancellation: as :meth:`ack`, a checkpoint comes first; if cancelled
+        there, nothing was settled.  Otherwise the nack is queued whole.
+        """
+        await self.channel.connection._ck.checkpoint()
         self._settle(MessageState.REQUEUED if requeue else MessageState.REJECTED)
         try:
             self.channel._nack(self.delivery_tag, multiple, requeue)
