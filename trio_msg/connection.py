@@ -875,7 +875,8 @@ class Connection:
                     try:
                         await back.wait()
                     finally:
-                        self._patience = None
+                        # (woken by its deadline, nobody cleared its event)
+                        self._patience = self._role_back = None
                 if self._someone_leads():
                     continue  # it led again before we ran: park at once
                 drained = True  # the leader read last; wait for more

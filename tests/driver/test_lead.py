@@ -167,6 +167,7 @@ async def test_a_frame_nobody_waits_for_is_read_soon_after_a_lead(
                 await anyio.sleep(0.01)  # not a Signal: nobody leads
         message = consumer._receive.receive_nowait()
         assert message.body == b"unawaited"
+        assert conn._role_back is None  # no stale wake-up left behind
 
 
 async def test_a_lead_with_others_waiting_wakes_the_reader_at_once(
