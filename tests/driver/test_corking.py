@@ -19,6 +19,7 @@ from trio_msg import Consumer, Producer, Queue, connection
 from trio_msg.connection import FLUSH_BYTES, LINGER, connect
 
 from .fake_broker import URL, FakeBroker
+from .steps import TaskSteps, serve
 
 
 @pytest.fixture
@@ -110,17 +111,6 @@ async def test_a_publisher_writes_a_cork_that_has_aged(
     assert arrived[b"two"] - sent == pytest.approx(0, abs=1e-6)
 
 
-class WriterSteps:
-    """A trio instrument: how many times the writer task ran."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task.name == "trio_msg._writer":
-            self.steps += 1
-
-
 @pytest.mark.trio
 async def test_the_writer_sleeps_through_a_servers_conversation(
     broker: FakeBroker, linger: float
@@ -137,16 +127,8 @@ async def test_the_writer_sleeps_through_a_servers_conversation(
         Consumer(conn, queues=[Queue("requests")]) as requests,
         Producer(conn, confirm=False) as producer,
     ):
-        (tag,) = broker.consumers
-        writer = WriterSteps()
-        for i in range(30):
-            if i == 5:
-                trio.lowlevel.add_instrument(writer)
-            await broker.deliver(tag, b"request %d" % i)
-            request = await requests.__anext__()
-            await producer.publish(b"reply %d" % i, routing_key="replies")
-            await request.ack()
-            await broker.wait_published(i + 1)
+        writer = TaskSteps("trio_msg._writer")
+        await serve(broker, requests, producer, 30, writer)
         with trio.move_on_after(linger * 1.5):
             await requests.__anext__()  # writes the last ack, then waits past a linger
         trio.lowlevel.remove_instrument(writer)

@@ -22,6 +22,7 @@ from trio_msg.connection import Connection, Signal, connect
 from trio_msg.errors import HeartbeatTimeout
 
 from .fake_broker import URL, FakeBroker
+from .steps import TaskSteps, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -78,17 +79,6 @@ async def test_a_confirm_is_read_by_the_task_that_waits_for_it(
     assert not any(lead.backlog for lead in leads)
 
 
-class ReaderSteps:
-    """A trio instrument: how many times the reader task ran."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-
-    def before_task_step(self, task: Any) -> None:
-        if task.name == "trio_msg._reader":
-            self.steps += 1
-
-
 @pytest.mark.parametrize("anyio_backend", ["trio"])  # counted with a trio instrument
 async def test_the_reader_sleeps_through_a_run_of_confirmed_publishes(
     tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
@@ -102,7 +92,7 @@ async def test_the_reader_sleeps_through_a_run_of_confirmed_publishes(
     async with tcp_broker, connect(URL) as conn, Producer(conn) as producer:
         for _ in range(5):
             await producer.publish(b"warm", routing_key="q")
-        count = ReaderSteps()
+        count = TaskSteps("trio_msg._reader")
         trio.lowlevel.add_instrument(count)
         try:
             for i in range(100):
@@ -130,17 +120,8 @@ async def test_the_reader_sleeps_through_a_servers_conversation(
         Consumer(conn, queues=[Queue("requests")]) as requests,
         Producer(conn, confirm=False) as producer,
     ):
-        (tag,) = tcp_broker.consumers
-        count = ReaderSteps()
-        for i in range(40):
-            if i == 5:
-                trio.lowlevel.add_instrument(count)
-            await tcp_broker.deliver(tag, b"request %d" % i)
-            request = await requests.__anext__()
-            assert request.body == b"request %d" % i
-            await producer.publish(b"reply %d" % i, routing_key="replies")
-            await request.ack()
-            await tcp_broker.wait_published(i + 1)
+        count = TaskSteps("trio_msg._reader")
+        await serve(tcp_broker, requests, producer, 40, count)
         trio.lowlevel.remove_instrument(count)
     assert count.steps <= 35  # it was 2 or 3 per request (as above, a pause may wake it)
 
