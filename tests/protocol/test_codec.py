@@ -207,6 +207,33 @@ def test_encode_publish_never_reuses_the_head_of_a_properties_object_gone() -> N
         del props
 
 
+@pytest.mark.parametrize(
+    "unique",
+    [
+        {"correlation_id": "call-{i}", "reply_to": "amq.gen-replies"},
+        {"message_id": "m-{i}"},
+        {"timestamp": "{i}"},
+    ],
+)
+def test_encode_publish_keeps_no_head_for_properties_unique_to_a_message(
+    unique: dict[str, str],
+) -> None:
+    # An RPC client's correlation ids (or message ids, or timestamps) never
+    # repeat: keeping their heads would only hold up to _HEADS_MAX finished
+    # calls' properties in memory.
+    fr._HEADS.clear()
+    shared = BasicProperties(content_type="application/data")
+    for i in range(20):
+        values: dict[str, Any] = {k: v.format(i=i) for k, v in unique.items()}
+        if "timestamp" in values:
+            values["timestamp"] = datetime.datetime.fromtimestamp(1e9 + i, tz=datetime.UTC)
+        props = BasicProperties(content_type="application/data", **values)
+        ours = b"".join(fr.encode_publish(1, "", "q", b"body", props, 131072))
+        assert ours == pamqp_publish(1, "", "q", b"body", props, 131072)
+        fr.encode_publish(1, "", "q", b"body", shared, 131072)
+    assert list(fr._HEADS) == [(1, "", "q", id(shared), 0)]
+
+
 @SETTINGS
 @given(
     channel=st.integers(0, 65535),

@@ -1015,15 +1015,21 @@ def encode_publish(
     sends with the same properties object to the same place: it is encoded
     once and kept (a few hundred entries at most; ``BasicProperties`` is
     frozen, and an entry is used only for the very object it was made from,
-    so what is sent never depends on the cache)."""
+    so what is sent never depends on the cache).  Properties with a
+    correlation id, a message id or a timestamp are not kept: those differ,
+    by design, from one message to the next (as in :func:`cached_properties`),
+    and an RPC client's entries would only hold its finished calls' ids."""
     bits = mandatory | (immediate << 1)
-    key = (channel, exchange, routing_key, id(props), bits)
-    entry = _HEADS.get(key)
-    if entry is None:
+    if props.correlation_id is None and props.message_id is None and props.timestamp is None:
+        key = (channel, exchange, routing_key, id(props), bits)
+        entry = _HEADS.get(key)
+        if entry is None:
+            entry = _publish_head(channel, exchange, routing_key, props, bits)
+            if len(_HEADS) >= _HEADS_MAX:
+                _HEADS.clear()
+            _HEADS[key] = entry
+    else:
         entry = _publish_head(channel, exchange, routing_key, props, bits)
-        if len(_HEADS) >= _HEADS_MAX:
-            _HEADS.clear()
-        _HEADS[key] = entry
     if type(body) is not bytes:
         body = bytes(body)  # a caller's bytearray may change after this returns
     size = len(body)
