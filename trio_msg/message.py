@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from . import _content
+from ._protocol._build import field_names
 from ._protocol.errors import MessageStateError
 from ._protocol.frames import BasicProperties
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["Message", "MessageState"]
 
 _UNDECODED = object()
-_PROPERTY_NAMES = tuple(f.name for f in fields(BasicProperties) if f.name != "headers")
+_PROPERTY_NAMES = tuple(n for n in field_names(BasicProperties) if n != "headers")
 
 
 class MessageState(enum.Enum):

@@ -12,7 +12,6 @@ import inspect
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -22,6 +21,7 @@ from anyio.lowlevel import checkpoint
 from . import _content
 from ._buffer import BufferReceiver, BufferSender, delivery_buffer
 from ._protocol import events as ev
+from ._protocol._build import record
 from ._protocol.errors import TrioMsgError
 from ._protocol.frames import BasicProperties, new_properties
 from ._retry import RetryPolicy
@@ -57,7 +57,7 @@ _PROPERTY_NAMES = frozenset(
 _DELIVERY_MODES = {"transient": 1, "persistent": 2, 1: 1, 2: 2}
 
 
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
+@record  # not frozen: a frozen __init__ costs a setattr call per field
 class _Publish:
     """One message to publish, as the caller asked for it (kept whole so that
     ``retry=True`` can publish it again)."""

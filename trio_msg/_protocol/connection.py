@@ -22,7 +22,6 @@ from __future__ import annotations
 import platform
 import struct
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from pamqp import base as _pbase
@@ -32,6 +31,7 @@ from pamqp import encode as _pencode
 from . import events as ev
 from . import frames as fr
 from . import sasl
+from ._build import record
 from .errors import (
     CHANNEL_ERROR,
     COMMAND_INVALID,
@@ -121,7 +121,7 @@ def _lower_nonzero(a: int, b: int) -> int:
     return min(a, b)
 
 
-@dataclass(slots=True)
+@record
 class _Rpc:
     token: int
     method: _pbase.Frame
@@ -129,7 +129,7 @@ class _Rpc:
     abandoned: bool = False
 
 
-@dataclass(slots=True)
+@record
 class _Publish:
     mandatory: bool
     exchange: str

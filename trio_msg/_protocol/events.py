@@ -9,10 +9,9 @@ reach users.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Any
 
-from ._build import fast_constructor
+from ._build import fast_constructor, value
 from .errors import TrioMsgError
 from .frames import BasicProperties
 
@@ -45,7 +44,7 @@ class Outcome(enum.Enum):
     """The channel or connection went away first: it may or may not have been routed."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ConnectionOpened:
     """The handshake finished: ``connection.open-ok`` arrived."""
 
@@ -57,7 +56,7 @@ class ConnectionOpened:
     channel_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ConnectionBlocked:
     """The broker stopped reading our socket (a resource alarm)."""
 
@@ -65,14 +64,14 @@ class ConnectionBlocked:
     channel_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ConnectionUnblocked:
     """The broker reads our socket again."""
 
     channel_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ConnectionTerminated:
     """The last event of a connection.  ``error`` says why: a
     :class:`~trio_msg.errors.ConnectionClosed` subclass (a close from either
@@ -83,12 +82,12 @@ class ConnectionTerminated:
     channel_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChannelOpened:
     channel_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChannelClosed:
     """The channel is gone; ``error`` says why (reply code 200 when we closed
     it normally).  Every request still waiting on it has failed."""
@@ -97,7 +96,7 @@ class ChannelClosed:
     error: TrioMsgError
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RpcReply:
     """The reply to the synchronous request ``token``.  ``properties`` and
     ``body`` are set for ``basic.get-ok``."""
@@ -109,7 +108,7 @@ class RpcReply:
     body: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Delivery:
     """A whole message pushed to a consumer (``basic.deliver`` + content)."""
 
@@ -123,7 +122,7 @@ class Delivery:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Returned:
     """A ``mandatory`` publish came back (``basic.return`` + content).
     ``publish_tag`` is the confirm sequence number of the publish it returns,
@@ -139,7 +138,7 @@ class Returned:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Confirmation:
     """Publishes in confirm mode, resolved.  Each sequence number is resolved
     exactly once, in one Confirmation."""
@@ -149,7 +148,7 @@ class Confirmation:
     outcome: Outcome
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ConsumerCancelled:
     """The broker cancelled a consumer (e.g. its queue was deleted)."""
 
@@ -157,7 +156,7 @@ class ConsumerCancelled:
     consumer_tag: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChannelFlow:
     """The broker asked us to stop (``active=False``) or resume publishing on
     a channel.  ``channel.flow-ok`` has already been queued."""
@@ -183,7 +182,7 @@ Event = (
 
 
 # Positional constructors for the receive path (see ._build): the same objects,
-# built several times faster than through the dataclasses' own __init__.
+# built several times faster than through the classes' own __init__.
 new_delivery = fast_constructor(Delivery)
 new_returned = fast_constructor(Returned)
 new_confirmation = fast_constructor(Confirmation)
