@@ -144,10 +144,8 @@ class BufferReceiver(Generic[T]):
         Cancelled while waiting, nothing was taken."""
         state = self._state
         while True:
-            try:
-                return self.receive_nowait()
-            except anyio.WouldBlock:
-                pass
+            if state.items or state.sender_closed or state.receiver_closed:
+                return self.receive_nowait()  # (without raising WouldBlock first)
             event = state.readable
             if event is None:
                 event = state.readable = state.new_event()

@@ -268,10 +268,9 @@ class Producer:
             made = self._made_properties.get(key)
             if made is not None:
                 return body, made
-        if properties:
+        if properties and not _PROPERTY_NAMES.issuperset(properties):  # (builds no set)
             unknown = properties.keys() - _PROPERTY_NAMES
-            if unknown:
-                raise TypeError(f"unknown message properties: {', '.join(sorted(unknown))}")
+            raise TypeError(f"unknown message properties: {', '.join(sorted(unknown))}")
         if content_type is not None and isinstance(body, bytes | str):
             # Already serialized by the caller: kombu's rule.
             if isinstance(body, str):
@@ -287,11 +286,13 @@ class Producer:
                 body, serializer or self.serializer
             )
             content_encoding = content_encoding or default_encoding
-        headers = dict(headers) if headers else {}
+        headers = dict(headers) if headers else None
         method = compression or self.compression
         if method:
             from . import compression as _compression
 
+            if headers is None:
+                headers = {}
             raw, headers[_content.COMPRESSION_HEADER] = _compression.compress(raw, method)
         if delivery_mode is None:
             delivery_mode = self.exchange.delivery_mode
@@ -1071,15 +1072,16 @@ class Consumer:
                 # A cancellation is taken before a message is, never after
                 # (the yield once it is taken is shielded).
                 await ck.checkpoint_if_cancelled()
-                try:
+                if len(receive):
                     delivery = receive.receive_nowait()
-                except anyio.WouldBlock:
+                    await ck.cancel_shielded_checkpoint()
+                else:
                     # About to wait for a delivery: send the corked acks first
-                    # (the broker's prefetch window waits for them).
+                    # (the broker's prefetch window waits for them).  (A test
+                    # of the length, not WouldBlock: an RPC's consumer finds
+                    # the buffer empty on every call.)
                     channel.connection._flush_pending()
                     delivery = await receive.wait_receive()  # it waits: a yield
-                else:
-                    await ck.cancel_shielded_checkpoint()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 if self._can_revive():
                     self._revive_pending = True
