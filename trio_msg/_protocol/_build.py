@@ -9,8 +9,8 @@ compare and hash by their fields and pickle.  This is what
 memory: a dataclass compiles six methods of its own for every class (and
 keeps its field objects), about 14 KiB per class against 3.6 KiB here, where
 one ``__init__`` is compiled and the rest is shared.  Over the 15 classes
-imported on every run that was about 0.15 MiB of a process's resident set,
-the margin by which trio_msg on asyncio was heavier than aiormq
+imported on every run that was about 0.1 MiB of a process's peak resident
+set, about the margin by which trio_msg on asyncio was heavier than aiormq
 (``docs/performance.rst``).  Type checkers see dataclasses
 (``typing.dataclass_transform``).  :class:`~.frames.BasicProperties`, which
 users build and may pass to :func:`dataclasses.replace`, stays a dataclass.
