@@ -251,3 +251,50 @@ def test_the_broker_settles_what_the_caller_settled(plan: list[tuple[Any, ...]])
     for i, ch in enumerate(chans):
         assert broker_unacked[ch.id] == unsettled[i]
         assert all(ch.is_unsettled(t) for t in unsettled[i])
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["deliver", "ack", "ack_multiple", "nack", "reject"]),
+            st.integers(0, 12),
+        ),
+        max_size=50,
+    )
+)
+def test_the_unsettled_tags_match_a_set(plan: list[tuple[str, int]]) -> None:
+    """The channel's unsettled tags (a sorted list) against a plain set,
+    tags in any order (a broker breaking the spec included), repeated or
+    unknown: the same tags unsettled after every step, the same refusals."""
+    from trio_msg.errors import MessageStateError
+
+    ch = connected().open_channel()
+    model: set[int] = set()
+    for kind, tag in plan:
+        if kind == "deliver":
+            if tag:
+                ch._unsettle(tag)
+                model.add(tag)
+            continue
+        multiple = kind == "ack_multiple"
+        if multiple:
+            done = set(model) if tag == 0 else {t for t in model if t <= tag}
+            expect_error = tag != 0 and not done
+        else:
+            done = {tag} & model
+            expect_error = not done
+        try:
+            if kind == "nack":
+                ch.nack(tag)
+            elif kind == "reject":
+                ch.reject(tag)
+            else:
+                ch.ack(tag, multiple=multiple)
+        except MessageStateError:
+            assert expect_error
+        else:
+            assert not expect_error
+            model -= done
+        assert ch._unsettled == sorted(model)
+        assert all(ch.is_unsettled(t) == (t in model) for t in range(14))

@@ -661,7 +661,7 @@ def test_fast_path_equals_frame_by_frame_and_pamqp(
         taken = count_fast(peer)
         evs = feed(peer, pieces)
         ch = peer.conn.channels[channel]
-        results.append((evs, dict(ch._unsettled), peer.received()))
+        results.append((evs, list(ch._unsettled), peer.received()))
         if how == "whole":
             small = sum(1 for _m, _p, body in stream if len(body) <= FRAME_MAX - 8)
             assert taken[0] == small  # every single-frame message went the fast way
@@ -745,7 +745,7 @@ def outcome(peer: Peer, pieces: list[bytes]) -> tuple[Any, ...]:
         finally:
             evs += peer.conn.next_events()
     ch = peer.conn.channels.get(3)
-    state = None if ch is None else (ch.state, dict(ch._unsettled), ch._content_method is None)
+    state = None if ch is None else (ch.state, list(ch._unsettled), ch._content_method is None)
     return normalize(evs), error, state, peer.conn.state, peer.conn.data_to_send()
 
 
