@@ -452,5 +452,10 @@ async def test_a_servers_request_moves_one_deadline(
         await serve(tcp_broker, requests, producer, 45, steps)
         trio.lowlevel.remove_instrument(steps)
         monkeypatch.undo()
-    assert moves <= 60  # for 45 requests; it was 135
+    # For 45 requests; it was 135.  A request the reader reads itself (it was
+    # awake when the broker sent it) ends no lead: its ack's cork then sets
+    # and clears the writer's deadline, two moves, so this holds even if
+    # every request raced so; the old code made two for such a request and
+    # three for any other.
+    assert moves <= 90
     assert steps.steps <= 5
