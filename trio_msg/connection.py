@@ -747,7 +747,7 @@ class Connection:
                 # its reply, as an RPC server's request did): it writes the
                 # cork unless a task does first, and the writer's deadline
                 # is neither set nor, when that task writes it, taken away
-                # (two trio deadline moves, a sixth of a server's request).
+                # (two trio deadline moves, about 2 us each).
                 self._cork_by_reader = True
             else:
                 scope.deadline = anyio.current_time() + LINGER
