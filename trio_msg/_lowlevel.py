@@ -27,6 +27,8 @@ class Checkpoints(NamedTuple):
     #: Makes an event (``set()``, ``await wait()``): trio's own on trio, where
     #: ``anyio.Event`` would wrap one.
     new_event: Callable[[], Any]
+    #: The event loop's clock (``anyio.current_time``, without the lookup).
+    current_time: Callable[[], float]
 
 
 ANYIO = Checkpoints(
@@ -34,6 +36,7 @@ ANYIO = Checkpoints(
     anyio.lowlevel.checkpoint_if_cancelled,
     anyio.lowlevel.cancel_shielded_checkpoint,
     anyio.Event,
+    anyio.current_time,
 )
 
 
@@ -54,4 +57,5 @@ def current_checkpoints() -> Checkpoints:
         lowlevel.checkpoint_if_cancelled,
         lowlevel.cancel_shielded_checkpoint,
         trio.Event,
+        trio.current_time,
     )

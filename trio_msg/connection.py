@@ -71,16 +71,20 @@ CORK_AGE = LINGER / 2
 #: when more messages follow close behind.
 QUIET = 0.0005
 CLOSE_TIMEOUT = 5.0
-#: How long the reader stays parked after a lead ends with the leader's
-#: reply (see :meth:`Connection._lead`): a task in a conversation -- an RPC
-#: client's next call, a server's next request, the next confirmed publish
-#: -- leads again well within it, and the reader sleeps through the whole
+#: How long the parked reader sleeps, at most, after a lead begins (see
+#: :meth:`Connection._lead`): a task in a conversation -- an RPC client's
+#: next call, a server's next request, the next confirmed publish -- leads
+#: again well within it, and the reader sleeps through the whole
 #: conversation.  It bounds how late a frame nobody waits for is read, and
 #: a cork started in it (:meth:`Connection._kick_lazy`) waits up to it
 #: instead of LINGER.  A lead that outlasts it costs the reader a step: at
 #: 1 ms that was 0.2 steps per request of an RPC server in runs with a p50
 #: of 0.7 ms; at 2 ms it is rare.
 HANDBACK = 0.002
+#: A lead's start leaves the parked reader's deadline where it is while it
+#: is still at least this far ahead (see :meth:`Connection._arm_patience`),
+#: so a lead is sure of HANDBACK_KEEP before the reader wakes.
+HANDBACK_KEEP = 0.0015
 
 _STREAM_ERRORS = (
     anyio.EndOfStream,
@@ -247,7 +251,10 @@ class Connection:
         self._channels: dict[int, Channel] = {}
         self.error: TrioMsgError | None = None
         self._opened = anyio.Event()
-        self._terminated = anyio.Event()
+        #: Set when this incarnation ends.  The backend's own event (trio's,
+        #: not anyio's wrapper of it): the hot paths ask ``is_set()`` on
+        #: every write and every lead.
+        self._terminated = self._ck.new_event()
         self._wake = anyio.Event()
         self._flush = anyio.Event()
         self._urgent = False
@@ -264,10 +271,11 @@ class Connection:
         #: A Signal was set (a waiter woken) since the reader last looked.
         self._woke = False
         self._role_back: Any = None
-        #: The parked reader's wait: a lead that ends with its reply gives
-        #: it a deadline (``HANDBACK``) instead of waking it, and the next
-        #: lead's end moves the deadline on.
+        #: The parked reader's wait: it has a deadline (``HANDBACK``) instead
+        #: of being woken when a lead ends with its reply (see :meth:`_lead`).
         self._patience: anyio.CancelScope | None = None
+        #: That deadline, as last set (infinite: none yet on this park).
+        self._patience_until = math.inf
         #: Tasks waiting on a Signal without leading (another task leads).
         self._followers = 0
         #: Events a leader could not dispatch without waiting (a full
@@ -741,16 +749,15 @@ class Connection:
             if scope is None:
                 self._wake.set()
                 return
-            patience = self._patience
-            if scope is self._idle and patience is not None and patience.deadline != math.inf:
-                # The parked reader wakes within HANDBACK (a lead ended with
-                # its reply, as an RPC server's request did): it writes the
+            if scope is self._idle and self._patience_until != math.inf:
+                # The parked reader wakes within HANDBACK (a lead gave it a
+                # deadline, as an RPC server's request did): it writes the
                 # cork unless a task does first, and the writer's deadline
                 # is neither set nor, when that task writes it, taken away
                 # (two trio deadline moves, about 2 us each).
                 self._cork_by_reader = True
             else:
-                scope.deadline = anyio.current_time() + LINGER
+                scope.deadline = self._ck.current_time() + LINGER
         elif now - corked >= CORK_AGE:
             self._kick()
 
@@ -874,9 +881,9 @@ class Connection:
         it while it waits on the socket (``SocketWire.interrupt``, dearer).
         Once a task leads, the reader parks, and a waiter that waits again
         soon after (the next confirm, the next reply) takes over for free.
-        A lead that ends with its reply does not wake the reader: it gives
-        the reader's park a deadline ``HANDBACK`` away, which the next lead's
-        end moves on, so that through a conversation the reader does not
+        A lead that ends with its reply does not wake the reader: the lead's
+        start gave the reader's park a deadline ``HANDBACK`` away, which the
+        next leads move on, so that through a conversation the reader does not
         run at all (it ran one or two steps per round trip, and each could
         cost the scheduler a pass).  Woken (a lead ended otherwise, nobody
         led again in time, or a lead outlasted the deadline), the reader
@@ -890,11 +897,13 @@ class Connection:
                 back = self._role_back = self._ck.new_event()
                 with anyio.CancelScope() as patience:
                     self._patience = patience
+                    self._patience_until = math.inf
                     try:
                         await back.wait()
                     finally:
                         # (woken by its deadline, nobody cleared its event)
                         self._patience = self._role_back = None
+                        self._patience_until = math.inf
                 if self._cork_by_reader:
                     self._kick()  # the cork counted on this park's deadline
                 if self._someone_leads():
@@ -1013,11 +1022,13 @@ class Connection:
         self._lead_by = signal
         if self._reader_waiting:
             wire.interrupt()  # the reader steps aside, and parks
-        # A deadline the last lead gave the parked reader is left as it is:
-        # moving a trio deadline costs about 2 us (a generator-based context
-        # manager inside trio), and a lead outlasts it only when a round trip
-        # is longer than HANDBACK; the reader then wakes, finds us leading
-        # and parks again without one (one step per such lead).
+        else:
+            # The parked reader's deadline is set here, before the wait,
+            # rather than when the lead ends with its reply: that is between
+            # the reply and what the task does with it (the next request, the
+            # next publish), and moving a trio deadline there cost an RPC
+            # about 7 us on each side (traced on the broker).
+            self._arm_patience()
         signal._wire = wire
         try:
             while not signal._event.is_set() and not terminated.is_set():
@@ -1044,23 +1055,46 @@ class Connection:
                 )
 
     def _hand_back(self, later: bool) -> None:
-        """The end of a lead: wake the parked reader, or, *later*, give its
-        park a deadline (``HANDBACK``), for a task that had its reply and
-        is likely to lead again before it.  At once when the leader goes
+        """The end of a lead: wake the parked reader, or, *later*, leave it
+        parked until the deadline the lead's start gave it (or give it one
+        now, if it parked during the lead), for a task that had its reply
+        and is likely to lead again before that.  At once when the leader goes
         without its reply (cancelled, or the connection ends), when it
         left a backlog, or when other tasks wait for what the broker sends
         next: the reader reads for them."""
         back = self._role_back
         if back is None:
             return
-        patience = self._patience
-        if later and patience is not None:
-            if self._cork_by_reader:
-                self._kick()  # it counted on the deadline this moves on
-            patience.deadline = anyio.current_time() + HANDBACK
+        if later and self._patience is not None:
+            if self._patience_until == math.inf:
+                # The reader parked during the lead (it was interrupted, or
+                # the lead outlasted the deadline its start gave): none yet.
+                self._arm_patience()
             return
         self._role_back = None
         back.set()
+
+    def _arm_patience(self) -> None:
+        """Give the parked reader's park a deadline ``HANDBACK`` from now,
+        unless the one it has is still ``HANDBACK_KEEP`` away: in a
+        conversation of 0.5 ms round trips the deadline moves at every
+        second lead, not at every one (about 2 us a move: a generator-based
+        context manager inside trio).  A frame nobody waits for is read
+        within ``HANDBACK`` of the last lead's end; a lead longer than the
+        time left (at least ``HANDBACK_KEEP``) costs the reader a step: it
+        wakes, finds the task leading and parks again, and that lead's end
+        sets the deadline."""
+        patience = self._patience
+        if patience is None:
+            return
+        now = self._ck.current_time()
+        until = self._patience_until
+        if until != math.inf and until - now >= HANDBACK_KEEP:
+            return
+        if self._cork_by_reader:
+            self._kick()  # it counted on the deadline this moves on
+        self._patience_until = until = now + HANDBACK
+        patience.deadline = until
 
     def _lost(self, exc: BaseException) -> None:
         if self._terminated.is_set():

@@ -83,9 +83,9 @@ async def test_a_confirm_is_read_by_the_task_that_waits_for_it(
 async def test_the_reader_sleeps_through_a_run_of_confirmed_publishes(
     tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
 ) -> None:
-    """Each confirm ends a lead, which gives the parked reader a deadline
-    instead of waking it, and the publisher's next lead takes the deadline
-    away: the reader does not run.  (It ran once per publish, and each
+    """Each confirm ends a lead without waking the parked reader, and the
+    publisher's next lead moves the reader's deadline on before it runs
+    out: the reader does not run.  (It ran once per publish, and each
     run could cost the scheduler a pass.)"""
     import trio
 
@@ -426,8 +426,9 @@ async def test_an_ack_corked_after_a_lead_is_written_when_the_reader_wakes(
 async def test_a_servers_request_moves_one_deadline(
     tcp_broker: FakeBroker, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
 ) -> None:
-    """Through an RPC server's conversation, each request moves one trio
-    deadline (the reader's, at the end of the lead that read the request).
+    """Through an RPC server's conversation, each request moves at most one
+    trio deadline (the reader's, at the start of the lead that waits for
+    the next request).
     It moved three: the ack's cork set the writer's deadline and writing the
     cork took it away again.  (Each move costs about 2 µs inside trio.)"""
     import trio
@@ -459,3 +460,46 @@ async def test_a_servers_request_moves_one_deadline(
     # three for any other.
     assert moves <= 90
     assert steps.steps <= 5
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_run_of_confirms_moves_the_readers_deadline_seldom(
+    tcp_broker: FakeBroker, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
+    """Each lead's start sets the parked reader's deadline only when the
+    one it has is nearer than HANDBACK_KEEP, so after a move the next one
+    waits at least HANDBACK - HANDBACK_KEEP, unless the reader parked
+    again in between (it ran: a step), which leaves it none.  It was one
+    move per confirm, at the end of each lead, between the confirm and the
+    next publish."""
+    import trio
+
+    from trio_msg.connection import HANDBACK, HANDBACK_KEEP
+
+    moves = 0
+    real = trio.CancelScope.deadline
+
+    def count(scope: trio.CancelScope, value: float) -> None:
+        nonlocal moves
+        moves += 1
+        assert real.fset is not None
+        real.fset(scope, value)
+
+    async with tcp_broker, connect(URL) as conn, Producer(conn) as producer:
+        for _ in range(5):
+            await producer.publish(b"warm", routing_key="q")
+        reader = TaskSteps("trio_msg._reader")
+        trio.lowlevel.add_instrument(reader)
+        monkeypatch.setattr(trio.CancelScope, "deadline", property(real.fget, count))
+        start = trio.current_time()
+        for i in range(200):
+            await producer.publish(b"%d" % i, routing_key="q")
+        elapsed = trio.current_time() - start
+        monkeypatch.undo()
+        trio.lowlevel.remove_instrument(reader)
+        assert conn._patience_until != float("inf")  # the reader has its deadline
+    assert moves <= elapsed / (HANDBACK - HANDBACK_KEEP) + reader.steps + 2, (
+        moves,
+        elapsed,
+        reader.steps,
+    )
