@@ -59,5 +59,5 @@ def bench(session: nox.Session) -> None:
     """Benchmarks side by side with the other Python clients."""
     session.install("-e", ".[bench,all]")
     session.run("python", "-m", "benchmarks", *session.posargs)
-    if not session.posargs:  # the full run: the latency floor too (about a minute)
+    if not session.posargs:  # the full run: the latency floor too (about two minutes)
         session.run("python", "-m", "benchmarks.floor")

@@ -1,10 +1,17 @@
-"""The floor: the least a Python client can do for workload c (publish, wait
-for the confirm, again), to show how much of a round trip is the broker's
-and how much the client's.
+"""The floor: the least a Python client can do for workloads c (publish, wait
+for the confirm, again) and e (RPC: a request, then its reply, from a floor
+server), to show how much of a round trip is the broker's and how much the
+client's.
 
-Not a client anyone would use: the publish is encoded once with pamqp and
-sent as it is; inbound frames are cut with pamqp; nothing is checked but
-the confirm's delivery tag.  Two ways to wait:
+Not a client anyone would use.  For c, the publish is encoded once with
+pamqp and sent as it is, inbound frames are cut with pamqp, and nothing is
+checked but the confirm's delivery tag.  For e, the request is encoded once
+with a placeholder correlation id, which each call overwrites; inbound
+frames are cut by their headers, and only the content header's properties
+are decoded, with trio_msg's hand-written decoder (pamqp's would make this
+floor slower than trio_msg itself); the server encodes its reply and ack
+with pamqp, as the client its request; nothing is checked but the reply's
+correlation id and body.  Two ways to wait:
 
 * ``--backend blocking``: a blocking socket (``sendall``, ``recv``), as pika's
   BlockingConnection and kombu wait;
@@ -15,6 +22,8 @@ the confirm's delivery tag.  Two ways to wait:
 from __future__ import annotations
 
 import socket
+import struct
+import uuid
 from typing import Any
 
 import trio
@@ -28,6 +37,7 @@ from benchmarks.clients._common import (
     HOST,
     PASSWORD,
     PORT,
+    RPC_SERVER_PREFETCH,
     SMALL,
     USER,
     Check,
@@ -36,24 +46,29 @@ from benchmarks.clients._common import (
     now,
     parse_args,
 )
+from trio_msg._protocol.frames import decode_properties
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+#: Stands for the correlation id in the encoded request (a uuid4's hex).
+PLACEHOLDER = b"X" * 32
+_FRAME_HEAD = struct.Struct(">BHI")
 
 
 def encode(channel: int, *methods: Any) -> bytes:
     return b"".join(frame.marshal(m, channel) for m in methods)
 
 
-def message(queue: str, body: bytes) -> bytes:
-    properties = commands.Basic.Properties(
+def message(queue: str, body: bytes, **properties: Any) -> bytes:
+    props = commands.Basic.Properties(
         content_type=CONTENT_TYPE,
         content_encoding=CONTENT_ENCODING,
         delivery_mode=DELIVERY_MODE,
+        **properties,
     )
     return encode(
         1,
         commands.Basic.Publish(exchange="", routing_key=queue),
-        header.ContentHeader(0, len(body), properties),
+        header.ContentHeader(0, len(body), props),
         pbody.ContentBody(body),
     )
 
@@ -73,6 +88,22 @@ class Frames:
         _, _, value = frame.unmarshal(bytes(self.buffer[:size]))
         del self.buffer[:size]
         return value
+
+    def cut(self) -> list[tuple[int, bytes]]:
+        """Every whole frame in the buffer, as (frame type, payload), cut by
+        the headers alone (no pamqp)."""
+        buf = bytes(self.buffer)
+        out = []
+        pos = 0
+        while len(buf) - pos >= 8:
+            frame_type, _channel, size = _FRAME_HEAD.unpack_from(buf, pos)
+            stop = pos + 7 + size
+            if stop >= len(buf):
+                break
+            out.append((frame_type, buf[pos + 7 : stop]))
+            pos = stop + 1
+        del self.buffer[:pos]
+        return out
 
 
 # --- one protocol, two ways to wait -------------------------------------------------
@@ -95,6 +126,15 @@ class Blocking:
             self.frames.buffer += data
         return value
 
+    async def next_frames(self) -> list[tuple[int, bytes]]:
+        """The whole frames received (at least one), cut without pamqp."""
+        while not (got := self.frames.cut()):
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError
+            self.frames.buffer += data
+        return got
+
 
 class Trio(Blocking):
     def __init__(self) -> None:
@@ -113,6 +153,14 @@ class Trio(Blocking):
                 raise EOFError
             self.frames.buffer += data
         return value
+
+    async def next_frames(self) -> list[tuple[int, bytes]]:
+        while not (got := self.frames.cut()):
+            data = await self.tsock.recv(65536)
+            if not data:
+                raise EOFError
+            self.frames.buffer += data
+        return got
 
 
 async def expect(io: Blocking, kind: type) -> Any:
@@ -166,6 +214,57 @@ async def run(args: Any, io: Blocking) -> dict[str, Any]:
             Check.equal(ack.delivery_tag, tag, "floor confirm")
         result["seconds"] = now() - t0
         result.update(latency_summary(lat))
+    elif args.workload == "e":
+        await io.send(encode(1, commands.Queue.Declare(queue="", exclusive=True)))
+        reply_queue = (await expect(io, commands.Queue.DeclareOk)).queue
+        await io.send(
+            encode(1, commands.Basic.Consume(queue=reply_queue, consumer_tag="r", no_ack=True))
+        )
+        await expect(io, commands.Basic.ConsumeOk)
+        request = message(q, SMALL, reply_to=reply_queue, correlation_id=PLACEHOLDER.decode())
+        at = request.index(PLACEHOLDER)
+        head, tail = request[:at], request[at + len(PLACEHOLDER) :]
+        lat = []
+        t0 = now()
+        for _ in range(n):
+            t = now()
+            corr = uuid.uuid4().hex
+            await io.send(b"".join((head, corr.encode(), tail)))
+            reply = got = None
+            while reply is None:
+                for frame_type, payload in await io.next_frames():
+                    if frame_type == 2:  # the content header: its properties
+                        flags = int.from_bytes(payload[12:14], "big")
+                        got = decode_properties(flags, payload, 14).correlation_id
+                    elif frame_type == 3:
+                        reply = payload
+            lat.append(now() - t)
+            Check.equal(got, corr, "floor rpc correlation id")
+            Check.body(reply, SMALL, "floor rpc reply")
+        result["seconds"] = now() - t0
+        result.update(latency_summary(lat))
+    elif args.workload == "rpc-server":
+        await io.send(encode(1, commands.Basic.Qos(prefetch_count=RPC_SERVER_PREFETCH)))
+        await expect(io, commands.Basic.QosOk)
+        await io.send(encode(1, commands.Basic.Consume(queue=q, consumer_tag="s")))
+        await expect(io, commands.Basic.ConsumeOk)
+        print("ready", flush=True)
+        served = tag = 0
+        props: Any = None
+        while served < n:
+            for frame_type, payload in await io.next_frames():
+                if frame_type == 1:  # basic.deliver (the only method that comes)
+                    tag = int.from_bytes(payload[5 + payload[4] : 13 + payload[4]], "big")
+                elif frame_type == 2:
+                    flags = int.from_bytes(payload[12:14], "big")
+                    props = decode_properties(flags, payload, 14)
+                elif frame_type == 3:
+                    await io.send(
+                        message(props.reply_to, payload, correlation_id=props.correlation_id)
+                    )
+                    await io.send(encode(1, commands.Basic.Ack(delivery_tag=tag)))
+                    served += 1
+        result["served"] = served
     else:
         raise SystemExit(f"floor: no workload {args.workload}")
     return result
