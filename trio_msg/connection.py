@@ -1027,7 +1027,8 @@ class Connection:
             # rather than when the lead ends with its reply: that is between
             # the reply and what the task does with it (the next request, the
             # next publish), and moving a trio deadline there cost an RPC
-            # about 7 us on each side (traced on the broker).
+            # about 14 us on each side in place, 2.5 us in a warm loop
+            # (timestamped around it; see docs/performance.rst).
             self._arm_patience()
         signal._wire = wire
         try:
