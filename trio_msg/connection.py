@@ -77,9 +77,10 @@ CLOSE_TIMEOUT = 5.0
 #: again well within it, and the reader sleeps through the whole
 #: conversation.  It bounds how late a frame nobody waits for is read, and
 #: a cork started in it (:meth:`Connection._kick_lazy`) waits up to it
-#: instead of LINGER.  A lead that outlasts it costs the reader a step: at
-#: 1 ms that was 0.2 steps per request of an RPC server in runs with a p50
-#: of 0.7 ms; at 2 ms it is rare.
+#: instead of LINGER.  A lead that outlasts the time left of it (at least
+#: HANDBACK_KEEP) costs the reader a step: at 1 ms that was 0.2 steps per
+#: request of an RPC server in runs with a p50 of 0.7 ms; at 1.5 to 2 ms it
+#: is rare.
 HANDBACK = 0.002
 #: A lead's start leaves the parked reader's deadline where it is while it
 #: is still at least this far ahead (see :meth:`Connection._arm_patience`),

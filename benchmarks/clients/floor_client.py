@@ -118,21 +118,22 @@ class Blocking:
     async def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    async def receive(self) -> None:
+        """Read what has come into the frame buffer (waiting for it)."""
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError
+        self.frames.buffer += data
+
     async def next_frame(self) -> Any:
         while (value := self.frames.take()) is None:
-            data = self.sock.recv(65536)
-            if not data:
-                raise EOFError
-            self.frames.buffer += data
+            await self.receive()
         return value
 
     async def next_frames(self) -> list[tuple[int, bytes]]:
         """The whole frames received (at least one), cut without pamqp."""
         while not (got := self.frames.cut()):
-            data = self.sock.recv(65536)
-            if not data:
-                raise EOFError
-            self.frames.buffer += data
+            await self.receive()
         return got
 
 
@@ -146,21 +147,11 @@ class Trio(Blocking):
         while view:
             view = view[await self.tsock.send(view) :]
 
-    async def next_frame(self) -> Any:
-        while (value := self.frames.take()) is None:
-            data = await self.tsock.recv(65536)
-            if not data:
-                raise EOFError
-            self.frames.buffer += data
-        return value
-
-    async def next_frames(self) -> list[tuple[int, bytes]]:
-        while not (got := self.frames.cut()):
-            data = await self.tsock.recv(65536)
-            if not data:
-                raise EOFError
-            self.frames.buffer += data
-        return got
+    async def receive(self) -> None:
+        data = await self.tsock.recv(65536)
+        if not data:
+            raise EOFError
+        self.frames.buffer += data
 
 
 async def expect(io: Blocking, kind: type) -> Any:

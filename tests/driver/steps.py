@@ -1,8 +1,10 @@
-"""Counting how often a trio_msg task runs (a trio instrument), and the RPC
-server's conversation the corking and leading tests count it through."""
+"""Counting how often a trio_msg task runs (a trio instrument) and how often
+a trio deadline moves, and the RPC server's conversation the corking and
+leading tests count them through."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from trio_msg import Consumer, Producer
@@ -20,6 +22,25 @@ class TaskSteps:
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         if task.name == self.name:
             self.steps += 1
+
+
+class DeadlineMoves:
+    """How many times a trio cancel scope's deadline was set, from
+    :meth:`start` until the caller's ``monkeypatch.undo()``."""
+
+    def __init__(self) -> None:
+        self.moves = 0
+
+    def start(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = trio.CancelScope.deadline
+        assert real.fset is not None
+        setter = real.fset
+
+        def count(scope: trio.CancelScope, value: float) -> None:
+            self.moves += 1
+            setter(scope, value)
+
+        monkeypatch.setattr(trio.CancelScope, "deadline", property(real.fget, count))
 
 
 async def serve(

@@ -22,7 +22,7 @@ from trio_msg.connection import Connection, Signal, connect
 from trio_msg.errors import HeartbeatTimeout
 
 from .fake_broker import URL, FakeBroker
-from .steps import TaskSteps, serve
+from .steps import DeadlineMoves, TaskSteps, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -433,22 +433,14 @@ async def test_a_servers_request_moves_one_deadline(
     cork took it away again.  (Each move costs about 2 µs inside trio.)"""
     import trio
 
-    moves = 0
-    real = trio.CancelScope.deadline
-
-    def count(scope: trio.CancelScope, value: float) -> None:
-        nonlocal moves
-        moves += 1
-        assert real.fset is not None
-        real.fset(scope, value)
-
+    deadlines = DeadlineMoves()
     async with (
         tcp_broker,
         connect(URL) as conn,
         Consumer(conn, queues=[Queue("requests")]) as requests,
         Producer(conn, confirm=False) as producer,
     ):
-        monkeypatch.setattr(trio.CancelScope, "deadline", property(real.fget, count))
+        deadlines.start(monkeypatch)
         steps = TaskSteps("trio_msg._writer")
         await serve(tcp_broker, requests, producer, 45, steps)
         trio.lowlevel.remove_instrument(steps)
@@ -458,7 +450,7 @@ async def test_a_servers_request_moves_one_deadline(
     # and clears the writer's deadline, two moves, so this holds even if
     # every request raced so; the old code made two for such a request and
     # three for any other.
-    assert moves <= 90
+    assert deadlines.moves <= 90
     assert steps.steps <= 5
 
 
@@ -476,21 +468,13 @@ async def test_a_run_of_confirms_moves_the_readers_deadline_seldom(
 
     from trio_msg.connection import HANDBACK, HANDBACK_KEEP
 
-    moves = 0
-    real = trio.CancelScope.deadline
-
-    def count(scope: trio.CancelScope, value: float) -> None:
-        nonlocal moves
-        moves += 1
-        assert real.fset is not None
-        real.fset(scope, value)
-
+    deadlines = DeadlineMoves()
     async with tcp_broker, connect(URL) as conn, Producer(conn) as producer:
         for _ in range(5):
             await producer.publish(b"warm", routing_key="q")
         reader = TaskSteps("trio_msg._reader")
         trio.lowlevel.add_instrument(reader)
-        monkeypatch.setattr(trio.CancelScope, "deadline", property(real.fget, count))
+        deadlines.start(monkeypatch)
         start = trio.current_time()
         for i in range(200):
             await producer.publish(b"%d" % i, routing_key="q")
@@ -498,8 +482,8 @@ async def test_a_run_of_confirms_moves_the_readers_deadline_seldom(
         monkeypatch.undo()
         trio.lowlevel.remove_instrument(reader)
         assert conn._patience_until != float("inf")  # the reader has its deadline
-    assert moves <= elapsed / (HANDBACK - HANDBACK_KEEP) + reader.steps + 2, (
-        moves,
+    assert deadlines.moves <= elapsed / (HANDBACK - HANDBACK_KEEP) + reader.steps + 2, (
+        deadlines.moves,
         elapsed,
         reader.steps,
     )
