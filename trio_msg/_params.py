@@ -55,6 +55,13 @@ DEFAULT_CONNECTION_TIMEOUT = 10.0
 DEFAULT_FRAME_MAX = 131072
 DEFAULT_CHANNEL_MAX = 2047
 DEFAULT_MAX_BODY_SIZE = 128 * 1024 * 1024
+#: Seconds a task about to wait for the broker's answer polls the socket
+#: before it sleeps (see ``ConnectionParameters.busy_poll``).
+DEFAULT_BUSY_POLL = 0.0005
+#: The largest ``busy_poll`` accepted: polling is for answers that come
+#: within a round trip or two, and a larger value is more likely
+#: microseconds given as seconds than a wish to spin for that long.
+MAX_BUSY_POLL = 0.01
 #: AMQP 0-9-1's smallest allowed frame_max (``FRAME_MIN_SIZE``).
 FRAME_MIN_SIZE = 4096
 #: The SASL mechanisms the core implements.
@@ -125,6 +132,12 @@ class ConnectionParameters:
     hosts: tuple[tuple[str, int], ...] = ()
     #: Extra client properties sent in ``connection.start-ok``.
     client_properties: Mapping[str, Any] | None = field(default=None, hash=False)
+    #: Seconds (0 to ``MAX_BUSY_POLL``) that a task about to wait for what
+    #: the broker sends -- a confirm, a reply, a delivery -- keeps polling
+    #: the socket, yielding to the event loop between tries, before it
+    #: sleeps; 0 never polls.  On plain TCP only.  It trades CPU for
+    #: latency: see "Busy polling" in docs/architecture.rst.
+    busy_poll: float = DEFAULT_BUSY_POLL
 
     def __post_init__(self) -> None:
         default_port = DEFAULT_TLS_PORT if self.ssl else DEFAULT_PORT
@@ -158,6 +171,14 @@ class ConnectionParameters:
         _check_int("frame_max", self.frame_max, FRAME_MIN_SIZE, 2**32 - 1)
         _check_int("channel_max", self.channel_max, 1, 65535)
         _check_int("max_body_size", self.max_body_size, 1, 2**63 - 1)
+        poll = self.busy_poll
+        if isinstance(poll, bool) or not isinstance(poll, int | float):
+            raise TypeError("busy_poll must be a number of seconds")
+        if not (math.isfinite(poll) and 0 <= poll <= MAX_BUSY_POLL):
+            raise ValueError(
+                f"busy_poll must be 0 to {MAX_BUSY_POLL} seconds, got {poll} "
+                "(it is in seconds: 0.0005 is half a millisecond)"
+            )
 
         for name in ("connection_name", "cafile", "certfile", "keyfile", "server_hostname"):
             _check_opt_str(name, getattr(self, name))
@@ -217,6 +238,8 @@ class ConnectionParameters:
             query.append(("channel_max", str(self.channel_max)))
         if self.max_body_size != DEFAULT_MAX_BODY_SIZE:
             query.append(("max_body_size", str(self.max_body_size)))
+        if self.busy_poll != DEFAULT_BUSY_POLL:
+            query.append(("busy_poll", repr(float(self.busy_poll))))
         for name in ("connection_name", "auth_mechanism", "cafile", "certfile", "keyfile"):
             value = getattr(self, name)
             if value is not None:
@@ -248,6 +271,7 @@ _STR_OPTIONS = {"connection_name", "cafile", "certfile", "keyfile"}
 _QUERY_OPTIONS = {
     **{name: name for name in _INT_OPTIONS | _STR_OPTIONS},
     "connection_timeout": "connection_timeout",
+    "busy_poll": "busy_poll",
     "auth_mechanism": "auth_mechanism",
     "authMechanism": "auth_mechanism",
     "verify": "verify",
@@ -263,8 +287,8 @@ _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}")
 def parse_url(url: str = DEFAULT_URL, **overrides: Any) -> ConnectionParameters:
     """Parse an ``amqp://`` or ``amqps://`` URL into :class:`ConnectionParameters`.
 
-    Query options: ``heartbeat``, ``connection_timeout`` (seconds),
-    ``frame_max``, ``channel_max``, ``max_body_size``, ``connection_name``,
+    Query options: ``heartbeat``, ``connection_timeout`` and
+    ``busy_poll`` (seconds), ``frame_max``, ``channel_max``, ``max_body_size``, ``connection_name``,
     ``auth_mechanism`` (or ``authMechanism``), ``cafile``, ``certfile``,
     ``keyfile``, ``verify`` (``true``/``false``/``1``/``0``/``verify_peer``/
     ``verify_none``) and ``server_name_indication`` (or ``server_hostname``).
@@ -394,7 +418,7 @@ def _convert_option(name: str, target: str, value: str) -> Any:
             return int(value)
         except ValueError:
             raise ValueError(f"URL query option {name!r} must be an integer") from None
-    if target == "connection_timeout":
+    if target in ("connection_timeout", "busy_poll"):
         try:
             return float(value)
         except ValueError:

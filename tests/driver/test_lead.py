@@ -11,6 +11,8 @@ that the path it means to cover was taken.
 
 from __future__ import annotations
 
+import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -487,3 +489,127 @@ async def test_a_run_of_confirms_moves_the_readers_deadline_seldom(
         elapsed,
         reader.steps,
     )
+
+
+# --- busy polling (``busy_poll``) ---------------------------------------------
+
+#: The leader's count of sleeps on the socket, in the leading task's context
+#: (the reader's own waits are not counted).
+_SLEEPS: ContextVar[list[int] | None] = ContextVar("_SLEEPS", default=None)
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """For each lead that got what it waited for, in order: how many times
+    the leader slept on the socket (``wait_readable``) instead of polling."""
+    from trio_msg._asyncio_wire import AsyncioSocketWire
+    from trio_msg._trio_wire import SocketWire
+
+    record: list[int] = []
+    real_lead = Connection._lead
+
+    async def lead(self: Connection, wire: Any, signal: Signal) -> None:
+        count = [0]
+        token = _SLEEPS.set(count)
+        try:
+            await real_lead(self, wire, signal)
+        finally:
+            _SLEEPS.reset(token)
+            if signal.is_set():
+                record.append(count[0])
+
+    monkeypatch.setattr(Connection, "_lead", lead)
+    for cls in (SocketWire, AsyncioSocketWire):
+        real_wait = cls.wait_readable
+
+        async def wait_readable(wire: Any, real_wait: Any = real_wait) -> bool:
+            count = _SLEEPS.get()
+            if count is not None:
+                count[0] += 1
+            return bool(await real_wait(wire))
+
+        monkeypatch.setattr(cls, "wait_readable", wait_readable)
+    return record
+
+
+async def test_a_leader_polls_instead_of_sleeping_when_answers_come_soon(
+    tcp_broker: FakeBroker, sleeps: list[int], anyio_backend: str
+) -> None:
+    """With ``busy_poll``, a task waiting for its confirm tries the socket
+    and yields to the event loop, again and again, instead of sleeping on
+    it.  The fake broker is a task of the same loop: it can answer only
+    because the poll yields, and its confirm is then found by a try, with
+    no sleep (no idle CPU to wake)."""
+    async with tcp_broker, connect(URL, busy_poll=0.01) as conn, Producer(conn) as producer:
+        for i in range(30):
+            result = await producer.publish(b"%d" % i, routing_key="q")
+            assert result is not None and result.outcome is Outcome.ACK
+    assert len(sleeps) >= 15
+    # (a pause of 10 ms on a loaded machine may end a poll: rarely)
+    assert sum(1 for n in sleeps if n) <= 2, sleeps
+
+
+async def test_without_busy_poll_a_leader_sleeps_for_every_answer(
+    tcp_broker: FakeBroker, sleeps: list[int], anyio_backend: str
+) -> None:
+    async with tcp_broker, connect(URL, busy_poll=0) as conn, Producer(conn) as producer:
+        for i in range(30):
+            await producer.publish(b"%d" % i, routing_key="q")
+        assert not conn._polling
+    assert len(sleeps) >= 15
+    assert all(n >= 1 for n in sleeps), sleeps
+
+
+async def test_polling_stops_after_a_slow_answer_and_resumes_after_a_quick_one(
+    tcp_broker: FakeBroker, sleeps: list[int], anyio_backend: str
+) -> None:
+    """An answer that takes longer than POLL_AGAIN times ``busy_poll`` (a
+    consumer whose messages come seldom, a slow RPC server) stops the
+    polling: the next lead sleeps at once, and burns no CPU.  A quick
+    answer starts it again."""
+    from trio_msg.connection import POLL_AGAIN
+
+    busy_poll = 0.002
+    async with tcp_broker, connect(URL, busy_poll=busy_poll) as conn, conn.channel() as channel:
+        await channel.queue_declare("quick")
+        assert conn._polling
+        tcp_broker.reply_delay = POLL_AGAIN * busy_poll * 5
+        await channel.queue_declare("slow")
+        assert not conn._polling
+        tcp_broker.reply_delay = 0.0
+        del sleeps[:]
+        for i in range(6):
+            await channel.queue_declare(f"q{i}")
+        assert conn._polling
+    assert len(sleeps) >= 3, sleeps
+    assert sleeps[0] >= 1  # not polled: it slept on the socket
+    assert sum(1 for n in sleeps[1:] if n) <= 1, sleeps  # polled again
+
+
+async def test_a_leader_cancelled_while_polling_leaves_the_connection_usable(
+    tcp_broker: FakeBroker, sleeps: list[int], anyio_backend: str
+) -> None:
+    """Cancellation arrives at the poll's checkpoints, well before the poll
+    would end; the reader then reads what comes, as after any lead."""
+    tcp_broker.auto_confirm = False
+    async with (
+        tcp_broker,
+        connect(URL, busy_poll=0.01) as conn,
+        conn.channel() as channel,
+        Consumer(conn, queues=[Queue("q")], prefetch_count=10) as consumer,
+    ):
+        await channel.confirm_select()
+        result = await channel.basic_publish(b"x", "", "q")
+        assert result is not None
+        with anyio.move_on_after(0.001) as scope:
+            start = time.perf_counter()
+            await result.wait()
+        assert scope.cancelled_caught
+        assert time.perf_counter() - start < 0.0095  # before the 10 ms poll ran out
+        (tag,) = tcp_broker.consumers
+        await tcp_broker.deliver(tag, b"after")
+        await tcp_broker.confirm(channel.channel_id, 1)
+        with anyio.fail_after(5):
+            message = await consumer.__anext__()
+            assert message.body == b"after"
+            assert await result.wait() is Outcome.ACK

@@ -52,6 +52,7 @@ def test_defaults() -> None:
     assert p.hosts == ()
     assert p.addresses == (("localhost", 5672),)
     assert p.client_properties is None
+    assert p.busy_poll == 0.0005
 
 
 def test_parse_url_default_equals_constructor_defaults() -> None:
@@ -158,9 +159,10 @@ def test_all_query_options() -> None:
         "amqps://h/?heartbeat=15&connection_timeout=2.5&frame_max=8192&channel_max=16"
         "&connection_name=my%20app&auth_mechanism=amqplain&cafile=%2Fca.pem"
         "&certfile=%2Fc.pem&keyfile=%2Fk.pem&verify=false"
-        "&server_name_indication=broker.example&max_body_size=1000"
+        "&server_name_indication=broker.example&max_body_size=1000&busy_poll=0.002"
     )
     p = parse_url(url)
+    assert p.busy_poll == 0.002
     assert p.heartbeat == 15
     assert p.connection_timeout == 2.5
     assert p.frame_max == 8192
@@ -225,7 +227,7 @@ def test_duplicate_query_option() -> None:
 
 @pytest.mark.parametrize(
     "option",
-    ["heartbeat", "frame_max", "channel_max", "max_body_size", "connection_timeout"],
+    ["heartbeat", "frame_max", "channel_max", "max_body_size", "connection_timeout", "busy_poll"],
 )
 @pytest.mark.parametrize("bad", ["abc", "", "1.5e", "0x10"])
 def test_bad_numbers_name_the_option(option: str, bad: str) -> None:
@@ -255,6 +257,10 @@ def test_empty_string_option_rejected() -> None:
         ("connection_timeout=nan", "connection_timeout"),
         ("connection_timeout=inf", "connection_timeout"),
         ("max_body_size=0", "max_body_size"),
+        ("busy_poll=-0.001", "busy_poll"),
+        ("busy_poll=nan", "busy_poll"),
+        ("busy_poll=inf", "busy_poll"),
+        ("busy_poll=0.011", "busy_poll"),
     ],
 )
 def test_out_of_range(query: str, name: str) -> None:
@@ -270,6 +276,8 @@ def test_out_of_range(query: str, name: str) -> None:
         ("channel_max=1", "channel_max", 1),
         ("channel_max=65535", "channel_max", 65535),
         ("heartbeat=65535", "heartbeat", 65535),
+        ("busy_poll=0", "busy_poll", 0.0),
+        ("busy_poll=0.01", "busy_poll", 0.01),
     ],
 )
 def test_range_bounds_accepted(query: str, attr: str, value: int) -> None:
@@ -288,6 +296,18 @@ def test_port_range_in_constructor() -> None:
     with pytest.raises(ValueError, match="port"):
         ConnectionParameters(port=-1)
     assert ConnectionParameters(port=65535).port == 65535
+
+
+def test_busy_poll_in_microseconds_is_refused_with_the_unit() -> None:
+    """500 meant as microseconds would spin for minutes: the error says
+    the unit, and what half a millisecond is."""
+    with pytest.raises(ValueError, match=r"in seconds: 0\.0005 is half a millisecond"):
+        ConnectionParameters(busy_poll=500)
+    with pytest.raises(TypeError, match="busy_poll must be a number of seconds"):
+        ConnectionParameters(busy_poll=True)
+    with pytest.raises(TypeError, match="busy_poll"):
+        ConnectionParameters(busy_poll="0.001")  # type: ignore[arg-type]
+    assert ConnectionParameters(busy_poll=0).busy_poll == 0
 
 
 def test_constructor_type_checks() -> None:
@@ -432,6 +452,7 @@ def test_url_redacted_round_trips_all_options() -> None:
         verify=False,
         server_hostname="sni.example",
         max_body_size=99,
+        busy_poll=0.0,
         password=SECRET,
     )
     url = p.url_redacted()
