@@ -190,6 +190,7 @@ class Runner:
                 if served.get("served") != n:
                     raise BenchError(f"{client.name} RPC server served {served}")
                 result["server_rss_peak_kib"] = served["rss_peak_kib"]
+                result["server_cpu_seconds"] = served["cpu_seconds"]
             # The broker must hold exactly what the workload leaves behind.
             left = n if workload in ("a", "b", "c") else 0
             broker.wait_depth(queue, left, timeout=60)

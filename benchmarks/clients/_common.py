@@ -125,14 +125,22 @@ class Check:
             raise AssertionError(f"{what}: got {got!r}, expected {expected!r}")
 
 
+def cpu_seconds() -> float:
+    """CPU time (user and system) this process has used so far: start-up
+    and connecting included, so compare it workload by workload."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def emit(client: str, args: argparse.Namespace, result: dict[str, Any]) -> None:
-    """Print the run's one JSON line (with the peak RSS) and flush."""
+    """Print the run's one JSON line (with the peak RSS and the CPU time) and flush."""
     line = {
         "client": client,
         "workload": args.workload,
         "n": args.n,
         **result,
         "rss_peak_kib": peak_rss_kib(),
+        "cpu_seconds": round(cpu_seconds(), 4),
     }
     sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
