@@ -287,11 +287,12 @@ _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}")
 def parse_url(url: str = DEFAULT_URL, **overrides: Any) -> ConnectionParameters:
     """Parse an ``amqp://`` or ``amqps://`` URL into :class:`ConnectionParameters`.
 
-    Query options: ``heartbeat``, ``connection_timeout`` and
-    ``busy_poll`` (seconds), ``frame_max``, ``channel_max``, ``max_body_size``, ``connection_name``,
-    ``auth_mechanism`` (or ``authMechanism``), ``cafile``, ``certfile``,
-    ``keyfile``, ``verify`` (``true``/``false``/``1``/``0``/``verify_peer``/
-    ``verify_none``) and ``server_name_indication`` (or ``server_hostname``).
+    Query options: ``heartbeat``, ``connection_timeout`` and ``busy_poll``
+    (seconds), ``frame_max``, ``channel_max``, ``max_body_size``,
+    ``connection_name``, ``auth_mechanism`` (or ``authMechanism``),
+    ``cafile``, ``certfile``, ``keyfile``, ``verify`` (``true``/``false``/
+    ``1``/``0``/``verify_peer``/``verify_none``) and
+    ``server_name_indication`` (or ``server_hostname``).
 
     Keyword *overrides* name :class:`ConnectionParameters` fields and win
     over values from the URL.
