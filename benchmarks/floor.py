@@ -1,7 +1,8 @@
 """How low can latency go?  Workloads c (publish, wait for its confirm) and
 e (RPC round trips, each side its own client's) for the floor clients
 (``benchmarks/clients/floor_client.py``: pre-encoded frames on a blocking
-socket, and on one trio task) beside trio_msg on trio, pika and kombu, run
+socket, on the same socket polled before it blocks, and on one trio task)
+beside trio_msg on trio, pika and kombu, run
 the same way as the client comparison (one process per run, interleaved
 rounds, medians, the same checks).
 
@@ -35,6 +36,7 @@ from benchmarks.broker import Broker
 
 FLOOR = (
     Client("floor[blocking]", "floor_client", ("--backend", "blocking")),
+    Client("floor[poll]", "floor_client", ("--backend", "poll")),
     Client("floor[trio]", "floor_client", ("--backend", "trio")),
 )
 CONTENDERS = (*FLOOR, BY_NAME["trio_msg[trio]"], BY_NAME["pika"], BY_NAME["kombu"])

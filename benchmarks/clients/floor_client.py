@@ -16,13 +16,18 @@ correlation id and body.  Two ways to wait:
 * ``--backend blocking``: a blocking socket (``sendall``, ``recv``), as pika's
   BlockingConnection and kombu wait;
 * ``--backend trio``: one trio task on a trio socket (``await send``,
-  ``await recv``): the least an event loop client on trio can spend.
+  ``await recv``): the least an event loop client on trio can spend;
+* ``--backend poll``: the blocking socket, but each wait for what the
+  broker sends first polls it (``recv`` with ``MSG_DONTWAIT``, in a loop)
+  for up to ``POLL`` seconds, as trio_msg's ``busy_poll`` does between its
+  event loop's passes: the least a client that polls can wait.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+import time
 import uuid
 from typing import Any
 
@@ -52,6 +57,9 @@ PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 #: Stands for the correlation id in the encoded request (a uuid4's hex).
 PLACEHOLDER = b"X" * 32
 _FRAME_HEAD = struct.Struct(">BHI")
+#: How long ``--backend poll`` polls before it blocks: trio_msg's default
+#: ``busy_poll``.
+POLL = 0.0005
 
 
 def encode(channel: int, *methods: Any) -> bytes:
@@ -135,6 +143,22 @@ class Blocking:
         while not (got := self.frames.cut()):
             await self.receive()
         return got
+
+
+class Polling(Blocking):
+    async def receive(self) -> None:
+        sock = self.sock
+        end = time.perf_counter() + POLL
+        data = None
+        while data is None:
+            try:
+                data = sock.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                if time.perf_counter() >= end:
+                    data = sock.recv(65536)
+        if not data:
+            raise EOFError
+        self.frames.buffer += data
 
 
 class Trio(Blocking):
@@ -262,15 +286,15 @@ async def run(args: Any, io: Blocking) -> dict[str, Any]:
 
 
 def main() -> None:
-    args = parse_args(extra=True, backends=("blocking", "trio"))
-    if args.backend == "blocking":
-        coro = run(args, Blocking())
+    args = parse_args(extra=True, backends=("blocking", "poll", "trio"))
+    if args.backend != "trio":
+        coro = run(args, Blocking() if args.backend == "blocking" else Polling())
         try:
             coro.send(None)  # Blocking never suspends: this runs it to the end
         except StopIteration as stop:
             result = stop.value
         else:
-            raise RuntimeError("the blocking floor yielded")
+            raise RuntimeError(f"the {args.backend} floor yielded")
     else:
         result = trio.run(run, args, Trio())
     emit(f"floor[{args.backend}]", args, result)
