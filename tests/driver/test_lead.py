@@ -302,22 +302,35 @@ async def test_a_full_buffer_hands_the_rest_to_the_reader_in_order(
     assert any(lead.backlog for lead in leads)
 
 
+@pytest.mark.parametrize(
+    ("busy_poll", "cancel_after"), [(0.0, 0.1), (0.01, 0.001)], ids=["sleeping", "polling"]
+)
 async def test_a_cancelled_leader_leaves_the_reading_to_the_reader(
-    tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
+    tcp_broker: FakeBroker,
+    leads: list[Lead],
+    anyio_backend: str,
+    busy_poll: float,
+    cancel_after: float,
 ) -> None:
+    """Cancelled while it sleeps on the socket, or while it polls (the
+    poll's checkpoints take the cancellation, well before the 10 ms poll
+    would end), the leader leaves the reading to the reader."""
     tcp_broker.auto_confirm = False
     async with (
         tcp_broker,
-        connect(URL) as conn,
+        connect(URL, busy_poll=busy_poll) as conn,
         conn.channel() as channel,
         Consumer(conn, queues=[Queue("q")], prefetch_count=10) as consumer,
     ):
         await channel.confirm_select()
         result = await channel.basic_publish(b"x", "", "q")
         assert result is not None
-        with anyio.move_on_after(0.1) as scope:
+        with anyio.move_on_after(cancel_after) as scope:
+            start = time.perf_counter()
             await result.wait()
         assert scope.cancelled_caught
+        if busy_poll:
+            assert time.perf_counter() - start < 0.0095  # before the poll ran out
         assert leads and not leads[-1].woken
         # The reader reads again: a delivery reaches the consumer (which
         # may lead in turn), and the confirm the cancelled wait missed is
@@ -584,32 +597,3 @@ async def test_polling_stops_after_a_slow_answer_and_resumes_after_a_quick_one(
     assert len(sleeps) >= 3, sleeps
     assert sleeps[0] >= 1  # not polled: it slept on the socket
     assert sum(1 for n in sleeps[1:] if n) <= 1, sleeps  # polled again
-
-
-async def test_a_leader_cancelled_while_polling_leaves_the_connection_usable(
-    tcp_broker: FakeBroker, sleeps: list[int], anyio_backend: str
-) -> None:
-    """Cancellation arrives at the poll's checkpoints, well before the poll
-    would end; the reader then reads what comes, as after any lead."""
-    tcp_broker.auto_confirm = False
-    async with (
-        tcp_broker,
-        connect(URL, busy_poll=0.01) as conn,
-        conn.channel() as channel,
-        Consumer(conn, queues=[Queue("q")], prefetch_count=10) as consumer,
-    ):
-        await channel.confirm_select()
-        result = await channel.basic_publish(b"x", "", "q")
-        assert result is not None
-        with anyio.move_on_after(0.001) as scope:
-            start = time.perf_counter()
-            await result.wait()
-        assert scope.cancelled_caught
-        assert time.perf_counter() - start < 0.0095  # before the 10 ms poll ran out
-        (tag,) = tcp_broker.consumers
-        await tcp_broker.deliver(tag, b"after")
-        await tcp_broker.confirm(channel.channel_id, 1)
-        with anyio.fail_after(5):
-            message = await consumer.__anext__()
-            assert message.body == b"after"
-            assert await result.wait() is Outcome.ACK
