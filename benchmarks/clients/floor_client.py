@@ -51,6 +51,7 @@ from benchmarks.clients._common import (
     now,
     parse_args,
 )
+from trio_msg._params import DEFAULT_BUSY_POLL
 from trio_msg._protocol.frames import decode_properties
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
@@ -59,7 +60,7 @@ PLACEHOLDER = b"X" * 32
 _FRAME_HEAD = struct.Struct(">BHI")
 #: How long ``--backend poll`` polls before it blocks: trio_msg's default
 #: ``busy_poll``.
-POLL = 0.0005
+POLL = DEFAULT_BUSY_POLL
 
 
 def encode(channel: int, *methods: Any) -> bytes:
