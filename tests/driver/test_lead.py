@@ -33,22 +33,49 @@ pytestmark = pytest.mark.anyio
 class Lead:
     woken: bool  # its signal was set when it stopped leading
     backlog: bool  # it handed undelivered events to the reader
+    sleeps: int  # times it slept on the socket (``wait_readable``) instead of polling
+
+
+#: The leader's count of sleeps on the socket, in the leading task's context
+#: (the reader's own waits are not counted).
+_SLEEPS: ContextVar[list[int] | None] = ContextVar("_SLEEPS", default=None)
 
 
 @pytest.fixture
 def leads(monkeypatch: pytest.MonkeyPatch) -> list[Lead]:
+    from trio_msg._asyncio_wire import AsyncioSocketWire
+    from trio_msg._trio_wire import SocketWire
+
     record: list[Lead] = []
     real = Connection._lead
 
     async def lead(self: Connection, wire: Any, signal: Signal) -> None:
         assert self._lead_by is None, "two tasks lead at once"
+        sleeps = [0]
+        token = _SLEEPS.set(sleeps)
         try:
             await real(self, wire, signal)
         finally:
-            record.append(Lead(signal.is_set(), self._backlog is not None))
+            _SLEEPS.reset(token)
+            record.append(Lead(signal.is_set(), self._backlog is not None, sleeps[0]))
 
     monkeypatch.setattr(Connection, "_lead", lead)
+    for cls in (SocketWire, AsyncioSocketWire):
+
+        async def wait_readable(wire: Any, real_wait: Any = cls.wait_readable) -> bool:
+            sleeps = _SLEEPS.get()
+            if sleeps is not None:
+                sleeps[0] += 1
+            return bool(await real_wait(wire))
+
+        monkeypatch.setattr(cls, "wait_readable", wait_readable)
     return record
+
+
+def answered_sleeps(leads: list[Lead]) -> list[int]:
+    """For each lead that got what it waited for, in order: how many times
+    it slept on the socket."""
+    return [lead.sleeps for lead in leads if lead.woken]
 
 
 @pytest.fixture
@@ -506,47 +533,9 @@ async def test_a_run_of_confirms_moves_the_readers_deadline_seldom(
 
 # --- busy polling (``busy_poll``) ---------------------------------------------
 
-#: The leader's count of sleeps on the socket, in the leading task's context
-#: (the reader's own waits are not counted).
-_SLEEPS: ContextVar[list[int] | None] = ContextVar("_SLEEPS", default=None)
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """For each lead that got what it waited for, in order: how many times
-    the leader slept on the socket (``wait_readable``) instead of polling."""
-    from trio_msg._asyncio_wire import AsyncioSocketWire
-    from trio_msg._trio_wire import SocketWire
-
-    record: list[int] = []
-    real_lead = Connection._lead
-
-    async def lead(self: Connection, wire: Any, signal: Signal) -> None:
-        count = [0]
-        token = _SLEEPS.set(count)
-        try:
-            await real_lead(self, wire, signal)
-        finally:
-            _SLEEPS.reset(token)
-            if signal.is_set():
-                record.append(count[0])
-
-    monkeypatch.setattr(Connection, "_lead", lead)
-    for cls in (SocketWire, AsyncioSocketWire):
-        real_wait = cls.wait_readable
-
-        async def wait_readable(wire: Any, real_wait: Any = real_wait) -> bool:
-            count = _SLEEPS.get()
-            if count is not None:
-                count[0] += 1
-            return bool(await real_wait(wire))
-
-        monkeypatch.setattr(cls, "wait_readable", wait_readable)
-    return record
-
 
 async def test_a_leader_polls_instead_of_sleeping_when_answers_come_soon(
-    tcp_broker: FakeBroker, sleeps: list[int], anyio_backend: str
+    tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
 ) -> None:
     """With ``busy_poll``, a task waiting for its confirm tries the socket
     and yields to the event loop, again and again, instead of sleeping on
@@ -557,24 +546,26 @@ async def test_a_leader_polls_instead_of_sleeping_when_answers_come_soon(
         for i in range(30):
             result = await producer.publish(b"%d" % i, routing_key="q")
             assert result is not None and result.outcome is Outcome.ACK
+    sleeps = answered_sleeps(leads)
     assert len(sleeps) >= 15
     # (a pause of 10 ms on a loaded machine may end a poll: rarely)
     assert sum(1 for n in sleeps if n) <= 2, sleeps
 
 
 async def test_without_busy_poll_a_leader_sleeps_for_every_answer(
-    tcp_broker: FakeBroker, sleeps: list[int], anyio_backend: str
+    tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
 ) -> None:
     async with tcp_broker, connect(URL, busy_poll=0) as conn, Producer(conn) as producer:
         for i in range(30):
             await producer.publish(b"%d" % i, routing_key="q")
         assert not conn._polling
+    sleeps = answered_sleeps(leads)
     assert len(sleeps) >= 15
     assert all(n >= 1 for n in sleeps), sleeps
 
 
 async def test_polling_stops_after_a_slow_answer_and_resumes_after_a_quick_one(
-    tcp_broker: FakeBroker, sleeps: list[int], anyio_backend: str
+    tcp_broker: FakeBroker, leads: list[Lead], anyio_backend: str
 ) -> None:
     """An answer that takes longer than POLL_AGAIN times ``busy_poll`` (a
     consumer whose messages come seldom, a slow RPC server) stops the
@@ -590,10 +581,11 @@ async def test_polling_stops_after_a_slow_answer_and_resumes_after_a_quick_one(
         await channel.queue_declare("slow")
         assert not conn._polling
         tcp_broker.reply_delay = 0.0
-        del sleeps[:]
+        del leads[:]
         for i in range(6):
             await channel.queue_declare(f"q{i}")
         assert conn._polling
+    sleeps = answered_sleeps(leads)
     assert len(sleeps) >= 3, sleeps
     assert sleeps[0] >= 1  # not polled: it slept on the socket
     assert sum(1 for n in sleeps[1:] if n) <= 1, sleeps  # polled again
