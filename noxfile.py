@@ -1,4 +1,4 @@
-"""Sessions: tests (one per backend), lint, typecheck, docs, bench.
+"""Sessions: tests (one per backend), lint, typecheck, docs, package, bench.
 
 ``nox -s tests`` runs the suite on trio and then on asyncio; each half runs
 in its own virtualenv built from this project's own ``pyproject.toml``.
@@ -6,20 +6,36 @@ in its own virtualenv built from this project's own ``pyproject.toml``.
 
 from __future__ import annotations
 
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+nox.options.sessions = ["tests", "lint", "typecheck", "docs", "package"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
 
 
+def install(session: nox.Session, *groups: str, extras: str = "all") -> None:
+    """This checkout (editable, with *extras*) and the named dependency groups.
+
+    The groups live in pyproject.toml's ``[dependency-groups]``: what the
+    project's own sessions need is not offered to users as an extra.
+    """
+    reqs = [r for g in groups for r in nox.project.dependency_groups(PYPROJECT, g)]
+    session.install("-e", f".[{extras}]" if extras else ".", *reqs)
+
+
 @nox.session(python=PYTHON)
 @nox.parametrize("backend", ["trio", "asyncio"])
 def tests(session: nox.Session, backend: str) -> None:
     """The test suite against the real RabbitMQ, on one anyio backend."""
-    session.install("-e", ".[test]")
+    install(session, "test")
     args = session.posargs or []
     # The protocol core is backend-free: run it once, in the trio half.
     skip = [] if backend == "trio" else ["--ignore=tests/protocol"]
@@ -35,7 +51,7 @@ def tests(session: nox.Session, backend: str) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff, with the async rules on."""
-    session.install("-e", ".[lint]")
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", "trio_msg", "tests", "examples", "benchmarks", "noxfile.py")
     session.run("ruff", "format", "--check", "trio_msg")
 
@@ -43,21 +59,63 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[typecheck]")
+    install(session, "typecheck")
     session.run("mypy", "--strict", "trio_msg")
 
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     """Sphinx, with warnings as errors."""
-    session.install("-e", ".[docs]")
+    install(session, "docs", extras="")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
 
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks side by side with the other Python clients."""
-    session.install("-e", ".[bench,all]")
+    install(session, "bench")
     session.run("python", "-m", "benchmarks", *session.posargs)
     if not session.posargs:  # the full run: the latency floor too (about two minutes)
         session.run("python", "-m", "benchmarks.floor")
+
+
+@nox.session(python=PYTHON)
+def package(session: nox.Session) -> None:
+    """Build the sdist and wheel, install the wheel in a clean venv, run an example from it.
+
+    The example runs from a temporary directory with nothing of the checkout
+    on its path, so it imports trio_msg from the installed wheel.
+    """
+    session.install(*nox.project.dependency_groups(PYPROJECT, "package"))
+    tmp = Path(session.create_tmp()).resolve()
+    dist = tmp / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist), ".")
+    wheels = sorted(dist.glob("trio_msg-*.whl"))
+    sdists = sorted(dist.glob("trio_msg-*.tar.gz"))
+    if len(wheels) != 1 or len(sdists) != 1:
+        session.error(f"expected one wheel and one sdist in {dist}, found {wheels + sdists}")
+    with tarfile.open(sdists[0]) as sdist:
+        names = {n.split("/", 1)[-1] for n in sdist.getnames()}
+    missing = {"LICENSE", "README.md", "pyproject.toml", "trio_msg/py.typed"} - names
+    if missing:
+        session.error(f"the sdist lacks {sorted(missing)}")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        if "trio_msg/py.typed" not in wheel.namelist():
+            session.error("the wheel lacks trio_msg/py.typed")
+
+    venv = tmp / "venv"
+    shutil.rmtree(venv, ignore_errors=True)
+    session.run("python", "-m", "venv", str(venv))
+    py = str(venv / "bin" / "python")
+    session.run(py, "-m", "pip", "install", "-q", str(wheels[0]), external=True)
+    run = tmp / "run"
+    run.mkdir(exist_ok=True)
+    shutil.copy("examples/hello_world.py", run / "hello_world.py")
+    with session.chdir(run):
+        where = session.run(
+            py, "-c", "import trio_msg; print(trio_msg.__file__)", external=True, silent=True
+        )
+        if not where or str(venv) not in where:
+            session.error(f"trio_msg was not imported from the wheel: {where!r}")
+        session.run(py, "hello_world.py", external=True, env={"PYTHONPATH": ""})
