@@ -37,8 +37,13 @@ def tests(session: nox.Session, backend: str) -> None:
     """The test suite against the real RabbitMQ, on one anyio backend."""
     install(session, "test")
     args = session.posargs or []
-    # The protocol core is backend-free: run it once, in the trio half.
-    skip = [] if backend == "trio" else ["--ignore=tests/protocol"]
+    # The protocol core is backend-free, and the command line runs its own
+    # trio: run them once, in the trio half.
+    skip = (
+        []
+        if backend == "trio"
+        else ["--ignore=tests/protocol", "--ignore=tests/integration/test_cli.py"]
+    )
     session.run(
         "pytest",
         "tests",
