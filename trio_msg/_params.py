@@ -138,6 +138,9 @@ class ConnectionParameters:
     #: sleeps; 0 never polls.  On plain TCP only.  It trades CPU for
     #: latency: see "Busy polling" in docs/architecture.rst.
     busy_poll: float = DEFAULT_BUSY_POLL
+    #: The name of an embedded broker in this process to connect to instead
+    #: of a network address (``memory://NAME``; see docs/memory.rst).
+    memory: str | None = None
 
     def __post_init__(self) -> None:
         default_port = DEFAULT_TLS_PORT if self.ssl else DEFAULT_PORT
@@ -249,6 +252,8 @@ class ConnectionParameters:
         if self.server_hostname is not None:
             query.append(("server_name_indication", self.server_hostname))
         url = f"{scheme}://{userinfo}{netloc}{path}"
+        if self.memory is not None:
+            url = f"memory://{quote(self.memory, safe='')}"
         if query:
             url += "?" + urlencode(query, quote_via=quote)
         return url
@@ -337,9 +342,16 @@ def _parse(url: str) -> dict[str, Any]:
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise ValueError("not an AMQP URL: expected 'amqp://...' or 'amqps://...'")
+    if scheme.lower() == "memory":
+        # memory://NAME?options: the embedded broker NAME in this process
+        # (guest/guest, vhost "/"), with the same query options.
+        name, question, query = rest.partition("?")
+        options = _parse("amqp://localhost/" + question + query)
+        options["memory"] = unquote(name.rstrip("/"))
+        return options
     if scheme.lower() not in _SCHEMES:
         shown = f" {scheme!r}" if _SCHEME_RE.fullmatch(scheme) else ""
-        raise ValueError(f"unsupported URL scheme{shown}: use 'amqp' or 'amqps'")
+        raise ValueError(f"unsupported URL scheme{shown}: use 'amqp', 'amqps' or 'memory'")
     values: dict[str, Any] = {"ssl": _SCHEMES[scheme.lower()]}
 
     rest, hash_sign, _ = rest.partition("#")

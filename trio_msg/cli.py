@@ -206,6 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--window", type=_positive(int), default=1000, help="unconfirmed at most")
     bn.add_argument("--prefetch", type=_positive(int), default=1000)
     bn.add_argument("--json", action="store_true", help="print the figures as JSON")
+    br = sub.add_parser(
+        "broker",
+        help="run the embedded broker on a TCP port",
+        description="Run trio_msg's embedded broker (the one behind memory://) on a TCP "
+        "port, for any AMQP 0-9-1 client to use as a test broker; until interrupted.",
+    )
+    br.add_argument("--port", "-p", type=int, default=5672, help="default: 5672 (0: any free)")
+    br.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    br.add_argument(
+        "--user",
+        action="append",
+        type=_pair,
+        default=[],
+        metavar="USER=PASSWORD",
+        help="accepted credentials (default: guest=guest)",
+    )
+    br.add_argument("--heartbeat", type=int, default=60, help="proposed heartbeat (default: 60)")
     return parser
 
 
@@ -539,9 +556,21 @@ COMMANDS: dict[str, Callable[[Connection, argparse.Namespace], Any]] = {
 }
 
 
+async def run_broker(args: argparse.Namespace) -> None:
+    from ._broker import BrokerServer
+
+    server = BrokerServer(users=dict(args.user) or None, heartbeat=args.heartbeat)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve_tcp, args.port, args.host)
+        print(f"trio_msg broker listening on {args.host}:{port}", file=sys.stderr, flush=True)
+
+
 async def run(args: argparse.Namespace) -> None:
     """Run one parsed command on a connection of its own (revive off: a
     command that loses its connection fails, with status 3)."""
+    if args.command == "broker":
+        await run_broker(args)
+        return
     url = args.url or os.environ.get("TRIO_MSG_URL") or DEFAULT_URL
     async with connect(url, revive=False) as conn:
         await COMMANDS[args.command](conn, args)

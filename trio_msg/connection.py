@@ -367,6 +367,13 @@ class Connection:
         self.address = None
         try:
             with anyio.fail_after(params.connection_timeout):
+                if params.memory is not None:
+                    from ._broker import attach
+
+                    addresses = []  # no network: the embedded broker
+                    self._stream = await attach(params.memory, tg)
+                    self._wire = make_wire(self._stream)
+                    self.address = ("memory", 0)
                 for host, port in addresses:
                     try:
                         self._stream = await self._connect_tcp(host, port, ssl_context)
@@ -382,9 +389,10 @@ class Connection:
                     self.address = (host, port)
                     break
                 else:
-                    raise ConnectionFailed(
-                        redact("cannot connect to the broker: " + "; ".join(failures), params)
-                    )
+                    if self.address is None:
+                        raise ConnectionFailed(
+                            redact("cannot connect to the broker: " + "; ".join(failures), params)
+                        )
                 self._core.initiate()
                 self._spawn(tg, self._reader)
                 self._spawn(tg, self._writer)

@@ -181,3 +181,28 @@ def test_help_for_each_command(command: str) -> None:
 def test_bad_usage_exits_2() -> None:
     assert trio_msg("publish", "--count", "0", "x").returncode == 2
     assert trio_msg("frobnicate", url=None).returncode == 2
+
+
+def test_broker_command_serves_other_commands() -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "trio_msg", "broker", "--port", "0"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stderr is not None
+        line = server.stderr.readline()
+        assert "listening on 127.0.0.1:" in line, line
+        port = int(line.rsplit(":", 1)[1])
+        url = f"amqp://guest:guest@127.0.0.1:{port}//"
+        sent = trio_msg("publish", "--declare-queue", "q", "-k", "q", "-n", "2", "hi", url=url)
+        assert sent.returncode == 0, sent.stderr
+        got = trio_msg("consume", "-n", "2", "q", url=url)
+        assert got.returncode == 0, got.stderr
+        assert got.stdout.splitlines() == ["hi", "hi"]
+    finally:
+        server.terminate()
+        server.wait(10)

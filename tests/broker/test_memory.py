@@ -1,0 +1,344 @@
+"""memory://: the embedded broker through the whole client stack, frames included.
+
+Each test gets a broker of its own (a unique name); what is checked is what
+a client sees, with RabbitMQ's behaviour as the specification (the reply
+codes and texts below are the ones RabbitMQ 3.10 sends).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import pytest
+
+import trio_msg
+from trio_msg import Consumer, Exchange, Producer, Queue
+from trio_msg._broker import drop_broker
+from trio_msg.errors import (
+    AccessRefused,
+    ConsumerCancelled,
+    NotFound,
+    NotImplementedByBroker,
+    PreconditionFailed,
+    ResourceLocked,
+    Unroutable,
+)
+
+pytestmark = pytest.mark.anyio
+
+TIMEOUT = 5
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield f"memory://{name}"
+    drop_broker(name)
+
+
+@pytest.fixture
+async def conn(url: str) -> AsyncIterator[trio_msg.Connection]:
+    async with trio_msg.connect(url, revive=False) as connection:
+        yield connection
+
+
+async def receive(consumer: Consumer, n: int) -> list[trio_msg.Message]:
+    out = []
+    with anyio.fail_after(TIMEOUT):
+        async for message in consumer:
+            out.append(message)
+            if len(out) == n:
+                break
+    return out
+
+
+async def publish_all(conn: trio_msg.Connection, queue: Queue, bodies: list[str]) -> None:
+    async with Producer(conn) as producer:
+        for body in bodies:
+            await producer.publish(body, routing_key=queue.name, declare=[queue])
+
+
+async def test_publish_consume_and_confirm(conn: trio_msg.Connection) -> None:
+    queue = Queue("q", durable=False)
+    async with Producer(conn, serializer="json") as producer:
+        for i in range(20):
+            result = await producer.publish({"i": i}, routing_key="q", declare=[queue])
+            assert result is not None and result.outcome is trio_msg.Outcome.ACK
+    messages = []
+    async with Consumer(conn, [queue], prefetch_count=3) as consumer:
+        with anyio.fail_after(TIMEOUT):
+            async for m in consumer:
+                messages.append(m)
+                await m.ack()
+                if len(messages) == 20:
+                    break
+    assert [m.payload for m in messages] == [{"i": i} for i in range(20)]
+    assert not any(m.redelivered for m in messages)
+
+
+async def test_connections_to_one_name_share_a_broker_and_names_are_separate(url: str) -> None:
+    queue = Queue("shared", durable=False)
+    async with trio_msg.connect(url, revive=False) as a:
+        await publish_all(a, queue, ["x"])
+    async with trio_msg.connect(url, revive=False) as b, b.channel() as ch:
+        assert (await ch.queue_declare("shared", passive=True)).message_count == 1
+    other = f"{url}-other"
+    try:
+        async with trio_msg.connect(other, revive=False) as c, c.channel() as ch:
+            with pytest.raises(NotFound, match="no queue 'shared' in vhost '/'"):
+                await ch.queue_declare("shared", passive=True)
+    finally:
+        drop_broker(other.removeprefix("memory://"))
+
+
+async def test_requeued_messages_go_back_in_order_flagged_redelivered(
+    conn: trio_msg.Connection,
+) -> None:
+    queue = Queue("order", durable=False)
+    await publish_all(conn, queue, [str(i) for i in range(6)])
+    async with conn.channel() as ch:
+        first = [await ch.basic_get("order") for _ in range(4)]
+        assert all(m is not None for m in first)
+        # reject 2 and then 0, ack the others
+        await first[2].reject(requeue=True)  # type: ignore[union-attr]
+        await first[0].reject(requeue=True)  # type: ignore[union-attr]
+        await first[1].ack()  # type: ignore[union-attr]
+        await first[3].ack()  # type: ignore[union-attr]
+    async with Consumer(conn, [queue], prefetch_count=4) as consumer:
+        rest = await receive(consumer, 4)
+        for m in rest:
+            await m.ack()
+    # RabbitMQ puts requeued messages back where they were: 0 and 2 come
+    # before 4 and 5, in their original order.
+    assert [m.payload for m in rest] == ["0", "2", "4", "5"]
+    assert [m.redelivered for m in rest] == [True, True, False, False]
+
+
+async def test_unacked_messages_return_when_the_channel_closes(
+    conn: trio_msg.Connection,
+) -> None:
+    queue = Queue("back", durable=False)
+    await publish_all(conn, queue, ["a", "b"])
+    async with Consumer(conn, [queue], prefetch_count=10) as consumer:
+        await receive(consumer, 2)
+    async with conn.channel() as ch:
+        got = await ch.basic_get("back")
+        assert got is not None and got.payload == "a" and got.redelivered
+        await got.ack()
+
+
+async def test_prefetch_bounds_what_is_in_flight(conn: trio_msg.Connection) -> None:
+    queue = Queue("pf", durable=False)
+    await publish_all(conn, queue, [str(i) for i in range(5)])
+    async with Consumer(conn, [queue], prefetch_count=2) as consumer:
+        first = await receive(consumer, 2)
+        async with conn.channel() as ch:
+            # two delivered and unacked, three still ready in the queue
+            assert (await ch.queue_declare("pf", passive=True)).message_count == 3
+        await first[0].ack()
+        await first[1].ack()
+        for _ in range(3):
+            [m] = await receive(consumer, 1)
+            await m.ack()
+        async with conn.channel() as ch:
+            assert (await ch.queue_declare("pf", passive=True)).message_count == 0
+
+
+@pytest.mark.parametrize(
+    ("type", "bind_key", "arguments", "key", "headers", "routed"),
+    [
+        ("direct", "a", None, "a", None, True),
+        ("direct", "a", None, "b", None, False),
+        ("fanout", "", None, "anything", None, True),
+        ("topic", "a.*.c", None, "a.b.c", None, True),
+        ("topic", "a.#", None, "a", None, True),
+        ("topic", "a.*", None, "a", None, False),
+        ("headers", "", {"x-match": "all", "k": "v", "n": 1}, "", {"k": "v", "n": 1}, True),
+        ("headers", "", {"x-match": "all", "k": "v", "n": 1}, "", {"k": "v"}, False),
+        ("headers", "", {"x-match": "any", "k": "v", "n": 1}, "", {"k": "v"}, True),
+    ],
+)
+async def test_exchange_types_route_as_rabbitmq(
+    conn: trio_msg.Connection,
+    type: str,
+    bind_key: str,
+    arguments: dict[str, object] | None,
+    key: str,
+    headers: dict[str, object] | None,
+    routed: bool,
+) -> None:
+    async with conn.channel() as ch:
+        await ch.exchange_declare("x", type, durable=False)
+        await ch.queue_declare("q", durable=False)
+        await ch.queue_bind("q", "x", bind_key, arguments)
+    async with Producer(conn, exchange="x", auto_declare=False) as producer:
+        if routed:
+            await producer.publish(b"m", routing_key=key, headers=headers, mandatory=True)
+        else:
+            with pytest.raises(Unroutable):
+                await producer.publish(b"m", routing_key=key, headers=headers, mandatory=True)
+    async with conn.channel() as ch:
+        assert (await ch.queue_declare("q", passive=True)).message_count == int(routed)
+
+
+async def test_exchange_to_exchange_bindings_and_cycles(conn: trio_msg.Connection) -> None:
+    async with conn.channel() as ch:
+        await ch.exchange_declare("a", "fanout", durable=False)
+        await ch.exchange_declare("b", "fanout", durable=False)
+        await ch.exchange_bind("b", "a")
+        await ch.exchange_bind("a", "b")  # a cycle: each queue still gets one copy
+        await ch.queue_declare("qa", durable=False)
+        await ch.queue_declare("qb", durable=False)
+        await ch.queue_bind("qa", "a")
+        await ch.queue_bind("qb", "b")
+    async with Producer(conn, exchange="a", auto_declare=False) as producer:
+        await producer.publish(b"m")
+    async with conn.channel() as ch:
+        assert (await ch.queue_declare("qa", passive=True)).message_count == 1
+        assert (await ch.queue_declare("qb", passive=True)).message_count == 1
+
+
+async def test_errors_carry_rabbitmqs_codes_and_texts(conn: trio_msg.Connection) -> None:
+    async with conn.channel() as ch:
+        await ch.queue_declare("q", durable=False)
+    cases: list[tuple[type[Exception], str, object]] = [
+        (
+            NotFound,
+            "NOT_FOUND - no queue 'nope' in vhost '/'",
+            lambda c: c.queue_declare("nope", passive=True),
+        ),
+        (
+            NotFound,
+            "NOT_FOUND - no exchange 'nope' in vhost '/'",
+            lambda c: c.queue_bind("q", "nope"),
+        ),
+        (
+            PreconditionFailed,
+            "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q' in vhost '/': "
+            "received 'true' but current is 'false'",
+            lambda c: c.queue_declare("q", durable=True),
+        ),
+        (
+            AccessRefused,
+            "ACCESS_REFUSED - queue name 'amq.q' contains reserved prefix 'amq.*'",
+            lambda c: c.queue_declare("amq.q"),
+        ),
+        (
+            AccessRefused,
+            "ACCESS_REFUSED - operation not permitted on the default exchange",
+            lambda c: c.exchange_delete(""),
+        ),
+        (
+            PreconditionFailed,
+            "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'amq.direct' in vhost '/'",
+            lambda c: c.exchange_declare("amq.direct", "fanout"),
+        ),
+        (
+            AccessRefused,
+            "ACCESS_REFUSED - exchange name 'amq.new' contains reserved prefix 'amq.*'",
+            lambda c: c.exchange_declare("amq.new", "fanout"),
+        ),
+    ]
+    for error, text, call in cases:
+        async with conn.channel() as ch:
+            with pytest.raises(error) as info:
+                await call(ch)  # type: ignore[operator]
+            assert text in str(info.value)
+    # the connection outlived every channel error
+    async with conn.channel() as ch:
+        assert (await ch.queue_declare("q", passive=True)).message_count == 0
+
+
+async def test_exclusive_queues_belong_to_their_connection(url: str) -> None:
+    async with trio_msg.connect(url, revive=False) as a:
+        async with a.channel() as ch:
+            name = (await ch.queue_declare("", exclusive=True, durable=False)).queue
+        assert name.startswith("amq.gen-")
+        async with trio_msg.connect(url, revive=False) as b, b.channel() as ch:
+            with pytest.raises(ResourceLocked, match="cannot obtain exclusive access"):
+                await ch.queue_declare(name, passive=True)
+    # gone with its connection
+    async with trio_msg.connect(url, revive=False) as c, c.channel() as ch:
+        with pytest.raises(NotFound):
+            await ch.queue_declare(name, passive=True)
+
+
+async def test_deleting_a_queue_cancels_its_consumers(url: str) -> None:
+    queue = Queue("doomed", durable=False)
+    async with trio_msg.connect(url, revive=False) as conn, Consumer(conn, [queue]) as consumer:
+        async with trio_msg.connect(url, revive=False) as other, other.channel() as ch:
+            await ch.queue_delete("doomed")
+        with pytest.raises(ConsumerCancelled), anyio.fail_after(TIMEOUT):
+            async for _ in consumer:
+                pass
+
+
+async def test_delete_if_unused_and_if_empty(conn: trio_msg.Connection) -> None:
+    queue = Queue("d", durable=False)
+    await publish_all(conn, queue, ["x"])
+    async with conn.channel() as ch:
+        with pytest.raises(PreconditionFailed, match="queue 'd' in vhost '/' not empty"):
+            await ch.queue_delete("d", if_empty=True)
+    async with Consumer(conn, [queue], prefetch_count=1) as consumer:
+        async with conn.channel() as ch:
+            with pytest.raises(PreconditionFailed, match="queue 'd' in vhost '/' in use"):
+                await ch.queue_delete("d", if_unused=True)
+        [m] = await receive(consumer, 1)
+        await m.ack()
+    async with conn.channel() as ch:
+        assert await ch.queue_delete("d", if_empty=True, if_unused=True) == 0
+
+
+async def test_message_ttl_expires_messages(conn: trio_msg.Connection) -> None:
+    queue = Queue("ttl", durable=False)
+    async with Producer(conn) as producer:
+        await producer.publish("gone", routing_key="ttl", declare=[queue], expiration=0.01)
+        await producer.publish("kept", routing_key="ttl")
+    await anyio.sleep(0.05)  # the broker's clock is real time: let 10 ms pass
+    async with conn.channel() as ch:
+        got = await ch.basic_get("ttl")
+        assert got is not None and got.payload == "kept"
+        assert await ch.basic_get("ttl") is None
+
+
+async def test_transactions_commit_and_roll_back(conn: trio_msg.Connection) -> None:
+    async with conn.channel() as ch:
+        await ch.queue_declare("tx", durable=False)
+        await ch.tx_select()
+        await ch.basic_publish(b"rolled back", routing_key="tx")
+        await ch.tx_rollback()
+        await ch.basic_publish(b"committed", routing_key="tx")
+        assert (await ch.queue_declare("tx", passive=True)).message_count == 0
+        await ch.tx_commit()
+        assert (await ch.queue_declare("tx", passive=True)).message_count == 1
+
+
+async def test_what_it_does_not_implement_is_refused_with_540(url: str) -> None:
+    # 540 is a connection error, as in RabbitMQ: the connection ends with it.
+    with pytest.raises(NotImplementedByBroker, match="x-dead-letter-exchange"):
+        async with trio_msg.connect(url, revive=False) as conn, conn.channel() as ch:
+            await ch.queue_declare("dlx", arguments={"x-dead-letter-exchange": "x"})
+
+
+async def test_wrong_password_is_refused(url: str) -> None:
+    with pytest.raises(trio_msg.errors.AuthenticationError):
+        async with trio_msg.connect(url, password="nope", revive=False):
+            pass
+
+
+async def test_unknown_vhost_is_refused(url: str) -> None:
+    with pytest.raises(trio_msg.errors.NotAllowed, match="vhost other not found"):
+        async with trio_msg.connect(url, vhost="other", revive=False):
+            pass
+
+
+async def test_exchange_publish_with_a_default_exchange_entity(conn: trio_msg.Connection) -> None:
+    exchange = Exchange("fan", "fanout", durable=False)
+    q1, q2 = Queue("q1", exchange, durable=False), Queue("q2", exchange, durable=False)
+    async with Producer(conn, exchange=exchange) as producer:
+        await producer.publish("both", declare=[q1, q2])
+    async with conn.channel() as ch:
+        assert (await ch.queue_declare("q1", passive=True)).message_count == 1
+        assert (await ch.queue_declare("q2", passive=True)).message_count == 1

@@ -1,0 +1,943 @@
+"""The embedded broker's protocol core: one client connection, sans IO.
+
+:class:`ServerConnection` takes the client's bytes (:meth:`receive_data`) and
+the time (:meth:`tick`), applies what they say to the shared
+:class:`~.model.Broker`, and gives bytes to send (:meth:`data_to_send`).
+It reuses the client's frame codec (:mod:`trio_msg._protocol.frames`):
+frames are cut and checked by :class:`~trio_msg._protocol.frames.FrameReader`,
+methods decoded by pamqp, content headers by the project's own codec.
+
+Deliveries caused by another connection (a publish there, an ack that frees
+a consumer here) are written to this connection's output too; the driver
+learns of them through :attr:`ServerConnection.on_output`.
+
+Errors are RabbitMQ's: a channel error closes the channel with
+``channel.close`` (and the channel then ignores everything until
+``channel.close-ok``), a connection error closes the connection with
+``connection.close``, each with the code and text RabbitMQ 3.10 sends.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from pamqp import base as _pbase
+from pamqp import commands as C
+from pamqp import decode as _pdecode
+
+from .._protocol import frames as fr
+from .._protocol.errors import FrameError
+from .model import (
+    ACCESS_REFUSED,
+    CHANNEL_ERROR,
+    COMMAND_INVALID,
+    FRAME_ERROR,
+    NO_ROUTE,
+    NOT_ALLOWED,
+    NOT_IMPLEMENTED,
+    PRECONDITION_FAILED,
+    UNEXPECTED_FRAME,
+    AMQPError,
+    Broker,
+    Queue,
+    StoredMessage,
+    message_ttl,
+)
+
+__all__ = ["ServerConnection"]
+
+SERVER_PROPERTIES: dict[str, Any] = {
+    "product": "trio_msg memory broker",
+    "platform": "Python",
+    "capabilities": {
+        "publisher_confirms": True,
+        "exchange_exchange_bindings": True,
+        "basic.nack": True,
+        "consumer_cancel_notify": True,
+        "connection.blocked": True,
+        "authentication_failure_close": True,
+        "per_consumer_qos": True,
+    },
+}
+
+_HEADER = "header"  # waiting for the protocol header
+_START = "start"  # connection.start sent
+_TUNE = "tune"  # connection.tune sent
+_OPEN = "open"  # tune-ok received, waiting for connection.open
+_RUNNING = "running"
+_CLOSING = "closing"  # connection.close sent, waiting for close-ok
+_CLOSED = "closed"
+
+
+def _ids(method: _pbase.Frame) -> tuple[int, int]:
+    index = method.index
+    return index >> 16, index & 0xFFFF
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class _Consumer:
+    """One ``basic.consume`` on a channel."""
+
+    __slots__ = (
+        "arguments",
+        "channel",
+        "exclusive",
+        "no_ack",
+        "prefetch",
+        "queue",
+        "tag",
+        "unacked",
+    )
+
+    def __init__(
+        self,
+        channel: _Channel,
+        queue: Queue,
+        tag: str,
+        no_ack: bool,
+        exclusive: bool,
+        prefetch: int,
+        arguments: dict[str, Any],
+    ) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.tag = tag
+        self.no_ack = no_ack
+        self.exclusive = exclusive
+        self.prefetch = prefetch
+        self.arguments = arguments
+        self.unacked = 0
+
+    def can_take(self) -> bool:
+        if self.no_ack:
+            return self.channel.open
+        if self.prefetch and self.unacked >= self.prefetch:
+            return False
+        return self.channel.can_deliver()
+
+    def take(self, queue: Queue, message: StoredMessage) -> None:
+        self.channel.deliver(self, queue, message)
+
+    def cancelled_by_server(self, queue: Queue) -> None:
+        self.channel.consumer_cancelled(self)
+
+
+class _Unacked:
+    __slots__ = ("consumer", "message", "queue")
+
+    def __init__(self, queue: Queue, message: StoredMessage, consumer: _Consumer | None) -> None:
+        self.queue = queue
+        self.message = message
+        self.consumer = consumer
+
+
+class _Channel:
+    def __init__(self, connection: ServerConnection, number: int) -> None:
+        self.connection = connection
+        self.broker = connection.broker
+        self.number = number
+        self.open = True
+        self.consumers: dict[str, _Consumer] = {}
+        self.unacked: dict[int, _Unacked] = {}
+        self.next_tag = 1
+        self.prefetch = 0  # for consumers made from now on (global=false)
+        self.global_prefetch = 0  # the channel's limit (global=true)
+        self.confirming = False
+        self.publish_seq = 0
+        self.transactional = False
+        self.tx_publishes: list[tuple[str, str, fr.BasicProperties, bytes, bool]] = []
+        self.tx_settles: list[tuple[str, int, bool, bool]] = []
+        # the publish whose content is coming
+        self.publishing: C.Basic.Publish | None = None
+        self.properties: fr.BasicProperties | None = None
+        self.body_size = 0
+        self.body: list[bytes] = []
+        self.received = 0
+
+    # --- output ---------------------------------------------------------------
+
+    def send(self, method: _pbase.Frame) -> None:
+        self.connection.send_method(self.number, method)
+
+    def deliver(self, consumer: _Consumer, queue: Queue, message: StoredMessage) -> None:
+        tag = self.next_tag
+        self.next_tag += 1
+        if not consumer.no_ack:
+            self.unacked[tag] = _Unacked(queue, message, consumer)
+            consumer.unacked += 1
+            queue.unacked += 1
+        self.connection.send_method(
+            self.number,
+            fr.make_method(
+                C.Basic.Deliver,
+                consumer_tag=consumer.tag,
+                delivery_tag=tag,
+                redelivered=message.redelivered,
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+            ),
+        )
+        self.connection.send_content(self.number, message.body, message.properties)
+
+    def can_deliver(self) -> bool:
+        return self.open and (not self.global_prefetch or len(self.unacked) < self.global_prefetch)
+
+    def consumer_cancelled(self, consumer: _Consumer) -> None:
+        """The broker cancels the consumer (its queue was deleted)."""
+        if self.consumers.pop(consumer.tag, None) is None:
+            return
+        if self.open and self.connection.cancel_notify:
+            self.send(fr.make_method(C.Basic.Cancel, consumer_tag=consumer.tag, nowait=True))
+
+    # --- closing --------------------------------------------------------------
+
+    def release(self) -> None:
+        """The channel is closed (either side, or with its connection): its
+        consumers go, its unacknowledged messages go back to their queues."""
+        self.open = False
+        queues: dict[int, Queue] = {}
+        for consumer in list(self.consumers.values()):
+            self.broker.remove_consumer(consumer.queue, consumer)
+            queues[id(consumer.queue)] = consumer.queue
+        self.consumers.clear()
+        for entry in self.unacked.values():
+            entry.queue.unacked -= 1
+            if self.broker.queues.get(entry.queue.name) is entry.queue:
+                entry.queue.requeue(entry.message)
+                queues[id(entry.queue)] = entry.queue
+        self.unacked.clear()
+        for queue in queues.values():
+            if self.broker.queues.get(queue.name) is queue:
+                self.broker.dispatch(queue)
+
+    # --- settling -------------------------------------------------------------
+
+    def settle(self, what: str, tag: int, multiple: bool, requeue: bool) -> None:
+        if multiple:
+            tags = [t for t in self.unacked if t <= tag] if tag else list(self.unacked)
+        else:
+            if tag not in self.unacked:
+                raise AMQPError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+            tags = [tag]
+        if multiple and tag and not tags:
+            raise AMQPError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+        touched: dict[int, Queue] = {}
+        for t in tags:
+            entry = self.unacked.pop(t)
+            entry.queue.unacked -= 1
+            if entry.consumer is not None:
+                entry.consumer.unacked -= 1
+            if (
+                what != "ack"
+                and requeue
+                and self.broker.queues.get(entry.queue.name) is entry.queue
+            ):
+                entry.queue.requeue(entry.message)
+            touched[id(entry.queue)] = entry.queue
+        for consumer in self.consumers.values():
+            touched[id(consumer.queue)] = consumer.queue
+        for queue in touched.values():
+            if self.broker.queues.get(queue.name) is queue:
+                self.broker.dispatch(queue)
+
+    # --- publishing -------------------------------------------------------------
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        properties: fr.BasicProperties,
+        body: bytes,
+        mandatory: bool,
+    ) -> None:
+        broker = self.broker
+        message_ttl(properties.expiration)  # a bad one is refused before routing
+        queues = broker.route(exchange, routing_key, properties.headers)
+        if not queues and mandatory:
+            self.send(
+                fr.make_method(
+                    C.Basic.Return,
+                    reply_code=NO_ROUTE,
+                    reply_text="NO_ROUTE",
+                    exchange=exchange,
+                    routing_key=routing_key,
+                )
+            )
+            self.connection.send_content(self.number, body, properties)
+        broker.enqueue(queues, exchange, routing_key, properties, body)
+
+
+class ServerConnection:
+    """The broker's side of one AMQP connection.
+
+    ``users`` maps user names to passwords (guest/guest by default);
+    ``heartbeat``, ``frame_max`` and ``channel_max`` are what it proposes in
+    ``connection.tune``.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        users: dict[str, str] | None = None,
+        heartbeat: int = 60,
+        frame_max: int = 131072,
+        channel_max: int = 2047,
+        now: float = 0.0,
+    ) -> None:
+        self.broker = broker
+        self.users = {"guest": "guest"} if users is None else dict(users)
+        self.state = _HEADER
+        self.heartbeat = heartbeat
+        self.frame_max = frame_max
+        self.channel_max = channel_max
+        self.reader = fr.FrameReader(fr.FRAME_MIN_SIZE, channel_max)
+        self.channels: dict[int, _Channel] = {}
+        #: Channels closed by the broker, waiting for the client's close-ok.
+        self.closing_channels: set[int] = set()
+        self.client_properties: dict[str, Any] = {}
+        self.cancel_notify = False
+        self.auth_failure_close = False
+        self.user = ""
+        self._out: list[fr.Buffer] = []
+        self._header_buf = b""
+        self.last_received = now
+        self.last_sent = now
+        #: Called when output is added outside :meth:`receive_data` (a
+        #: delivery caused by another connection).
+        self.on_output: Callable[[], None] | None = None
+        #: Why the connection ended, once it has.
+        self.close_reason: str | None = None
+        self.blocked = False
+
+    # --- output -------------------------------------------------------------------
+
+    def _push(self, *buffers: fr.Buffer) -> None:
+        was_empty = not self._out
+        self._out.extend(buffers)
+        if was_empty and self.on_output is not None:
+            self.on_output()
+
+    def send_method(self, channel: int, method: _pbase.Frame) -> None:
+        self._push(fr.encode_method(channel, method))
+
+    def send_content(self, channel: int, body: bytes, properties: fr.BasicProperties) -> None:
+        self._push(*fr.encode_content(channel, body, properties, self.frame_max))
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the client, and forget it."""
+        if not self._out:
+            return b""
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out)
+
+    @property
+    def closed(self) -> bool:
+        """The connection is over: the driver sends what is left and closes
+        the stream."""
+        return self.state == _CLOSED
+
+    # --- input ---------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float = 0.0) -> None:
+        """Bytes from the client.  Never raises for anything the client
+        sends: errors become ``channel.close`` / ``connection.close``."""
+        if self.state == _CLOSED or not data:
+            return
+        self.last_received = now
+        if self.state == _HEADER:
+            data = self._header_buf + data
+            if len(data) < 8:
+                self._header_buf = data
+                return
+            header, data = data[:8], data[8:]
+            self._header_buf = b""
+            if header != fr.PROTOCOL_HEADER:
+                # RabbitMQ answers a wrong header with the one it speaks, then closes.
+                self._push(fr.PROTOCOL_HEADER)
+                self._end("the client sent a wrong protocol header")
+                return
+            self.send_method(
+                0,
+                fr.make_method(
+                    C.Connection.Start,
+                    version_major=0,
+                    version_minor=9,
+                    server_properties=SERVER_PROPERTIES,
+                    mechanisms="PLAIN AMQPLAIN",
+                    locales="en_US",
+                ),
+            )
+            self.state = _START
+            if not data:
+                return
+        self.reader.feed(data)
+        try:
+            for frame_type, channel, payload in self.reader.frames():
+                if self.state == _CLOSED:
+                    return
+                self._frame(frame_type, channel, payload)
+        except FrameError as exc:
+            self._fail(AMQPError(exc.reply_code or FRAME_ERROR, str(exc)))
+        except AMQPError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: AMQPError) -> None:
+        # Before the handshake is done RabbitMQ drops the socket on a bad
+        # frame; after it, it says why in connection.close.
+        if self.state in (_START, _TUNE):
+            self._end(exc.text)
+        else:
+            self._connection_error(exc, None)
+
+    def tick(self, now: float) -> None:
+        """Heartbeats: send one when nothing was sent for half the interval;
+        end the connection when the client was silent for two."""
+        if self.state not in (_RUNNING, _OPEN) or not self.heartbeat:
+            return
+        if now - self.last_received > 2 * self.heartbeat:
+            self._end(f"missed heartbeats from client, timeout: {self.heartbeat}s")
+            return
+        if now - self.last_sent >= self.heartbeat / 2:
+            self._push(fr.HEARTBEAT_FRAME)
+
+    def sent(self, now: float) -> None:
+        """The driver wrote output at ``now``."""
+        self.last_sent = now
+
+    def connection_lost(self) -> None:
+        """The stream ended (either side): release everything."""
+        if self.state != _CLOSED:
+            self._end("client unexpectedly closed TCP connection")
+
+    def _end(self, reason: str) -> None:
+        if self.state == _CLOSED:
+            return
+        self.state = _CLOSED
+        self.close_reason = reason
+        for channel in list(self.channels.values()):
+            channel.release()
+        self.channels.clear()
+        self.broker.connection_gone(self)
+
+    def server_close(self, code: int, text: str) -> None:
+        """Close the connection from the broker's side (``rabbitmqctl
+        close_connection``)."""
+        if self.state in (_CLOSED, _CLOSING):
+            return
+        self._connection_error(AMQPError(code, text), None)
+
+    # --- frames ------------------------------------------------------------------
+
+    def _frame(self, frame_type: int, number: int, payload: bytes) -> None:
+        if frame_type == fr.FRAME_HEARTBEAT:
+            return
+        if self.state == _CLOSING:
+            # After connection.close only close-ok (or a crossing close) counts.
+            if frame_type == fr.FRAME_METHOD:
+                method = fr.decode_method(payload)
+                if isinstance(method, C.Connection.CloseOk | C.Connection.Close):
+                    if isinstance(method, C.Connection.Close):
+                        self.send_method(0, C.Connection.CloseOk())
+                    self._end("closed by the broker")
+            return
+        if number == 0:
+            if frame_type != fr.FRAME_METHOD:
+                raise AMQPError(
+                    UNEXPECTED_FRAME,
+                    f"expected method frame, got frame type {frame_type} on channel 0",
+                )
+            self._connection_method(fr.decode_method(payload))
+            return
+        if self.state != _RUNNING:
+            raise AMQPError(COMMAND_INVALID, "channel frame before connection.open")
+        if number in self.closing_channels:
+            if frame_type == fr.FRAME_METHOD:
+                method = fr.decode_method(payload)
+                if isinstance(method, C.Channel.CloseOk):
+                    self.closing_channels.discard(number)
+                elif isinstance(method, C.Channel.Close):
+                    self.send_method(number, C.Channel.CloseOk())
+                    self.closing_channels.discard(number)
+            return
+        channel = self.channels.get(number)
+        if frame_type == fr.FRAME_METHOD:
+            method = fr.decode_method(payload)
+            if channel is not None and channel.publishing is not None:
+                raise AMQPError(
+                    UNEXPECTED_FRAME,
+                    "expected content header for class 60, got non content header frame instead",
+                )
+            if channel is None:
+                if not isinstance(method, C.Channel.Open):
+                    raise AMQPError(CHANNEL_ERROR, f"expected 'channel.open' on channel {number}")
+                self.channels[number] = _Channel(self, number)
+                self.send_method(number, C.Channel.OpenOk())
+                return
+            if isinstance(method, C.Channel.Open):
+                raise AMQPError(CHANNEL_ERROR, "second 'channel.open' seen")
+            try:
+                self._channel_method(channel, method)
+            except AMQPError as exc:
+                if exc.connection:
+                    self._connection_error(exc, method)
+                else:
+                    self._channel_error(channel, exc, method)
+            return
+        if channel is None:
+            raise AMQPError(CHANNEL_ERROR, f"expected 'channel.open' on channel {number}")
+        if frame_type == fr.FRAME_HEADER:
+            if channel.publishing is None or channel.properties is not None:
+                raise AMQPError(UNEXPECTED_FRAME, "content header without a publish")
+            class_id, size, props = fr.decode_content_header(payload)
+            if class_id != 60:
+                raise AMQPError(FRAME_ERROR, f"content header for class {class_id}")
+            channel.properties = props
+            channel.body_size = size
+            channel.body = []
+            channel.received = 0
+            if size == 0:
+                self._published(channel)
+            return
+        # a body frame
+        if channel.properties is None:
+            raise AMQPError(UNEXPECTED_FRAME, "content body without a content header")
+        channel.body.append(payload)
+        channel.received += len(payload)
+        if channel.received > channel.body_size:
+            raise AMQPError(FRAME_ERROR, "content body larger than its header said")
+        if channel.received == channel.body_size:
+            self._published(channel)
+
+    def _published(self, channel: _Channel) -> None:
+        method = channel.publishing
+        props = channel.properties
+        assert method is not None and props is not None
+        body = b"".join(channel.body)
+        channel.publishing = None
+        channel.properties = None
+        channel.body = []
+        exchange = _text(method.exchange)
+        routing_key = _text(method.routing_key)
+        try:
+            if channel.transactional:
+                self.broker.exchange(exchange)
+                channel.tx_publishes.append((exchange, routing_key, props, body, method.mandatory))
+                return
+            channel.publish(exchange, routing_key, props, body, bool(method.mandatory))
+        except AMQPError as exc:
+            if exc.connection:
+                self._connection_error(exc, method)
+            else:
+                self._channel_error(channel, exc, method)
+            return
+        if channel.confirming:
+            channel.publish_seq += 1
+            self.send_method(
+                channel.number, C.Basic.Ack(delivery_tag=channel.publish_seq, multiple=False)
+            )
+
+    # --- errors -------------------------------------------------------------------
+
+    def _channel_error(
+        self, channel: _Channel, exc: AMQPError, method: _pbase.Frame | None
+    ) -> None:
+        class_id, method_id = _ids(method) if method is not None else (0, 0)
+        channel.release()
+        del self.channels[channel.number]
+        self.closing_channels.add(channel.number)
+        self.send_method(
+            channel.number,
+            C.Channel.Close(
+                reply_code=exc.code, reply_text=exc.text, class_id=class_id, method_id=method_id
+            ),
+        )
+
+    def _connection_error(self, exc: AMQPError, method: _pbase.Frame | None) -> None:
+        if self.state in (_CLOSED, _CLOSING):
+            return
+        class_id, method_id = _ids(method) if method is not None else (0, 0)
+        self.send_method(
+            0,
+            C.Connection.Close(
+                reply_code=exc.code, reply_text=exc.text, class_id=class_id, method_id=method_id
+            ),
+        )
+        for channel in list(self.channels.values()):
+            channel.release()
+        self.channels.clear()
+        self.state = _CLOSING
+        self.close_reason = exc.text
+
+    # --- connection methods -------------------------------------------------------
+
+    def _connection_method(self, method: _pbase.Frame) -> None:
+        state = self.state
+        if state == _START and isinstance(method, C.Connection.StartOk):
+            self._start_ok(method)
+        elif state == _TUNE and isinstance(method, C.Connection.TuneOk):
+            frame_max = method.frame_max or self.frame_max
+            if frame_max < fr.FRAME_MIN_SIZE or frame_max > self.frame_max:
+                raise AMQPError(
+                    NOT_ALLOWED, f"frame_max={frame_max} outside 4096..{self.frame_max}"
+                )
+            self.frame_max = frame_max
+            self.reader.frame_max = frame_max
+            if method.channel_max:
+                self.channel_max = min(self.channel_max, method.channel_max)
+                self.reader.channel_max = self.channel_max
+            self.heartbeat = method.heartbeat
+            self.state = _OPEN
+        elif state == _OPEN and isinstance(method, C.Connection.Open):
+            vhost = _text(method.virtual_host)
+            if vhost != "/":
+                raise AMQPError(NOT_ALLOWED, f"vhost {vhost} not found")
+            self.send_method(0, C.Connection.OpenOk())
+            self.state = _RUNNING
+        elif isinstance(method, C.Connection.Close):
+            self.send_method(0, C.Connection.CloseOk())
+            self._end("closed by the client")
+        elif isinstance(method, C.Connection.CloseOk):
+            self._end("closed")
+        elif isinstance(method, C.Connection.UpdateSecret):
+            raise AMQPError(NOT_IMPLEMENTED, "connection.update-secret")
+        else:
+            raise AMQPError(COMMAND_INVALID, f"unexpected {method.name} on channel 0")
+
+    def _start_ok(self, method: C.Connection.StartOk) -> None:
+        props = method.client_properties or {}
+        self.client_properties = props
+        caps = props.get("capabilities") or {}
+        self.cancel_notify = bool(caps.get("consumer_cancel_notify"))
+        self.auth_failure_close = bool(caps.get("authentication_failure_close"))
+        mechanism = _text(method.mechanism)
+        response = method.response
+        raw = response if isinstance(response, bytes) else str(response).encode("utf-8")
+        user = password = None
+        if mechanism == "PLAIN":
+            parts = raw.split(b"\x00")
+            if len(parts) == 3:
+                user, password = (
+                    parts[1].decode("utf-8", "replace"),
+                    parts[2].decode("utf-8", "replace"),
+                )
+        elif mechanism == "AMQPLAIN":
+            try:
+                _, table = _pdecode.field_table(struct.pack(">I", len(raw)) + raw)
+                user, password = _text(table.get("LOGIN")), _text(table.get("PASSWORD"))
+            except Exception:
+                user = None
+        else:
+            self._refuse(f"unsupported authentication mechanism '{mechanism}'")
+            return
+        if user is None or self.users.get(user) != password:
+            self._refuse(
+                f"Login was refused using authentication mechanism {mechanism}. "
+                "For details see the broker logfile."
+            )
+            return
+        self.user = user
+        self.send_method(
+            0,
+            C.Connection.Tune(
+                channel_max=self.channel_max, frame_max=self.frame_max, heartbeat=self.heartbeat
+            ),
+        )
+        self.state = _TUNE
+
+    def _refuse(self, text: str) -> None:
+        if self.auth_failure_close:
+            self._connection_error(AMQPError(ACCESS_REFUSED, text), None)
+        else:
+            self._end(text)
+
+    # --- channel methods ------------------------------------------------------------
+
+    def _channel_method(self, channel: _Channel, method: _pbase.Frame) -> None:
+        handler = _HANDLERS.get(type(method))
+        if handler is None:
+            raise AMQPError(
+                NOT_IMPLEMENTED, f"{method.name} is not implemented by the memory broker"
+            )
+        handler(self, channel, method)
+
+    def _channel_close(self, channel: _Channel, method: C.Channel.Close) -> None:
+        channel.release()
+        del self.channels[channel.number]
+        self.send_method(channel.number, C.Channel.CloseOk())
+
+    def _channel_flow(self, channel: _Channel, method: C.Channel.Flow) -> None:
+        if not method.active:
+            raise AMQPError(NOT_IMPLEMENTED, "active=false")
+        channel.send(C.Channel.FlowOk(active=True))
+
+    def _exchange_declare(self, channel: _Channel, m: C.Exchange.Declare) -> None:
+        self.broker.declare_exchange(
+            _text(m.exchange),
+            _text(m.exchange_type),
+            passive=bool(m.passive),
+            durable=bool(m.durable),
+            auto_delete=bool(m.auto_delete),
+            internal=bool(m.internal),
+            arguments=dict(m.arguments or {}),
+        )
+        if not m.nowait:
+            channel.send(C.Exchange.DeclareOk())
+
+    def _exchange_delete(self, channel: _Channel, m: C.Exchange.Delete) -> None:
+        self.broker.delete_exchange(_text(m.exchange), if_unused=bool(m.if_unused))
+        if not m.nowait:
+            channel.send(C.Exchange.DeleteOk())
+
+    def _exchange_bind(self, channel: _Channel, m: C.Exchange.Bind) -> None:
+        self.broker.bind(
+            "exchange",
+            _text(m.destination),
+            _text(m.source),
+            _text(m.routing_key),
+            dict(m.arguments or {}),
+            self,
+        )
+        if not m.nowait:
+            channel.send(C.Exchange.BindOk())
+
+    def _exchange_unbind(self, channel: _Channel, m: C.Exchange.Unbind) -> None:
+        self.broker.unbind(
+            "exchange",
+            _text(m.destination),
+            _text(m.source),
+            _text(m.routing_key),
+            dict(m.arguments or {}),
+            self,
+        )
+        if not m.nowait:
+            channel.send(C.Exchange.UnbindOk())
+
+    def _queue_declare(self, channel: _Channel, m: C.Queue.Declare) -> None:
+        queue = self.broker.declare_queue(
+            _text(m.queue),
+            owner=self,
+            passive=bool(m.passive),
+            durable=bool(m.durable),
+            exclusive=bool(m.exclusive),
+            auto_delete=bool(m.auto_delete),
+            arguments=dict(m.arguments or {}),
+        )
+        self.broker.expire(queue)
+        if not m.nowait:
+            channel.send(
+                fr.make_method(
+                    C.Queue.DeclareOk,
+                    queue=queue.name,
+                    message_count=len(queue.ready),
+                    consumer_count=len(queue.consumers),
+                )
+            )
+
+    def _queue_bind(self, channel: _Channel, m: C.Queue.Bind) -> None:
+        self.broker.bind(
+            "queue",
+            _text(m.queue),
+            _text(m.exchange),
+            _text(m.routing_key),
+            dict(m.arguments or {}),
+            self,
+        )
+        if not m.nowait:
+            channel.send(C.Queue.BindOk())
+
+    def _queue_unbind(self, channel: _Channel, m: C.Queue.Unbind) -> None:
+        self.broker.unbind(
+            "queue",
+            _text(m.queue),
+            _text(m.exchange),
+            _text(m.routing_key),
+            dict(m.arguments or {}),
+            self,
+        )
+        channel.send(C.Queue.UnbindOk())
+
+    def _queue_purge(self, channel: _Channel, m: C.Queue.Purge) -> None:
+        count = self.broker.purge_queue(_text(m.queue), self)
+        if not m.nowait:
+            channel.send(C.Queue.PurgeOk(message_count=count))
+
+    def _queue_delete(self, channel: _Channel, m: C.Queue.Delete) -> None:
+        count = self.broker.delete_queue(
+            _text(m.queue), owner=self, if_unused=bool(m.if_unused), if_empty=bool(m.if_empty)
+        )
+        if not m.nowait:
+            channel.send(C.Queue.DeleteOk(message_count=count))
+
+    def _basic_qos(self, channel: _Channel, m: C.Basic.Qos) -> None:
+        if m.prefetch_size:
+            raise AMQPError(NOT_IMPLEMENTED, f"prefetch_size!=0 ({m.prefetch_size})")
+        if m.global_:
+            channel.global_prefetch = m.prefetch_count
+        else:
+            channel.prefetch = m.prefetch_count
+        channel.send(C.Basic.QosOk())
+        for consumer in list(channel.consumers.values()):
+            self.broker.dispatch(consumer.queue)
+
+    def _basic_consume(self, channel: _Channel, m: C.Basic.Consume) -> None:
+        queue = self.broker.queue(_text(m.queue), self)
+        tag = _text(m.consumer_tag) or "amq.ctag-" + os.urandom(16).hex()
+        if tag in channel.consumers:
+            raise AMQPError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
+        arguments = dict(m.arguments or {})
+        for key in ("x-priority", "x-cancel-on-ha-failover", "x-stream-offset"):
+            if key in arguments and key != "x-cancel-on-ha-failover":
+                raise AMQPError(
+                    NOT_IMPLEMENTED,
+                    f"consumer argument '{key}' is not implemented by the memory broker",
+                )
+        consumer = _Consumer(
+            channel, queue, tag, bool(m.no_ack), bool(m.exclusive), channel.prefetch, arguments
+        )
+        if (consumer.exclusive and queue.consumers) or any(c.exclusive for c in queue.consumers):
+            raise AMQPError(ACCESS_REFUSED, f"queue '{queue.name}' in vhost '/' in exclusive use")
+        channel.consumers[tag] = consumer
+        if not m.nowait:
+            channel.send(fr.make_method(C.Basic.ConsumeOk, consumer_tag=tag))
+        self.broker.add_consumer(queue, consumer)
+
+    def _basic_cancel(self, channel: _Channel, m: C.Basic.Cancel) -> None:
+        tag = _text(m.consumer_tag)
+        consumer = channel.consumers.pop(tag, None)
+        if not m.nowait:
+            channel.send(fr.make_method(C.Basic.CancelOk, consumer_tag=tag))
+        if consumer is not None:
+            self.broker.remove_consumer(consumer.queue, consumer)
+
+    def _basic_publish(self, channel: _Channel, m: C.Basic.Publish) -> None:
+        if m.immediate:
+            raise AMQPError(NOT_IMPLEMENTED, "immediate=true")
+        exchange = self.broker.exchange(_text(m.exchange))
+        if exchange.internal:
+            raise AMQPError(
+                ACCESS_REFUSED,
+                f"cannot publish to internal exchange '{exchange.name}' in vhost '/'",
+            )
+        channel.publishing = m
+
+    def _basic_get(self, channel: _Channel, m: C.Basic.Get) -> None:
+        queue = self.broker.queue(_text(m.queue), self)
+        self.broker.expire(queue)
+        self.broker.touch(queue)
+        if not queue.ready:
+            channel.send(C.Basic.GetEmpty())
+            return
+        message = queue.ready.popleft()
+        tag = channel.next_tag
+        channel.next_tag += 1
+        if not m.no_ack:
+            channel.unacked[tag] = _Unacked(queue, message, None)
+            queue.unacked += 1
+        channel.send(
+            fr.make_method(
+                C.Basic.GetOk,
+                delivery_tag=tag,
+                redelivered=message.redelivered,
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                message_count=len(queue.ready),
+            )
+        )
+        self.send_content(channel.number, message.body, message.properties)
+
+    def _settle(
+        self, channel: _Channel, what: str, tag: int, multiple: bool, requeue: bool
+    ) -> None:
+        if channel.transactional:
+            if not multiple and tag not in channel.unacked:
+                raise AMQPError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+            channel.tx_settles.append((what, tag, multiple, requeue))
+            return
+        channel.settle(what, tag, multiple, requeue)
+
+    def _basic_ack(self, channel: _Channel, m: C.Basic.Ack) -> None:
+        self._settle(channel, "ack", int(m.delivery_tag), bool(m.multiple), False)
+
+    def _basic_nack(self, channel: _Channel, m: C.Basic.Nack) -> None:
+        self._settle(channel, "nack", int(m.delivery_tag), bool(m.multiple), bool(m.requeue))
+
+    def _basic_reject(self, channel: _Channel, m: C.Basic.Reject) -> None:
+        self._settle(channel, "reject", int(m.delivery_tag), False, bool(m.requeue))
+
+    def _basic_recover(self, channel: _Channel, m: C.Basic.Recover) -> None:
+        if not m.requeue:
+            raise AMQPError(NOT_IMPLEMENTED, "requeue=false")
+        # recover-ok first: RabbitMQ's queues redeliver after the channel
+        # has answered.
+        channel.send(C.Basic.RecoverOk())
+        channel.settle("recover", 0, True, True)
+
+    def _confirm_select(self, channel: _Channel, m: C.Confirm.Select) -> None:
+        if channel.transactional:
+            raise AMQPError(PRECONDITION_FAILED, "cannot switch from tx to confirm mode")
+        channel.confirming = True
+        if not m.nowait:
+            channel.send(C.Confirm.SelectOk())
+
+    def _tx_select(self, channel: _Channel, m: C.Tx.Select) -> None:
+        if channel.confirming:
+            raise AMQPError(PRECONDITION_FAILED, "cannot switch from confirm to tx mode")
+        channel.transactional = True
+        channel.send(C.Tx.SelectOk())
+
+    def _tx_commit(self, channel: _Channel, m: C.Tx.Commit) -> None:
+        if not channel.transactional:
+            raise AMQPError(PRECONDITION_FAILED, "channel is not transactional")
+        publishes, settles = channel.tx_publishes, channel.tx_settles
+        channel.tx_publishes, channel.tx_settles = [], []
+        for exchange, routing_key, props, body, mandatory in publishes:
+            channel.publish(exchange, routing_key, props, body, mandatory)
+        for what, tag, multiple, requeue in settles:
+            channel.settle(what, tag, multiple, requeue)
+        channel.send(C.Tx.CommitOk())
+
+    def _tx_rollback(self, channel: _Channel, m: C.Tx.Rollback) -> None:
+        if not channel.transactional:
+            raise AMQPError(PRECONDITION_FAILED, "channel is not transactional")
+        channel.tx_publishes, channel.tx_settles = [], []
+        channel.send(C.Tx.RollbackOk())
+
+
+_HANDLERS: dict[type[_pbase.Frame], Callable[[ServerConnection, _Channel, Any], None]] = {
+    C.Channel.Close: ServerConnection._channel_close,
+    C.Channel.Flow: ServerConnection._channel_flow,
+    C.Exchange.Declare: ServerConnection._exchange_declare,
+    C.Exchange.Delete: ServerConnection._exchange_delete,
+    C.Exchange.Bind: ServerConnection._exchange_bind,
+    C.Exchange.Unbind: ServerConnection._exchange_unbind,
+    C.Queue.Declare: ServerConnection._queue_declare,
+    C.Queue.Bind: ServerConnection._queue_bind,
+    C.Queue.Unbind: ServerConnection._queue_unbind,
+    C.Queue.Purge: ServerConnection._queue_purge,
+    C.Queue.Delete: ServerConnection._queue_delete,
+    C.Basic.Qos: ServerConnection._basic_qos,
+    C.Basic.Consume: ServerConnection._basic_consume,
+    C.Basic.Cancel: ServerConnection._basic_cancel,
+    C.Basic.Publish: ServerConnection._basic_publish,
+    C.Basic.Get: ServerConnection._basic_get,
+    C.Basic.Ack: ServerConnection._basic_ack,
+    C.Basic.Nack: ServerConnection._basic_nack,
+    C.Basic.Reject: ServerConnection._basic_reject,
+    C.Basic.Recover: ServerConnection._basic_recover,
+    C.Confirm.Select: ServerConnection._confirm_select,
+    C.Tx.Select: ServerConnection._tx_select,
+    C.Tx.Commit: ServerConnection._tx_commit,
+    C.Tx.Rollback: ServerConnection._tx_rollback,
+}
