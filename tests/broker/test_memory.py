@@ -317,9 +317,9 @@ async def test_transactions_commit_and_roll_back(conn: trio_msg.Connection) -> N
 
 async def test_what_it_does_not_implement_is_refused_with_540(url: str) -> None:
     # 540 is a connection error, as in RabbitMQ: the connection ends with it.
-    with pytest.raises(NotImplementedByBroker, match="x-dead-letter-exchange"):
+    with pytest.raises(NotImplementedByBroker, match="queue type 'quorum'"):
         async with trio_msg.connect(url, revive=False) as conn, conn.channel() as ch:
-            await ch.queue_declare("dlx", arguments={"x-dead-letter-exchange": "x"})
+            await ch.queue_declare("qq", arguments={"x-queue-type": "quorum"})
 
 
 async def test_wrong_password_is_refused(url: str) -> None:
@@ -342,3 +342,156 @@ async def test_exchange_publish_with_a_default_exchange_entity(conn: trio_msg.Co
     async with conn.channel() as ch:
         assert (await ch.queue_declare("q1", passive=True)).message_count == 1
         assert (await ch.queue_declare("q2", passive=True)).message_count == 1
+
+
+async def get_all(conn: trio_msg.Connection, name: str) -> list[trio_msg.Message]:
+    out = []
+    async with conn.channel() as ch:
+        while (m := await ch.basic_get(name, no_ack=True)) is not None:
+            out.append(m)
+    return out
+
+
+async def test_dead_lettering_records_x_death(conn: trio_msg.Connection) -> None:
+    async with conn.channel() as ch:
+        await ch.exchange_declare("dlx", "fanout", durable=False)
+        await ch.queue_declare("dead", durable=False)
+        await ch.queue_bind("dead", "dlx")
+        await ch.queue_declare(
+            "work",
+            durable=False,
+            arguments={"x-dead-letter-exchange": "dlx", "x-max-length": 2},
+        )
+    async with Producer(conn) as producer:
+        for body in ("a", "b", "c"):  # "a" is dropped from the head: maxlen
+            await producer.publish(body, routing_key="work")
+    async with conn.channel() as ch:
+        b = await ch.basic_get("work")
+        assert b is not None and b.payload == "b"
+        await b.reject(requeue=False)  # rejected
+    dead = await get_all(conn, "dead")
+    assert [m.payload for m in dead] == ["a", "b"]
+    assert [m.exchange for m in dead] == ["dlx", "dlx"]
+    first, second = (m.headers["x-death"][0] for m in dead)
+    assert first["reason"] == "maxlen" and second["reason"] == "rejected"
+    for death in (first, second):
+        assert death["queue"] == "work"
+        assert death["count"] == 1
+        assert death["exchange"] == ""
+        assert death["routing-keys"] == ["work"]
+    assert dead[0].headers["x-first-death-reason"] == "maxlen"
+
+
+async def test_expired_messages_are_dead_lettered_without_their_expiration(
+    conn: trio_msg.Connection,
+) -> None:
+    async with conn.channel() as ch:
+        await ch.queue_declare("dead", durable=False)
+        await ch.queue_declare(
+            "ttl",
+            durable=False,
+            arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"},
+        )
+    async with Producer(conn) as producer:
+        await producer.publish("late", routing_key="ttl", expiration=0.001)
+    await anyio.sleep(0.02)  # the broker's clock is real time
+    assert await get_all(conn, "ttl") == []
+    [dead] = await get_all(conn, "dead")
+    death = dead.headers["x-death"][0]
+    assert death["reason"] == "expired"
+    assert death["original-expiration"] == "1"
+    assert dead.properties.get("expiration") is None
+    assert dead.routing_key == "dead"
+
+
+async def test_reject_publish_overflow_nacks_the_publisher(conn: trio_msg.Connection) -> None:
+    async with conn.channel() as ch:
+        await ch.queue_declare(
+            "full", durable=False, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+        )
+    async with Producer(conn) as producer:
+        await producer.publish("fits", routing_key="full")
+        with pytest.raises(trio_msg.errors.MessageNacked):
+            await producer.publish("refused", routing_key="full")
+    assert [m.payload for m in await get_all(conn, "full")] == ["fits"]
+
+
+async def test_priority_queue_delivers_highest_first(conn: trio_msg.Connection) -> None:
+    async with conn.channel() as ch:
+        await ch.queue_declare("prio", durable=False, arguments={"x-max-priority": 5})
+    async with Producer(conn) as producer:
+        for body, priority in (("low", 1), ("none", 0), ("high", 9), ("mid", 3), ("low2", 1)):
+            await producer.publish(body, routing_key="prio", priority=priority)
+    # 9 is capped to the queue's 5; within a priority, first in first out
+    assert [m.payload for m in await get_all(conn, "prio")] == [
+        "high",
+        "mid",
+        "low",
+        "low2",
+        "none",
+    ]
+
+
+async def test_single_active_consumer_gets_everything(url: str) -> None:
+    async with trio_msg.connect(url, revive=False) as conn:
+        async with conn.channel() as ch:
+            await ch.queue_declare(
+                "sac", durable=False, arguments={"x-single-active-consumer": True}
+            )
+        sac = Queue("sac", durable=False, queue_arguments={"x-single-active-consumer": True})
+        async with (
+            Consumer(conn, [sac], prefetch_count=10) as first,
+            Consumer(conn, [sac], prefetch_count=10) as second,
+        ):
+            await publish_all(conn, sac, ["1", "2", "3"])
+            got = await receive(first, 3)  # all to the first, the active one
+            assert [m.payload for m in got] == ["1", "2", "3"]
+            for m in got:
+                await m.ack()
+            with anyio.move_on_after(0.1) as quiet:
+                await receive(second, 1)
+            assert quiet.cancelled_caught
+
+
+async def test_direct_reply_to(conn: trio_msg.Connection) -> None:
+    async with conn.channel() as ch:
+        await ch.queue_declare("rpc", durable=False)
+    replies = Queue("amq.rabbitmq.reply-to", no_declare=True)
+    async with Consumer(conn, [replies], no_ack=True, auto_declare=False) as consumer:
+        async with Producer(consumer.channel) as producer:
+            await producer.publish("ping", routing_key="rpc", reply_to="amq.rabbitmq.reply-to")
+        [request] = await get_all(conn, "rpc")
+        reply_to = request.properties["reply_to"]
+        assert reply_to.startswith("amq.rabbitmq.reply-to.")
+        async with Producer(conn) as server:
+            await server.publish("pong", routing_key=reply_to)
+        [reply] = await receive(consumer, 1)
+        assert reply.payload == "pong"
+
+
+async def test_cc_and_bcc_headers_add_routing_keys(conn: trio_msg.Connection) -> None:
+    async with conn.channel() as ch:
+        for name in ("to", "cc", "bcc"):
+            await ch.queue_declare(name, durable=False)
+    async with Producer(conn) as producer:
+        await producer.publish("m", routing_key="to", headers={"CC": ["cc"], "BCC": ["bcc"]})
+    for name in ("to", "cc", "bcc"):
+        [m] = await get_all(conn, name)
+        assert m.headers.get("CC") == ["cc"]
+        assert "BCC" not in m.headers
+
+
+async def test_higher_priority_consumers_get_messages_first(conn: trio_msg.Connection) -> None:
+    queue = Queue("cp", durable=False)
+    await publish_all(conn, queue, [])
+    high = Consumer(
+        conn, [Queue("cp", durable=False, consumer_arguments={"x-priority": 10})], prefetch_count=2
+    )
+    async with high, Consumer(conn, [Queue("cp", durable=False)], prefetch_count=10) as low:
+        await publish_all(conn, queue, [str(i) for i in range(5)])
+        # the high-priority consumer takes what its prefetch allows, the rest
+        # goes to the low one
+        got_high = await receive(high, 2)
+        got_low = await receive(low, 3)
+        assert [m.payload for m in got_high] == ["0", "1"]
+        assert [m.payload for m in got_low] == ["2", "3", "4"]

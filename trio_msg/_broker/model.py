@@ -14,11 +14,13 @@ than doing something else (see :data:`UNSUPPORTED_QUEUE_ARGUMENTS`).
 from __future__ import annotations
 
 import base64
+import dataclasses
+import datetime
 import os
 import time
 from bisect import insort
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,17 +83,6 @@ CONNECTION_CODES = frozenset(
 #: ignored.  (Arguments RabbitMQ does not know are kept, as it keeps them.)
 UNSUPPORTED_QUEUE_ARGUMENTS = frozenset(
     {
-        "x-max-length",
-        "x-max-length-bytes",
-        "x-overflow",
-        "x-dead-letter-exchange",
-        "x-dead-letter-routing-key",
-        "x-max-priority",
-        "x-single-active-consumer",
-        "x-queue-type",
-        "x-queue-mode",
-        "x-queue-master-locator",
-        "x-queue-version",
         "x-delivery-limit",
         "x-max-in-memory-length",
         "x-max-in-memory-bytes",
@@ -160,6 +151,8 @@ class StoredMessage:
     #: When it expires (the broker's clock), from its ``expiration`` and the
     #: queue's ``x-message-ttl``; None: never.
     expires_at: float | None = None
+    #: Its priority level in a priority queue (0 in others).
+    level: int = 0
 
     def __lt__(self, other: StoredMessage) -> bool:
         return self.seq < other.seq
@@ -171,6 +164,7 @@ class ConsumerPort(Protocol):
 
     tag: str
     exclusive: bool
+    priority: int
 
     def can_take(self) -> bool: ...
 
@@ -217,6 +211,84 @@ class Exchange:
         return headers_match(binding.arguments, headers or {})
 
 
+class Ready:
+    """A queue's ready messages: first in, first out within a priority
+    level, the highest level first (one level in a queue without
+    ``x-max-priority``).  Counts messages and body bytes, for
+    ``x-max-length`` and ``x-max-length-bytes``."""
+
+    __slots__ = ("_levels", "bytes", "count")
+
+    def __init__(self) -> None:
+        self._levels: dict[int, deque[StoredMessage]] = {}
+        self.count = 0
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def __iter__(self) -> Iterator[StoredMessage]:
+        for level in sorted(self._levels, reverse=True):
+            yield from self._levels[level]
+
+    def append(self, message: StoredMessage) -> None:
+        level = self._levels.get(message.level)
+        if level is None:
+            level = self._levels[message.level] = deque()
+        level.append(message)
+        self.count += 1
+        self.bytes += len(message.body)
+
+    def heads(self) -> list[deque[StoredMessage]]:
+        """The non-empty levels, highest first."""
+        return [self._levels[k] for k in sorted(self._levels, reverse=True) if self._levels[k]]
+
+    def head(self) -> StoredMessage | None:
+        for level in self.heads():
+            return level[0]
+        return None
+
+    def popleft(self) -> StoredMessage:
+        for level in self.heads():
+            message = level.popleft()
+            self.count -= 1
+            self.bytes -= len(message.body)
+            return message
+        raise IndexError("no ready message")
+
+    def remove_head_of(self, level: deque[StoredMessage]) -> StoredMessage:
+        message = level.popleft()
+        self.count -= 1
+        self.bytes -= len(message.body)
+        return message
+
+    def requeue(self, message: StoredMessage) -> None:
+        """Back to its place in its level (by publish order)."""
+        level = self._levels.get(message.level)
+        if level is None:
+            level = self._levels[message.level] = deque()
+        if not level or message.seq < level[0].seq:
+            level.appendleft(message)
+        elif message.seq > level[-1].seq:
+            level.append(message)
+        else:
+            items = list(level)
+            insort(items, message)
+            self._levels[message.level] = deque(items)
+        self.count += 1
+        self.bytes += len(message.body)
+
+    def clear(self) -> list[StoredMessage]:
+        out = list(self)
+        self._levels.clear()
+        self.count = 0
+        self.bytes = 0
+        return out
+
+
 @dataclass(eq=False)
 class Queue:
     name: str
@@ -224,7 +296,7 @@ class Queue:
     exclusive_owner: object | None  # the owning connection, for exclusive queues
     auto_delete: bool
     arguments: dict[str, Any]
-    ready: deque[StoredMessage] = field(default_factory=deque)
+    ready: Ready = field(default_factory=Ready)
     consumers: list[ConsumerPort] = field(default_factory=list)
     unacked: int = 0
     #: Whether a consumer ever consumed from it (auto-delete needs one).
@@ -234,18 +306,41 @@ class Queue:
     last_used: float = 0.0
     _next: int = 0  # round-robin position among the consumers
 
+    #: The consumer that gets every message of a single-active-consumer queue.
+    active: ConsumerPort | None = None
+
     def requeue(self, message: StoredMessage) -> None:
         """Back to its place among the ready messages, flagged redelivered."""
         message.redelivered = True
-        ready = self.ready
-        if not ready or message.seq < ready[0].seq:
-            ready.appendleft(message)
-        elif message.seq > ready[-1].seq:
-            ready.append(message)
-        else:
-            items = list(ready)
-            insort(items, message)
-            self.ready = deque(items)
+        self.ready.requeue(message)
+
+    # the arguments this model acts on, read once at declaration
+    @property
+    def max_priority(self) -> int | None:
+        value = self.arguments.get("x-max-priority")
+        return None if value is None else int(value)
+
+    @property
+    def single_active(self) -> bool:
+        return bool(self.arguments.get("x-single-active-consumer"))
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _is_cycle(target: str, deaths: list[dict[str, Any]], reason: str) -> bool:
+    """RabbitMQ drops a message that would be dead-lettered back into a
+    queue it already died in, unless it was rejected somewhere on the way
+    (then the cycle is one a client closes, and goes on)."""
+    if reason == "rejected":
+        return False
+    for death in deaths:
+        if _text(death.get("reason")) == "rejected":
+            return False
+        if _text(death.get("queue")) == target:
+            return True
+    return False
 
 
 def _words(key: str) -> list[str]:
@@ -289,6 +384,63 @@ def headers_match(arguments: dict[str, Any], headers: dict[str, Any]) -> bool:
     return all(k in headers and (v is None or headers[k] == v) for k, v in wanted.items())
 
 
+def _invalid(name: str, arg: str, problem: str) -> AMQPError:
+    return AMQPError(
+        PRECONDITION_FAILED, f"invalid arg '{arg}' for queue '{name}' in vhost '/': {problem}"
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_queue_arguments(name: str, arguments: dict[str, Any]) -> None:
+    """Refuse the argument values RabbitMQ refuses (406), with its texts;
+    and, with 540, what this model does not implement."""
+    for arg, least in (
+        ("x-message-ttl", 0),
+        ("x-expires", 1),
+        ("x-max-length", 0),
+        ("x-max-length-bytes", 0),
+        ("x-max-priority", 0),
+    ):
+        value = arguments.get(arg)
+        if value is None:
+            continue
+        if not _is_int(value):
+            raise _invalid(name, arg, f"{{unacceptable_type,{type(value).__name__}}}")
+        if value < least:
+            kind = "value_zero" if value == 0 else "value_negative"
+            raise _invalid(name, arg, f"{{{kind},{value}}}")
+    priority = arguments.get("x-max-priority")
+    if priority is not None and priority > 255:
+        raise _invalid(name, "x-max-priority", f"{{value_too_large,{priority},255}}")
+    overflow = arguments.get("x-overflow")
+    if overflow is not None and _text(overflow) not in (
+        "drop-head",
+        "reject-publish",
+        "reject-publish-dlx",
+    ):
+        raise _invalid(name, "x-overflow", f"{{invalid_value,{_text(overflow)}}}")
+    sac = arguments.get("x-single-active-consumer")
+    if sac is not None and not isinstance(sac, bool):
+        raise _invalid(
+            name, "x-single-active-consumer", f"{{unacceptable_type,{type(sac).__name__}}}"
+        )
+    for arg in ("x-dead-letter-exchange", "x-dead-letter-routing-key"):
+        value = arguments.get(arg)
+        if value is not None and not isinstance(value, str | bytes):
+            raise _invalid(name, arg, f"{{unacceptable_type,{type(value).__name__}}}")
+    if "x-dead-letter-routing-key" in arguments and "x-dead-letter-exchange" not in arguments:
+        raise _invalid(name, "x-dead-letter-routing-key", '{no_dlx,<<"x-dead-letter-exchange">>}')
+    queue_type = arguments.get("x-queue-type")
+    if queue_type is not None and _text(queue_type) != "classic":
+        raise AMQPError(
+            NOT_IMPLEMENTED,
+            f"queue type '{_text(queue_type)}' is not implemented by the memory broker",
+        )
+
+
 def message_ttl(expiration: str | None) -> int | None:
     """A message's ``expiration`` property in milliseconds (RabbitMQ refuses
     a publish whose expiration is not a non-negative integer, with 406)."""
@@ -316,6 +468,8 @@ class Broker:
         self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        #: Direct reply-to keys and the channels whose consumer they reach.
+        self.replies: dict[str, Any] = {}
         self._seq = 0
         for ex_name, ex_type in (
             ("", "direct"),
@@ -482,30 +636,7 @@ class Broker:
                         key, "queue", name, arguments.get(key), current.arguments.get(key)
                     )
             return current
-        ttl = arguments.get("x-message-ttl")
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0):
-            raise AMQPError(
-                PRECONDITION_FAILED,
-                f"invalid arg 'x-message-ttl' for queue '{name}' in vhost '/': "
-                f"{{value_negative,{ttl}}}"
-                if isinstance(ttl, int) and not isinstance(ttl, bool)
-                else f"invalid arg 'x-message-ttl' for queue '{name}' in vhost '/': "
-                f"{{unacceptable_type,{type(ttl).__name__}}}",
-            )
-        for arg in ("x-expires",):
-            value = arguments.get(arg)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value <= 0
-            ):
-                problem = (
-                    (f"{{value_zero,{value}}}" if value == 0 else f"{{value_negative,{value}}}")
-                    if isinstance(value, int) and not isinstance(value, bool)
-                    else (f"{{unacceptable_type,{type(value).__name__}}}")
-                )
-                raise AMQPError(
-                    PRECONDITION_FAILED,
-                    f"invalid arg '{arg}' for queue '{name}' in vhost '/': {problem}",
-                )
+        check_queue_arguments(name, arguments)
         unsupported = sorted(UNSUPPORTED_QUEUE_ARGUMENTS.intersection(arguments))
         if unsupported:
             raise AMQPError(
@@ -643,6 +774,30 @@ class Broker:
                         todo.append(nxt)
         return list(found.values())
 
+    def routing_keys(self, routing_key: str, headers: dict[str, Any] | None) -> list[str]:
+        """The key and those of the ``CC`` and ``BCC`` headers (RabbitMQ's
+        sender-selected distribution)."""
+        keys = [routing_key]
+        if headers:
+            for name in ("CC", "BCC"):
+                extra = headers.get(name)
+                if isinstance(extra, list):
+                    keys += [_text(k) for k in extra if isinstance(k, str | bytes)]
+        return keys
+
+    def route_all(
+        self, exchange_name: str, routing_key: str, headers: dict[str, Any] | None
+    ) -> list[Queue]:
+        """:meth:`route` for the key and its CC/BCC keys, each queue once."""
+        keys = self.routing_keys(routing_key, headers)
+        if len(keys) == 1:
+            return self.route(exchange_name, routing_key, headers)
+        found: dict[str, Queue] = {}
+        for key in keys:
+            for queue in self.route(exchange_name, key, headers):
+                found.setdefault(queue.name, queue)
+        return list(found.values())
+
     def enqueue(
         self,
         queues: Iterable[Queue],
@@ -650,15 +805,36 @@ class Broker:
         routing_key: str,
         properties: BasicProperties,
         body: bytes,
-    ) -> None:
+    ) -> bool:
+        """Put a published message in each queue; False when a queue refused
+        it (``x-overflow`` ``reject-publish``: the publisher gets a nack)."""
         ttl = message_ttl(properties.expiration)
+        headers = properties.headers
+        if headers and "BCC" in headers:
+            properties = dataclasses.replace(
+                properties, headers={k: v for k, v in headers.items() if k != "BCC"}
+            )
         now = self.clock()
+        accepted = True
         for queue in queues:
+            if self._full(queue, len(body)):
+                overflow = _text(queue.arguments.get("x-overflow", "drop-head"))
+                if overflow in ("reject-publish", "reject-publish-dlx"):
+                    accepted = False
+                    if overflow == "reject-publish-dlx":
+                        self._seq += 1
+                        rejected = StoredMessage(self._seq, exchange, routing_key, properties, body)
+                        self.dead_letter(queue, [rejected], "maxlen")
+                    continue
             self._seq += 1
             expires = ttl
             queue_ttl = queue.arguments.get("x-message-ttl")
             if queue_ttl is not None:
                 expires = queue_ttl if expires is None else min(expires, queue_ttl)
+            level = 0
+            max_priority = queue.max_priority
+            if max_priority is not None:
+                level = min(properties.priority or 0, max_priority)
             queue.ready.append(
                 StoredMessage(
                     self._seq,
@@ -667,37 +843,136 @@ class Broker:
                     properties,
                     body,
                     expires_at=None if expires is None else now + expires / 1000,
+                    level=level,
                 )
             )
             self.dispatch(queue)
+            self._drop_head(queue)
+        return accepted
+
+    def _full(self, queue: Queue, size: int) -> bool:
+        """Whether one more message of ``size`` bytes would be over a limit
+        (only ready messages count, as in RabbitMQ)."""
+        args = queue.arguments
+        max_length = args.get("x-max-length")
+        if max_length is not None and len(queue.ready) >= max_length:
+            return True
+        max_bytes = args.get("x-max-length-bytes")
+        return max_bytes is not None and queue.ready.bytes + size > max_bytes
+
+    def _drop_head(self, queue: Queue) -> None:
+        args = queue.arguments
+        max_length = args.get("x-max-length")
+        max_bytes = args.get("x-max-length-bytes")
+        if max_length is None and max_bytes is None:
+            return
+        dropped = []
+        ready = queue.ready
+        while ready and (
+            (max_length is not None and len(ready) > max_length)
+            or (max_bytes is not None and ready.bytes > max_bytes)
+        ):
+            dropped.append(ready.popleft())
+        if dropped:
+            self.dead_letter(queue, dropped, "maxlen")
 
     def expire(self, queue: Queue) -> None:
-        """Drop the expired messages at the head of ``queue`` (RabbitMQ
-        expires messages when they reach the head)."""
+        """Drop (and dead-letter) the expired messages at the head of
+        ``queue``: RabbitMQ expires messages when they reach the head."""
         ready = queue.ready
         if not ready:
             return
         now = self.clock()
-        while ready and ready[0].expires_at is not None and ready[0].expires_at <= now:
-            ready.popleft()
+        expired = []
+        for level in ready.heads():
+            while level and level[0].expires_at is not None and level[0].expires_at <= now:
+                expired.append(ready.remove_head_of(level))
+        if expired:
+            self.dead_letter(queue, expired, "expired")
+
+    def dead_letter(self, queue: Queue, messages: list[StoredMessage], reason: str) -> None:
+        """Republish ``messages`` from ``queue`` to its dead-letter exchange,
+        with RabbitMQ's ``x-death`` history; dropped when it has none (or
+        the exchange is missing)."""
+        dlx = queue.arguments.get("x-dead-letter-exchange")
+        if dlx is None:
+            return
+        dlx = _text(dlx)
+        if dlx not in self.exchanges:
+            return
+        dlrk = queue.arguments.get("x-dead-letter-routing-key")
+        now = datetime.datetime.now(tz=datetime.UTC).replace(microsecond=0)
+        for message in messages:
+            props = message.properties
+            headers = dict(props.headers or {})
+            deaths = [d for d in headers.get("x-death") or [] if isinstance(d, dict)]
+            keys = self.routing_keys(message.routing_key, props.headers)
+            for i, death in enumerate(deaths):
+                if _text(death.get("queue")) == queue.name and _text(death.get("reason")) == reason:
+                    entry = dict(deaths.pop(i))
+                    entry["count"] = int(entry.get("count", 0)) + 1
+                    break
+            else:
+                entry = {
+                    "count": 1,
+                    "reason": reason,
+                    "queue": queue.name,
+                    "time": now,
+                    "exchange": message.exchange,
+                    "routing-keys": keys,
+                }
+                if props.expiration is not None:
+                    entry["original-expiration"] = props.expiration
+            deaths.insert(0, entry)
+            headers["x-death"] = deaths
+            headers.setdefault("x-first-death-reason", reason)
+            headers.setdefault("x-first-death-queue", queue.name)
+            headers.setdefault("x-first-death-exchange", message.exchange)
+            new_props = dataclasses.replace(props, headers=headers, expiration=None)
+            route_keys = [_text(dlrk)] if dlrk is not None else keys
+            targets: dict[str, Queue] = {}
+            for key in route_keys:
+                for target in self.route(dlx, key, headers):
+                    targets.setdefault(target.name, target)
+            cleared = [t for t in targets.values() if not _is_cycle(t.name, deaths, reason)]
+            self.enqueue(
+                cleared,
+                dlx,
+                _text(dlrk) if dlrk is not None else message.routing_key,
+                new_props,
+                message.body,
+            )
 
     def dispatch(self, queue: Queue) -> None:
-        """Hand ready messages to consumers that can take them, in turn."""
+        """Hand ready messages to consumers that can take them: the highest
+        consumer priority first, in turn within a priority; only the active
+        one on a single-active-consumer queue."""
         consumers = queue.consumers
         if not consumers:
             return
         self.expire(queue)
         ready = queue.ready
-        while ready and consumers:
+        if queue.single_active:
+            if queue.active not in consumers:
+                queue.active = consumers[0]
+            active = queue.active
+            assert active is not None
+            while ready and active.can_take():
+                active.take(queue, ready.popleft())
+            return
+        while ready:
             n = len(consumers)
+            chosen = None
+            best = None
             for i in range(n):
                 consumer = consumers[(queue._next + i) % n]
-                if consumer.can_take():
-                    queue._next = (queue._next + i + 1) % n
-                    consumer.take(queue, ready.popleft())
-                    break
-            else:
+                if (best is None or consumer.priority > best) and consumer.can_take():
+                    best = consumer.priority
+                    chosen = (queue._next + i) % n
+            if chosen is None:
                 return
+            queue._next = (chosen + 1) % n
+            consumers[chosen].take(queue, ready.popleft())
 
     def add_consumer(self, queue: Queue, consumer: ConsumerPort) -> None:
         if consumer.exclusive and queue.consumers:
@@ -721,8 +996,12 @@ class Broker:
             queue.consumers.remove(consumer)
             if queue._next >= len(queue.consumers):
                 queue._next = 0
+        if queue.active is consumer:
+            queue.active = None
         if queue.auto_delete and queue.had_consumer and not queue.consumers:
             self.remove_queue(queue)
+        else:
+            self.dispatch(queue)
 
     def connection_gone(self, owner: object) -> None:
         """Exclusive queues go with the connection that declared them."""

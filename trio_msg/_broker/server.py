@@ -19,6 +19,7 @@ Errors are RabbitMQ's: a channel error closes the channel with
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 from collections.abc import Callable
@@ -47,7 +48,10 @@ from .model import (
     message_ttl,
 )
 
-__all__ = ["ServerConnection"]
+__all__ = ["REPLY_TO", "ServerConnection"]
+
+#: The pseudo-queue of RabbitMQ's direct reply-to.
+REPLY_TO = "amq.rabbitmq.reply-to"
 
 SERVER_PROPERTIES: dict[str, Any] = {
     "product": "trio_msg memory broker",
@@ -90,6 +94,7 @@ class _Consumer:
         "exclusive",
         "no_ack",
         "prefetch",
+        "priority",
         "queue",
         "tag",
         "unacked",
@@ -113,6 +118,8 @@ class _Consumer:
         self.prefetch = prefetch
         self.arguments = arguments
         self.unacked = 0
+        priority = arguments.get("x-priority", 0)
+        self.priority = priority if isinstance(priority, int) else 0
 
     def can_take(self) -> bool:
         if self.no_ack:
@@ -153,6 +160,9 @@ class _Channel:
         self.transactional = False
         self.tx_publishes: list[tuple[str, str, fr.BasicProperties, bytes, bool]] = []
         self.tx_settles: list[tuple[str, int, bool, bool]] = []
+        #: Direct reply-to: the consumer tag and the key replies come by.
+        self.reply_tag: str | None = None
+        self.reply_key: str | None = None
         # the publish whose content is coming
         self.publishing: C.Basic.Publish | None = None
         self.properties: fr.BasicProperties | None = None
@@ -201,6 +211,9 @@ class _Channel:
         """The channel is closed (either side, or with its connection): its
         consumers go, its unacknowledged messages go back to their queues."""
         self.open = False
+        if self.reply_key is not None:
+            self.broker.replies.pop(self.reply_key, None)
+            self.reply_key = self.reply_tag = None
         queues: dict[int, Queue] = {}
         for consumer in list(self.consumers.values()):
             self.broker.remove_consumer(consumer.queue, consumer)
@@ -233,12 +246,11 @@ class _Channel:
             entry.queue.unacked -= 1
             if entry.consumer is not None:
                 entry.consumer.unacked -= 1
-            if (
-                what != "ack"
-                and requeue
-                and self.broker.queues.get(entry.queue.name) is entry.queue
-            ):
-                entry.queue.requeue(entry.message)
+            if what != "ack" and self.broker.queues.get(entry.queue.name) is entry.queue:
+                if requeue:
+                    entry.queue.requeue(entry.message)
+                else:
+                    self.broker.dead_letter(entry.queue, [entry.message], "rejected")
             touched[id(entry.queue)] = entry.queue
         for consumer in self.consumers.values():
             touched[id(consumer.queue)] = consumer.queue
@@ -255,10 +267,23 @@ class _Channel:
         properties: fr.BasicProperties,
         body: bytes,
         mandatory: bool,
-    ) -> None:
+    ) -> bool:
+        """Route and enqueue one message; False when a queue refused it."""
         broker = self.broker
         message_ttl(properties.expiration)  # a bad one is refused before routing
-        queues = broker.route(exchange, routing_key, properties.headers)
+        if properties.reply_to == REPLY_TO:
+            # Direct reply-to: the reply comes to this channel's reply consumer.
+            if self.reply_key is None:
+                raise AMQPError(PRECONDITION_FAILED, "fast reply consumer does not exist")
+            properties = dataclasses.replace(properties, reply_to=self.reply_key)
+        if exchange == "" and routing_key.startswith(REPLY_TO + "."):
+            target = broker.replies.get(routing_key)
+            if target is not None:
+                target.deliver_reply(exchange, routing_key, properties, body)
+                return True
+            queues: list[Queue] = []
+        else:
+            queues = broker.route_all(exchange, routing_key, properties.headers)
         if not queues and mandatory:
             self.send(
                 fr.make_method(
@@ -270,7 +295,28 @@ class _Channel:
                 )
             )
             self.connection.send_content(self.number, body, properties)
-        broker.enqueue(queues, exchange, routing_key, properties, body)
+        return broker.enqueue(queues, exchange, routing_key, properties, body)
+
+    def deliver_reply(
+        self, exchange: str, routing_key: str, properties: fr.BasicProperties, body: bytes
+    ) -> None:
+        """A reply to this channel's direct reply-to consumer (no ack)."""
+        if not self.open or self.reply_tag is None:
+            return
+        tag = self.next_tag
+        self.next_tag += 1
+        self.connection.send_method(
+            self.number,
+            fr.make_method(
+                C.Basic.Deliver,
+                consumer_tag=self.reply_tag,
+                delivery_tag=tag,
+                redelivered=False,
+                exchange=exchange,
+                routing_key=routing_key,
+            ),
+        )
+        self.connection.send_content(self.number, body, properties)
 
 
 class ServerConnection:
@@ -535,7 +581,7 @@ class ServerConnection:
                 self.broker.exchange(exchange)
                 channel.tx_publishes.append((exchange, routing_key, props, body, method.mandatory))
                 return
-            channel.publish(exchange, routing_key, props, body, bool(method.mandatory))
+            accepted = channel.publish(exchange, routing_key, props, body, bool(method.mandatory))
         except AMQPError as exc:
             if exc.connection:
                 self._connection_error(exc, method)
@@ -544,9 +590,8 @@ class ServerConnection:
             return
         if channel.confirming:
             channel.publish_seq += 1
-            self.send_method(
-                channel.number, C.Basic.Ack(delivery_tag=channel.publish_seq, multiple=False)
-            )
+            answer = C.Basic.Ack if accepted else C.Basic.Nack
+            self.send_method(channel.number, answer(delivery_tag=channel.publish_seq))
 
     # --- errors -------------------------------------------------------------------
 
@@ -792,13 +837,31 @@ class ServerConnection:
             self.broker.dispatch(consumer.queue)
 
     def _basic_consume(self, channel: _Channel, m: C.Basic.Consume) -> None:
-        queue = self.broker.queue(_text(m.queue), self)
         tag = _text(m.consumer_tag) or "amq.ctag-" + os.urandom(16).hex()
-        if tag in channel.consumers:
+        if tag in channel.consumers or tag == channel.reply_tag:
             raise AMQPError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'")
+        if _text(m.queue) == REPLY_TO:
+            if not m.no_ack:
+                raise AMQPError(PRECONDITION_FAILED, "reply consumer cannot acknowledge")
+            if channel.reply_tag is not None:
+                raise AMQPError(PRECONDITION_FAILED, "reply consumer already set")
+            channel.reply_tag = tag
+            channel.reply_key = f"{REPLY_TO}.{os.urandom(12).hex()}"
+            self.broker.replies[channel.reply_key] = channel
+            if not m.nowait:
+                channel.send(fr.make_method(C.Basic.ConsumeOk, consumer_tag=tag))
+            return
+        queue = self.broker.queue(_text(m.queue), self)
         arguments = dict(m.arguments or {})
-        for key in ("x-priority", "x-cancel-on-ha-failover", "x-stream-offset"):
-            if key in arguments and key != "x-cancel-on-ha-failover":
+        priority = arguments.get("x-priority")
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+            raise AMQPError(
+                PRECONDITION_FAILED,
+                f"invalid arg 'x-priority' for queue '{queue.name}' in vhost '/': "
+                f"{{unacceptable_type,{type(priority).__name__}}}",
+            )
+        for key in ("x-stream-offset",):
+            if key in arguments:
                 raise AMQPError(
                     NOT_IMPLEMENTED,
                     f"consumer argument '{key}' is not implemented by the memory broker",
@@ -815,6 +878,9 @@ class ServerConnection:
 
     def _basic_cancel(self, channel: _Channel, m: C.Basic.Cancel) -> None:
         tag = _text(m.consumer_tag)
+        if tag == channel.reply_tag and channel.reply_key is not None:
+            self.broker.replies.pop(channel.reply_key, None)
+            channel.reply_tag = channel.reply_key = None
         consumer = channel.consumers.pop(tag, None)
         if not m.nowait:
             channel.send(fr.make_method(C.Basic.CancelOk, consumer_tag=tag))
