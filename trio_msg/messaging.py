@@ -611,6 +611,9 @@ class Producer:
         outcome.  ``pipe.acked``, ``pipe.nacked``, ``pipe.unknown`` and
         ``pipe.returned`` (acked but unroutable, ``mandatory``) count them;
         ``pipe.failures`` lists the results that were not plainly acked.
+        A publish the broker refused by closing the channel (a missing
+        exchange) is counted in ``nacked``, its result's ``reason`` the
+        error; the publishes after it go out on a new channel.
         """
         if not self.confirm:
             raise NotSupported("a pipeline needs publisher confirms (Producer(confirm=True))")
