@@ -299,3 +299,31 @@ async def test_a_bystanders_unknown_outcome_is_retried_on_a_new_channel(
             with anyio.fail_after(5), pytest.raises(MessageOutcomeUnknown) as info:
                 await producer.publish(b"m", routing_key="q")
         assert isinstance(info.value.reason, PreconditionFailed)
+
+
+@pytest.mark.anyio
+async def test_a_consumer_on_a_callers_channel_keeps_raising_until_revived(
+    broker: FakeBroker,
+) -> None:
+    async with broker, connect(URL) as conn:
+        ch = await conn.open_channel()
+        async with Consumer(ch, queues=[Queue("q")]) as consumer:
+            await broker.close_channel(ch.channel_id, 406, "PRECONDITION_FAILED")
+            for _ in range(2):  # the channel is the caller's: no new one
+                with pytest.raises(PreconditionFailed), anyio.fail_after(5):
+                    await consumer.__anext__()
+            assert consumer.channel is ch
+            assert broker.count("Channel.Open") == 1
+            fresh = await conn.open_channel()
+            await consumer.revive(fresh)
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+
+                    async def deliver() -> None:
+                        tag = await consumer_on_another_channel(broker, ch.channel_id)
+                        await broker.deliver(tag, b"again")
+
+                    tg.start_soon(deliver)
+                    message = await consumer.__anext__()
+            assert message.body == b"again"
+            await fresh.aclose()
