@@ -239,3 +239,30 @@ async def test_a_consumer_goes_on_after_a_redeclare_on_its_channel_fails(
             message = await consumer.__anext__()
         assert message.body == b"after"
         await message.ack()
+
+
+async def test_a_delivery_in_flight_when_the_broker_closes_the_channel_is_dropped(
+    conn: trio_msg.Connection, queue: Queue
+) -> None:
+    """Acking one message frees the prefetch window: the queue sends the
+    next one while the channel is closing over the bad ack after it, and
+    RabbitMQ may put it on the wire after its channel.close.  The client
+    drops it (the broker redelivers it) and the connection goes on."""
+    async with Producer(conn) as producer:
+        await queue.declare(producer.channel)
+        for i in range(2):
+            await producer.publish(b"%d" % i, routing_key=queue.name)
+    async with Consumer(conn, queues=[queue], prefetch_count=1) as consumer:
+        with anyio.fail_after(TIMEOUT):
+            first = await consumer.__anext__()
+        await first.ack()  # (corked: goes out with the bad ack after it)
+        conn._core._write(frames.encode_ack(consumer.channel.channel_id, 80, 999, 0))
+        conn._kick()
+        with anyio.fail_after(TIMEOUT), pytest.raises(PreconditionFailed):
+            async for _ in consumer:
+                pass
+        with anyio.fail_after(TIMEOUT):
+            second = await consumer.__anext__()
+        assert second.body == b"1"
+        await second.ack()
+    assert conn.is_open
