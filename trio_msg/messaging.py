@@ -256,6 +256,10 @@ class Producer:
             if not channel_error(error):
                 return channel  # closed for good, or by us: the publish raises why
             assert error is not None
+            if not channel._error_told or not self._owns_channel:
+                # (_send checked for a cancellation already: the yield that
+                # makes this call a checkpoint.)
+                await channel.connection._ck.cancel_shielded_checkpoint()
             if not channel._error_told:
                 channel._error_told = True
                 raise error
