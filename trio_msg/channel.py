@@ -15,8 +15,9 @@ confirmed; an abandoned ``basic.get`` has its message requeued.)
 
 from __future__ import annotations
 
+import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,7 +27,13 @@ from pamqp import commands as C
 
 from ._protocol import events as ev
 from ._protocol.connection import AMQPChannel
-from ._protocol.errors import ChannelNotOpen, TrioMsgError
+from ._protocol.errors import (
+    ChannelClosed,
+    ChannelNotOpen,
+    ConnectionClosed,
+    NotFound,
+    TrioMsgError,
+)
 from ._protocol.frames import EMPTY_PROPERTIES, BasicProperties
 from .entity import QueueDeclareOk
 from .errors import ConsumerCancelled, NotSupported
@@ -36,6 +43,48 @@ if TYPE_CHECKING:
     from .message import Message
 
 __all__ = ["Channel", "PublishResult", "QueueDeclareOk"]
+
+#: ``basic.publish``'s (class id, method id): a channel.close naming it was
+#: caused by a publish.
+_BASIC_PUBLISH = (60, 40)
+#: RabbitMQ's text for a publish to a missing exchange (the exchange's name
+#: may itself hold quotes: the shortest name that makes the text whole wins).
+_NO_EXCHANGE = re.compile(r"no exchange '(.*?)'(?: in vhost '.*')?\Z", re.DOTALL)
+
+
+def channel_error(error: BaseException | None) -> bool:
+    """Whether *error* is a broker's ``channel.close`` of one channel (a 404,
+    406, ... over one operation), not the end of the connection or a close
+    the client asked for."""
+    return (
+        isinstance(error, ChannelClosed)
+        and error.by_peer
+        and not isinstance(error, ConnectionClosed | ChannelNotOpen)
+    )
+
+
+def _refused_by(
+    error: TrioMsgError | None, pending: Sequence[PublishResult]
+) -> list[PublishResult]:
+    """Which of the *pending* publishes the broker refused by closing the
+    channel with *error*: it names ``basic.publish``, and either one publish
+    was unconfirmed (then it is that one) or the error is a 404 naming the
+    missing exchange (then it is every publish to that exchange; if the
+    exchange was deleted while publishes to it were in flight, the earlier
+    of them may have been routed before it went)."""
+    if not channel_error(error) or not pending:
+        return []
+    assert isinstance(error, ChannelClosed)
+    if (error.class_id, error.method_id) != _BASIC_PUBLISH:
+        return []
+    if len(pending) == 1:
+        return list(pending)
+    if isinstance(error, NotFound):
+        # RabbitMQ: "NOT_FOUND - no exchange 'name' in vhost '/'"
+        match = _NO_EXCHANGE.search(error.reply_text)
+        if match is not None:
+            return [result for result in pending if result.exchange == match.group(1)]
+    return []
 
 
 class DeliverySink(Protocol):
@@ -69,14 +118,30 @@ class PublishResult:
     connection went away first).  ``returned`` holds the returned message
     when a ``mandatory`` publish could not be routed (it comes before the
     ack).  ``reason`` says why an UNKNOWN outcome is unknown: the error that
-    closed the channel (or the connection).
+    closed the channel (or the connection).  A publish the broker refused by
+    closing the channel over it (a 404 for a missing exchange) is NACK, with
+    that error as its ``reason``.
     """
 
-    __slots__ = ("_connection", "_event", "delivery_tag", "outcome", "reason", "returned")
+    __slots__ = (
+        "_connection",
+        "_event",
+        "_innocent",
+        "delivery_tag",
+        "exchange",
+        "outcome",
+        "reason",
+        "returned",
+    )
+    _innocent: bool  # set only for an UNKNOWN bystander (see _bystander)
 
-    def __init__(self, delivery_tag: int, connection: Connection | None = None) -> None:
+    def __init__(
+        self, delivery_tag: int, connection: Connection | None = None, exchange: str = ""
+    ) -> None:
         self._connection = connection
         self.delivery_tag = delivery_tag
+        #: The exchange the message was published to.
+        self.exchange = exchange
         self.outcome: ev.Outcome | None = None
         self.returned: ev.Returned | None = None
         self.reason: TrioMsgError | None = None
@@ -89,6 +154,14 @@ class PublishResult:
     @property
     def done(self) -> bool:
         return self.outcome is not None
+
+    @property
+    def _bystander(self) -> bool:
+        """UNKNOWN because the broker closed the channel over another
+        operation, not over this publish: publishing it again on a new
+        channel cannot meet the same refusal.  (The slot is set only then,
+        so a publish pays nothing for it.)"""
+        return bool(getattr(self, "_innocent", False))
 
     def _resolve(self, outcome: ev.Outcome) -> None:
         self.outcome = outcome
@@ -138,6 +211,11 @@ class Channel:
         self._flow = anyio.Event()
         self._flow.set()
         self.error: TrioMsgError | None = None
+        #: The closing error reached (or will reach) a caller: one whose
+        #: request or publish was pending on the channel, or its consumer.
+        #: A Producer or Consumer that owns the channel raises an error no
+        #: one was told of on its next operation before it opens a new one.
+        self._error_told = False
         #: Returns that could not be paired with a publish (the channel is not
         #: in confirm mode), oldest first; bounded to the last 1000.
         self.returns: deque[ev.Returned] = deque(maxlen=1000)
@@ -202,6 +280,7 @@ class Channel:
 
     def _check(self) -> None:
         if self.error is not None:
+            self._error_told = True
             raise self.error
         if self.connection.error is not None:
             raise self.connection.error
@@ -270,13 +349,39 @@ class Channel:
 
     def _on_confirmation(self, event: ev.Confirmation) -> None:
         publishes = self._publishes
-        # UNKNOWN comes only as the channel closes: say why.
-        reason = self._core.error if event.outcome is ev.Outcome.UNKNOWN else None
+        if event.outcome is ev.Outcome.UNKNOWN:
+            # UNKNOWN comes only as the channel closes: say why.
+            pending = [r for tag in event.delivery_tags if (r := publishes.pop(tag, None))]
+            self._resolve_closed(pending, self._core.error)
+            return
         for tag in event.delivery_tags:
             result = publishes.pop(tag, None)
             if result is not None:
-                result.reason = reason
+                result.reason = None
                 result._resolve(event.outcome)
+
+    def _resolve_closed(self, pending: list[PublishResult], error: TrioMsgError | None) -> None:
+        """The channel closed with publishes unconfirmed: the ones the broker
+        refused (closing the channel over them) are NACK with the error as
+        their reason, the others UNKNOWN."""
+        if not pending:
+            return
+        self._error_told = True  # each of them carries the error to its caller
+        refused = set(_refused_by(error, pending))
+        # Closed over something other than a publish, or over publishes we
+        # could tell: the others were bystanders, safe to publish again.
+        bystanders = channel_error(error) and (
+            bool(refused)
+            or (getattr(error, "class_id", 0), getattr(error, "method_id", 0)) != _BASIC_PUBLISH
+        )
+        for result in pending:
+            result.reason = error
+            if result in refused:
+                result._resolve(ev.Outcome.NACK)
+            else:
+                if bystanders:
+                    result._innocent = True
+                result._resolve(ev.Outcome.UNKNOWN)
 
     def _on_return(self, event: ev.Returned) -> None:
         if event.publish_tag is not None:
@@ -311,14 +416,15 @@ class Channel:
         if self._closed.is_set():
             return  # closed here already (a close that timed out)
         self.error = error
+        if self._waiters or self._consumer_errors:
+            self._error_told = True
         for waiter in self._waiters.values():
             waiter.error = error
             waiter.event.set()
         self._waiters.clear()
-        for result in self._publishes.values():
-            result.reason = error
-            result._resolve(ev.Outcome.UNKNOWN)
+        pending = list(self._publishes.values())
         self._publishes.clear()
+        self._resolve_closed(pending, error)
         for notify in self._consumer_errors.values():
             notify(error)
         self._consumer_errors.clear()
@@ -648,7 +754,7 @@ class Channel:
             conn._kick_lazy()  # corked: waiting on the result flushes it
         if tag is None:
             return None
-        result = PublishResult(tag, conn)
+        result = PublishResult(tag, conn, exchange)
         self._publishes[tag] = result
         return result
 

@@ -7,9 +7,14 @@ below belong to the messaging layer.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from trio_msg._protocol.errors import *  # noqa: F403
 from trio_msg._protocol.errors import TrioMsgError
 from trio_msg._protocol.errors import __all__ as _protocol_all
+
+if TYPE_CHECKING:
+    from trio_msg.channel import PublishResult
 
 __all__ = [
     *_protocol_all,
@@ -73,11 +78,18 @@ class MessageNacked(TrioMsgError):
 class MessageOutcomeUnknown(TrioMsgError):
     """The channel or connection went away before the broker confirmed or
     nacked the publish: it may or may not have been routed.  ``reason`` is
-    the error that closed the channel or connection (also the ``__cause__``)."""
+    the error that closed the channel or connection (also the ``__cause__``);
+    ``result`` the publish's :class:`~trio_msg.PublishResult`, when known."""
 
-    def __init__(self, message: str, reason: TrioMsgError | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        reason: TrioMsgError | None = None,
+        result: PublishResult | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
+        self.result = result
 
 
 class Unroutable(TrioMsgError):

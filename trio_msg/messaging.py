@@ -25,10 +25,11 @@ from ._protocol._build import record
 from ._protocol.errors import TrioMsgError
 from ._protocol.frames import BasicProperties, new_properties
 from ._retry import RetryPolicy
-from .channel import Channel, PublishResult
+from .channel import Channel, PublishResult, channel_error
 from .connection import Connection
 from .entity import Exchange, Queue, maybe_declare
 from .errors import (
+    ChannelNotOpen,
     MessageNacked,
     MessageOutcomeUnknown,
     NotSupported,
@@ -106,6 +107,13 @@ class Producer:
     first, or :class:`~trio_msg.errors.Unroutable` for a returned
     ``mandatory`` message (unless ``on_return`` is given).  To publish many
     without waiting for each confirm, use :meth:`pipeline`.
+
+    When the broker closes the channel over one operation (a 404 for a
+    missing exchange, a 406 for a redeclare with other arguments), the error
+    is raised to the callers whose operations were on that channel; a
+    Producer made from a connection then opens a new channel on its next
+    publish.  One made from a :class:`~trio_msg.Channel` does not (the
+    channel is the caller's): see :meth:`publish`.
     """
 
     def __init__(
@@ -171,6 +179,19 @@ class Producer:
         finally:
             await self._close_channel()
         await checkpoint()
+        channel = self._channel
+        # A broker's close that no publish has raised yet (publishing without
+        # confirms): said here rather than lost.
+        if (
+            exc_type is None
+            and channel is not None
+            and self._owns_channel
+            and channel.error is not None
+            and channel_error(channel.error)
+            and not channel._error_told
+        ):
+            channel._error_told = True
+            raise channel.error
 
     async def _bind(self, target: Connection | Channel) -> None:
         """Take a channel (opening one on a Connection), turn confirms on and
@@ -222,12 +243,37 @@ class Producer:
 
     async def _usable_channel(self) -> Channel:
         """The channel to publish on: after a connection loss, wait until a
-        reviving connection is back and move to a new channel on it."""
+        reviving connection is back and move to a new channel on it.  After
+        the broker closed the channel over one operation, raise that error
+        if no caller has seen it yet (nothing of this publish was sent), or
+        else move to a new channel.  A closed channel given by the caller is
+        never replaced: an error says so."""
         channel = self.channel
-        if channel.is_open or not self._revivable():
+        if channel.is_open:
             return channel
+        if not self._revivable():
+            error = channel.error
+            if not channel_error(error):
+                return channel  # closed for good, or by us: the publish raises why
+            assert error is not None
+            if not channel._error_told or not self._owns_channel:
+                # (_send checked for a cancellation already: the yield that
+                # makes this call a checkpoint.)
+                await channel.connection._ck.cancel_shielded_checkpoint()
+            if not channel._error_told:
+                channel._error_told = True
+                raise error
+            if not self._owns_channel:
+                raise ChannelNotOpen(
+                    f"channel {channel.channel_id} was closed by the broker ({error}); a "
+                    "Producer given a Channel does not open another: open a new channel "
+                    "and pass it to producer.revive()"
+                ) from error
         async with self._revive_lock:
-            if self._revivable():
+            # (Another task may have moved on while this one waited.)
+            if self._channel is channel and (
+                self._revivable() or (self._owns_channel and channel_error(channel.error))
+            ):
                 connection = channel.connection
                 await connection.wait_connected()
                 await self._bind(connection)
@@ -415,12 +461,28 @@ class Producer:
         finds the connection lost waits until it is back and publishes on a
         new channel (nothing is buffered: this call is what waits).
         ``retry=True`` also publishes the message again when the connection
-        was lost before the broker confirmed it (at least once: the broker
+        was lost before the broker confirmed it, or when the broker closed
+        the channel over another operation (at least once: the broker
         may have routed the first copy too), waiting ``retry_policy``'s
         intervals (a :class:`~trio_msg.RetryPolicy` or kombu's keyword dict;
         by default as often as it takes) between attempts; it needs a
         reviving connection and a Producer made from it
         (:class:`~trio_msg.errors.NotSupported` otherwise).
+
+        A publish the broker refused by closing the channel (a missing
+        exchange: :class:`~trio_msg.errors.NotFound`) raises that error: the
+        message was not routed.  Other publishes unconfirmed on that channel
+        raise :class:`~trio_msg.errors.MessageOutcomeUnknown` (its
+        ``reason`` is the error), or are published again with ``retry=True``.
+        The next publish of a Producer made from a connection opens a new
+        channel (confirms on).  Without confirms the broker's refusal comes
+        after ``publish`` returned: the next ``publish`` (or leaving the
+        ``async with``) raises it, sending nothing, and the one after that
+        opens a new channel; messages published in between, before the
+        broker's close arrived, were dropped by the broker.  A Producer made
+        from a :class:`~trio_msg.Channel` raises the error once the same way,
+        then :class:`~trio_msg.errors.ChannelNotOpen` until it is given a
+        new channel with :meth:`revive`.
 
         Cancellation: if cancelled before the message was queued, nothing was
         sent.  If cancelled while waiting for the confirm, the message was
@@ -440,7 +502,7 @@ class Producer:
             try:
                 return await self._publish_once(msg)
             except TrioMsgError as exc:
-                if not self._lost_connection(exc):
+                if not (self._lost_connection(exc) or self._bystander(exc)):
                     raise
                 wait = next(waits, None)
                 if wait is None:
@@ -481,6 +543,17 @@ class Producer:
                 "Producer made from that connection rather than from a channel"
             )
 
+    def _bystander(self, exc: TrioMsgError) -> bool:
+        """Whether a publish's outcome is unknown because the broker closed
+        its channel over another operation (this producer's own channel,
+        which it replaces on the next publish)."""
+        return (
+            isinstance(exc, MessageOutcomeUnknown)
+            and exc.result is not None
+            and exc.result._bystander
+            and self._owns_channel
+        )
+
     def _lost_connection(self, exc: TrioMsgError) -> bool:
         """Whether a failed publish failed because the connection was lost
         (and the connection is coming back)."""
@@ -491,6 +564,8 @@ class Producer:
         if result.returned is not None:
             await self._returned(result.returned)
         if outcome is ev.Outcome.NACK:
+            if result.reason is not None:
+                raise result.reason  # refused by closing the channel (a 404 ...)
             raise MessageNacked(f"the broker nacked publish #{result.delivery_tag}")
         if outcome is ev.Outcome.UNKNOWN:
             error = result.reason
@@ -498,6 +573,7 @@ class Producer:
                 f"publish #{result.delivery_tag}: the channel went away before the broker confirmed it"
                 + (f" ({error})" if error else ""),
                 error,
+                result,
             ) from error
 
     async def _returned(self, returned: ev.Returned) -> None:
@@ -539,6 +615,9 @@ class Producer:
         outcome.  ``pipe.acked``, ``pipe.nacked``, ``pipe.unknown`` and
         ``pipe.returned`` (acked but unroutable, ``mandatory``) count them;
         ``pipe.failures`` lists the results that were not plainly acked.
+        A publish the broker refused by closing the channel (a missing
+        exchange) is counted in ``nacked``, its result's ``reason`` the
+        error; the publishes after it go out on a new channel.
         """
         if not self.confirm:
             raise NotSupported("a pipeline needs publisher confirms (Producer(confirm=True))")
@@ -596,7 +675,10 @@ class Pipeline:
             if (
                 result.outcome is ev.Outcome.UNKNOWN
                 and entry.retries is not None
-                and producer.channel.connection._may_revive(result.reason)
+                and (
+                    producer.channel.connection._may_revive(result.reason)
+                    or (result._bystander and producer._owns_channel)
+                )
                 and next(entry.retries, None) is not None
             ):
                 try:
@@ -695,6 +777,17 @@ class Consumer:
 
     A server-sent cancel (the queue was deleted) ends iteration with
     :class:`~trio_msg.errors.ConsumerCancelled`.
+
+    When the broker closes the consumer's channel over one operation (a 406
+    for an unknown delivery tag, a 404 or 406 from a declaration), iteration
+    raises that error; a Consumer made from a connection then opens a new
+    channel on the next iteration (qos, ``basic.consume`` for its queues)
+    and goes on.  The broker redelivers the messages left unacknowledged on
+    the old channel (``redelivered`` set); their old :class:`Message`
+    objects refuse to be settled
+    (:class:`~trio_msg.errors.MessageStateError`).  A Consumer made from a
+    :class:`~trio_msg.Channel` keeps raising the error until it is given a
+    new channel with :meth:`revive`.
     """
 
     def __init__(
@@ -734,6 +827,8 @@ class Consumer:
             None if prefetch_count is None else (0, prefetch_count, False)
         )
         self._revive_pending = False
+        #: The pending recovery is from a channel error: same connection.
+        self._reopen_only = False
         self._salvaged: deque[Message] = deque()
         self.tag_prefix = tag_prefix or ""
         self.buffer_size = buffer_size
@@ -851,7 +946,7 @@ class Consumer:
             await old.aclose()
         # Closing the old channel reports its end to the consumer: forget it.
         self._error = None
-        self._revive_pending = False
+        self._revive_pending = self._reopen_only = False
         self._target = channel
         self._channel, self._owns_channel = await _resolve_channel(channel)
         try:
@@ -884,9 +979,17 @@ class Consumer:
             and channel.connection._may_revive(self._error or channel.error)
         )
 
+    def _can_reopen(self) -> bool:
+        """The broker closed our own channel over one operation, and the
+        connection is still there (or being revived)."""
+        channel = self.channel
+        return self._owns_channel and not channel.is_open and channel_error(channel.error)
+
     async def _recover(self) -> None:
         """After a connection loss: wait for the reviving connection, then
-        declare, qos and consume again on a new channel of it.
+        declare, qos and consume again on a new channel of it.  After a
+        channel error (``_reopen_only``), the same on a new channel of the
+        same connection.
 
         An exclusive queue can still be locked by the lost connection for a
         moment (the broker may not have noticed it died): ResourceLocked is
@@ -894,8 +997,9 @@ class Consumer:
         """
         old = self.channel
         connection = old.connection
-        assert connection.retry_policy is not None
-        waits = connection.retry_policy.intervals()
+        reopen_only = self._reopen_only
+        policy = connection.retry_policy
+        waits = iter(()) if reopen_only or policy is None else policy.intervals()
         while True:
             await connection.wait_connected()
             self._salvage(old)
@@ -905,7 +1009,7 @@ class Consumer:
             channel = await connection.open_channel()
             self._channel = channel
             try:
-                if self.auto_declare:
+                if self.auto_declare and not reopen_only:
                     for queue in self.queues:
                         if queue.server_named:
                             queue.name = ""  # gone with the old connection; get a new one
@@ -920,9 +1024,11 @@ class Consumer:
                     await anyio.sleep(wait)
                     continue
                 if isinstance(exc, TrioMsgError) and connection._may_revive(exc):
+                    if reopen_only:  # the connection went too: a new one's queues
+                        self._reopen_only = reopen_only = False
                     continue  # lost again while setting up: wait for the next one
                 raise
-            self._revive_pending = False
+            self._revive_pending = self._reopen_only = False
             return
 
     # --- kombu's methods ------------------------------------------------------
@@ -1052,10 +1158,13 @@ class Consumer:
         """The next message.  On a reviving connection, a Consumer made from
         the connection waits out a connection loss and consumes again on the
         new connection (messages delivered in ack mode on the lost one are
-        redelivered by the broker).
+        redelivered by the broker).  A channel closed by the broker over one
+        operation raises its error here once; the next call consumes again
+        on a new channel.
 
         Cancellation: no message is lost; one that had arrived stays buffered
-        for the next call."""
+        for the next call.  A cancelled move to a new channel is taken up
+        again by the next call."""
         if self._receive is None:
             raise RuntimeError("use the Consumer as 'async with Consumer(...) as consumer'")
         while True:
@@ -1086,6 +1195,13 @@ class Consumer:
                 if self._can_revive():
                     self._revive_pending = True
                     continue
+                if self._can_reopen():
+                    # Said once, here; the next call opens a new channel.
+                    error = self._error or channel.error
+                    assert error is not None
+                    channel._error_told = True
+                    self._revive_pending = self._reopen_only = True
+                    raise error from None
                 if self._error is not None:
                     raise self._error from None
                 if channel.error is not None and not self._owns_channel:

@@ -571,11 +571,21 @@ class FakeBroker:
         )
 
     async def close_channel(
-        self, channel: int, reply_code: int = 406, reply_text: str = ""
+        self,
+        channel: int,
+        reply_code: int = 406,
+        reply_text: str = "",
+        *,
+        class_id: int = 0,
+        method_id: int = 0,
     ) -> None:
+        """Close a channel over an error; ``class_id``/``method_id`` name the
+        method that caused it (``60, 40``: basic.publish)."""
         await self.send(
             channel,
-            C.Channel.Close(reply_code=reply_code, reply_text=reply_text, class_id=0, method_id=0),
+            C.Channel.Close(
+                reply_code=reply_code, reply_text=reply_text, class_id=class_id, method_id=method_id
+            ),
         )
 
     # --- looking at what came in -------------------------------------------------

@@ -307,7 +307,9 @@ async def test_publish_to_a_missing_exchange_in_confirm_mode(
     result = await ch.basic_publish(b"lost", unique_name, "rk")
     assert result is not None
     with anyio.fail_after(5):
-        assert await result.wait() is Outcome.UNKNOWN
+        # Refused by closing the channel over it: known not routed.
+        assert await result.wait() is Outcome.NACK
+    assert result.reason is ch.error
     assert not ch.is_open
     assert isinstance(ch.error, NotFound)
     assert unique_name in ch.error.reply_text

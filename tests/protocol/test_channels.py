@@ -87,9 +87,35 @@ def test_server_close() -> None:
     assert token
     with pytest.raises(NotFound):
         ch.publish("", "q", b"x")
-    # the connection is still fine
+    # the connection is still fine; a new channel takes another number
+    # while one is free (the broker may still send on the closed one)
     ch2 = peer.open_channel()
-    assert ch2.id == ch.id
+    assert ch2.id != ch.id
+    assert ch2.state is ChannelState.OPEN
+
+
+def test_deliveries_after_the_brokers_close_are_dropped() -> None:
+    """RabbitMQ can send a delivery its queue had in flight after the
+    channel.close it sent over an error: the client answered the close and
+    drops it; the connection goes on.  The number is reused once no other
+    is free."""
+    peer = connected()
+    peer.conn.channel_max = 2
+    ch = peer.open_channel()
+    ch.basic_consume("q", "ctag")
+    peer.send(ch.id, build(Basic.ConsumeOk, consumer_tag="ctag"))
+    peer.received()
+    peer.send(
+        ch.id,
+        Channel.Close(reply_code=406, reply_text="PRECONDITION_FAILED", class_id=60, method_id=80),
+    )
+    assert [s.name for s in peer.received()] == ["Channel.CloseOk"]
+    assert peer.deliver(ch.id, "ctag", 3) == []
+    other = peer.open_channel()
+    assert other.id == 2
+    again = peer.open_channel()  # no other number is free: the closed one is reused
+    assert again.id == ch.id
+    assert again.state is ChannelState.OPEN
 
 
 def test_server_close_while_opening() -> None:

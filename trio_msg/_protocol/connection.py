@@ -204,6 +204,11 @@ class AMQPConnection:
         # and its close-ok for ours is still to come.  Their numbers are not
         # reused until it does.
         self._crossed: set[int] = set()
+        #: Channels the broker closed, oldest first: RabbitMQ may still send
+        #: a delivery on one after its channel.close (one that its queue had
+        #: in flight), so their frames are dropped, and a new channel takes
+        #: another number while one is free.
+        self._peer_closed: dict[int, None] = {}
 
         self._reader = fr.FrameReader(fr.FRAME_MIN_SIZE, 0)
         self._properties: dict[bytes, Any] = {}  # decoded property lists (frames.cached_properties)
@@ -393,15 +398,22 @@ class AMQPConnection:
         """Queue ``channel.open``; :class:`~.events.ChannelOpened` follows."""
         if self.state is not ConnectionState.OPEN:
             raise LocalProtocolError(f"connection is not open ({self.state.value})", CHANNEL_ERROR)
+        peer_closed = self._peer_closed
         if channel_id is None:
             for candidate in range(1, self.channel_max + 1):
-                if candidate not in self.channels and candidate not in self._crossed:
+                if (
+                    candidate not in self.channels
+                    and candidate not in self._crossed
+                    and candidate not in peer_closed
+                ):
                     channel_id = candidate
                     break
             else:
-                raise LocalProtocolError(
-                    f"all {self.channel_max} channels are in use", CHANNEL_ERROR
-                )
+                if not peer_closed:
+                    raise LocalProtocolError(
+                        f"all {self.channel_max} channels are in use", CHANNEL_ERROR
+                    )
+                channel_id = next(iter(peer_closed))  # the one closed longest ago
         elif (
             not 1 <= channel_id <= self.channel_max
             or channel_id in self.channels
@@ -410,6 +422,7 @@ class AMQPConnection:
             raise LocalProtocolError(
                 f"channel {channel_id} is in use or out of range", CHANNEL_ERROR
             )
+        peer_closed.pop(channel_id, None)
         channel = AMQPChannel(self, channel_id)
         self.channels[channel_id] = channel
         self._send_method(channel_id, C.Channel.Open())
@@ -691,6 +704,8 @@ class AMQPConnection:
             ):
                 self._crossed.discard(channel_id)
             return
+        if channel_id in self._peer_closed:
+            return  # sent before the broker's close took effect
         raise RemoteProtocolError(
             f"frame on channel {channel_id}, which is not open", CHANNEL_ERROR
         )
@@ -1309,6 +1324,7 @@ class AMQPChannel:
         elif isinstance(method, C.Channel.Close):
             self._move(f"recv {name}")
             self.connection._send_method(self.id, C.Channel.CloseOk())
+            self.connection._peer_closed[self.id] = None
             self._closed(
                 channel_closed(
                     method.reply_code, method.reply_text, method.class_id, method.method_id

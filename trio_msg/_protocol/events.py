@@ -39,7 +39,8 @@ class Outcome(enum.Enum):
     ACK = "ack"
     """The broker took responsibility for the message."""
     NACK = "nack"
-    """The broker refused it (``basic.nack``)."""
+    """The broker refused it (``basic.nack``; or, set by the driver, a
+    ``channel.close`` over this publish, e.g. a 404 for a missing exchange)."""
     UNKNOWN = "unknown"
     """The channel or connection went away first: it may or may not have been routed."""
 
