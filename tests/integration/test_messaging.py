@@ -723,8 +723,7 @@ async def test_cancel_ends_iteration_and_consume_resumes(
 async def test_add_queue_then_consume(conn: trio_msg.Connection, topo: Topology) -> None:
     q1, q2 = topo.queue("one"), topo.queue("two")
     async with Consumer(conn, [q1]) as consumer:
-        consumer.add_queue(q2)
-        await consumer.declare()
+        await consumer.add_queue(q2)  # declares it (auto_declare), as kombu does
         await consumer.consume()
         assert consumer.consuming_from(q2)
         async with Producer(conn) as producer:
@@ -757,8 +756,7 @@ async def test_qos(conn: trio_msg.Connection, topo: Topology) -> None:
     async with Consumer(conn, []) as consumer:
         # RabbitMQ applies a per-consumer prefetch to the consumers started after it
         await consumer.qos(prefetch_count=2)
-        consumer.add_queue(queue)
-        await consumer.declare()
+        await consumer.add_queue(queue)
         await consumer.consume()
         first, second = await receive(consumer, 2)
         await assert_quiet(consumer)
