@@ -405,7 +405,7 @@ class Producer:
             properties=msg.properties,  # read, never changed
         )
         exchange = msg.exchange
-        if exchange is None:
+        if exchange is None or exchange == "":  # kombu: ``exchange or self.exchange``
             exchange_name = self.exchange.name
         else:
             exchange_name = exchange.name if isinstance(exchange, Exchange) else exchange

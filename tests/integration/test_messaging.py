@@ -491,8 +491,9 @@ async def test_no_ack_consumer(conn: trio_msg.Connection, topo: Topology) -> Non
         [message] = await receive(consumer)
         assert message.payload == "x"
         assert message.acknowledged
+        await message.ack()  # kombu: acking a no_ack message does nothing
         with pytest.raises(MessageStateError):
-            await message.ack()
+            await message.reject()
     assert await ready_count(conn, queue) == 0
 
 
