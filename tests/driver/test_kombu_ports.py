@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import warnings
 
+import anyio
 import pytest
 import trio
 import trio.testing
@@ -23,7 +24,7 @@ async def buffered(consumer: Consumer, broker: FakeBroker, *bodies: bytes) -> No
     (tag,) = [t for t, (ch, _q) in broker.consumers.items() if ch == consumer.channel.channel_id]
     for data in bodies:
         await broker.deliver(tag, data)
-    await trio.testing.wait_all_tasks_blocked()
+    await anyio.wait_all_tasks_blocked()
 
 
 async def flushed(consumer: Consumer) -> None:
@@ -31,7 +32,7 @@ async def flushed(consumer: Consumer) -> None:
     await consumer.channel.queue_declare("sync")
 
 
-@pytest.mark.trio
+@pytest.mark.anyio
 async def test_settling_without_await_sends_the_frames(broker: FakeBroker) -> None:
     async with (
         broker,
@@ -63,7 +64,7 @@ async def test_settling_without_await_sends_the_frames(broker: FakeBroker) -> No
     assert [(f.delivery_tag, f.requeue) for f in broker.frames("Basic.Nack")] == [(4, False)]
 
 
-@pytest.mark.trio
+@pytest.mark.anyio
 async def test_a_settle_in_a_cancelled_scope_settles_nothing(broker: FakeBroker) -> None:
     async with (
         broker,
@@ -72,25 +73,25 @@ async def test_a_settle_in_a_cancelled_scope_settles_nothing(broker: FakeBroker)
     ):
         await buffered(consumer, broker, b"1", b"2")
         first, second = [await consumer.__anext__() for _ in range(2)]
-        with trio.CancelScope() as scope:
+        with anyio.CancelScope() as scope:
             scope.cancel()
             first.ack()  # dropped: nothing settled
-            with pytest.raises(trio.Cancelled):
+            with pytest.raises(anyio.get_cancelled_exc_class()):
                 await second.ack()
         assert first.state is second.state is MessageState.RECEIVED
         await flushed(consumer)
         assert broker.frames("Basic.Ack") == []
         # Cancelled after the call: the ack is queued and the await does not raise.
-        with trio.CancelScope() as scope:
+        with anyio.CancelScope() as scope:
             waiting = first.ack()
             scope.cancel()
             await waiting
         assert first.state is MessageState.ACK
         # Shielded between the call and the await: it settles then.
-        with trio.CancelScope() as scope:
+        with anyio.CancelScope() as scope:
             scope.cancel()
             late = second.ack()
-            with trio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
                 await late
         assert second.state is MessageState.ACK
         await flushed(consumer)
