@@ -715,8 +715,21 @@ class Pipeline:
     ) -> PublishResult:
         """Like :meth:`Producer.publish`, but returns as soon as the message
         is queued; waits only while the window is full (and, on a reviving
-        connection, while it reconnects).  Cancellation: nothing was queued
-        by this call (a message republished meanwhile stays in the window)."""
+        connection, while it reconnects).  ``timeout`` bounds that wait
+        (then :exc:`TimeoutError`, and nothing was sent); there is no
+        ``confirm_timeout``: bound :meth:`wait_all` instead.  Cancellation:
+        nothing was queued by this call (a message republished meanwhile
+        stays in the window)."""
+        if "confirm_timeout" in kwargs:
+            raise TypeError(
+                "a pipeline does not wait for each confirm: no confirm_timeout "
+                "(bound wait_all(), or leaving the pipeline, with a cancel scope)"
+            )
+        timeout = kwargs.pop("timeout", None)
+        if timeout is not None:
+            with anyio.move_on_after(timeout):
+                return await self.publish(body, routing_key, **kwargs)
+            raise TimeoutError(f"publish: not sent within timeout={timeout} s (nothing was sent)")
         await self._settle()
         while len(self._window) >= self.max_unconfirmed:
             await self._window[0].result.wait()

@@ -171,3 +171,20 @@ async def test_revive_false_opts_out(broker: FakeBroker) -> None:
         assert not conn.reviving
         with pytest.raises(NotSupported, match="reviving"):
             await producer.publish(b"x", routing_key="q", retry=True)
+
+
+@pytest.mark.trio
+async def test_pipeline_publish_timeout(broker: FakeBroker, autojump_clock: object) -> None:
+    async with broker, connect(URL) as conn, Producer(conn) as producer:
+        async with producer.pipeline(10) as pipe:
+            with pytest.raises(TypeError, match="confirm_timeout"):
+                await pipe.publish(b"x", routing_key="q", confirm_timeout=1)
+            await broker.send(0, C.Connection.Blocked(reason="memory"))
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(TimeoutError, match="nothing was sent"):
+                await pipe.publish(b"never", routing_key="q", timeout=5)
+            await broker.send(0, C.Connection.Unblocked())
+            await trio.testing.wait_all_tasks_blocked()
+            await pipe.publish(b"after", routing_key="q", timeout=5, declare=None)
+        assert pipe.acked == 1
+    assert [p.body for p in broker.published] == [b"after"]
