@@ -1126,7 +1126,9 @@ class Consumer:
     async def close(self) -> None:
         """kombu's ``Consumer.close()``: the same as :meth:`cancel` (messages
         already delivered can still be settled).  Leaving ``async with``
-        also closes the consumer's own channel."""
+        also closes the consumer's own channel.  Cancellation: as
+        :meth:`cancel`, the consumers cancelled so far stay cancelled; the
+        channel stays usable."""
         await self.cancel()
 
     async def cancel_by_queue(self, queue: str | Queue) -> None:
