@@ -19,6 +19,8 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
+import kombu
 import pytest
 import trustme
 from _broker import BROKER_HOST, BROKER_PORT
@@ -95,6 +97,51 @@ async def test_published_persistent_unless_told(conn: trio_msg.Connection, queue
         # An explicit delivery_mode wins over the exchange's.
         await producer.publish("x", routing_key=queue.name, delivery_mode="persistent")
         assert (await get(conn, queue.name)).properties["delivery_mode"] == 2
+
+
+def _kombu_publish_all(url: str, queue: str, cases: list[dict[str, Any]]) -> None:
+    """kombu itself publishes one message per case (its own Producer)."""
+    with kombu.Connection(url) as connection:
+        for case in cases:
+            kwargs = dict(case)
+            exchange = kwargs.pop("producer_exchange", None)
+            producer = connection.Producer(
+                exchange=kombu.Exchange(**exchange) if exchange else None, auto_declare=False
+            )
+            if isinstance(kwargs.get("exchange"), dict):
+                kwargs["exchange"] = kombu.Exchange(**kwargs["exchange"])
+            producer.publish("k", routing_key=queue, **kwargs)
+
+
+async def test_delivery_mode_as_kombu_sets_it(
+    conn: trio_msg.Connection, queue: Queue, broker_url: str
+) -> None:
+    """The same publish calls, by kombu and by trio_msg: the broker receives
+    the same delivery modes."""
+    cases: list[dict[str, Any]] = [
+        {},
+        {"delivery_mode": "transient"},
+        {"delivery_mode": 2},
+        {"exchange": {"name": "", "delivery_mode": "transient"}},
+        {"producer_exchange": {"name": "", "delivery_mode": "transient"}},
+        {"producer_exchange": {"name": "", "delivery_mode": 1}, "delivery_mode": "persistent"},
+    ]
+    async with conn.channel() as ch:
+        await ch.queue_declare(queue.name, durable=False, arguments={"x-expires": 120_000})
+    await anyio.to_thread.run_sync(_kombu_publish_all, broker_url, queue.name, cases)
+    theirs = [(await get(conn, queue.name)).properties.get("delivery_mode") for _ in cases]
+    for case in cases:
+        kwargs = dict(case)
+        exchange = kwargs.pop("producer_exchange", None)
+        if isinstance(kwargs.get("exchange"), dict):
+            kwargs["exchange"] = Exchange(**kwargs["exchange"])
+        async with Producer(
+            conn, exchange=Exchange(**exchange) if exchange else None, auto_declare=False
+        ) as producer:
+            await producer.publish("t", routing_key=queue.name, **kwargs)
+    ours = [(await get(conn, queue.name)).properties.get("delivery_mode") for _ in cases]
+    assert theirs == [2, 1, 2, 1, 1, 2]
+    assert ours == theirs
 
 
 async def test_pipeline_publishes_persistent_by_default(
