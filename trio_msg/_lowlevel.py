@@ -13,6 +13,7 @@ anyio's own.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
@@ -29,6 +30,9 @@ class Checkpoints(NamedTuple):
     new_event: Callable[[], Any]
     #: The event loop's clock (``anyio.current_time``, without the lookup).
     current_time: Callable[[], float]
+    #: Whether the calling task's effective cancel scope has been cancelled
+    #: (a synchronous test: ``Message.ack`` settles nothing then).
+    cancelled: Callable[[], bool]
 
 
 ANYIO = Checkpoints(
@@ -37,6 +41,7 @@ ANYIO = Checkpoints(
     anyio.lowlevel.cancel_shielded_checkpoint,
     anyio.Event,
     anyio.current_time,
+    lambda: anyio.current_effective_deadline() == -math.inf,
 )
 
 
@@ -58,4 +63,5 @@ def current_checkpoints() -> Checkpoints:
         lowlevel.cancel_shielded_checkpoint,
         trio.Event,
         trio.current_time,
+        lambda: trio.current_effective_deadline() == -math.inf,
     )

@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_TLS_PORT",
     "DEFAULT_URL",
+    "KOMBU_SSL_KEYS",
     "ConnectionParameters",
     "make_ssl_context",
     "parse_url",
@@ -195,6 +196,13 @@ class ConnectionParameters:
                 )
             object.__setattr__(self, "auth_mechanism", mechanism)
 
+        if not isinstance(self.ssl, bool):
+            # A dict here would be truthy and silently replaced by the default
+            # context: kombu's ssl={...} is translated by parse_url/connect.
+            raise TypeError(
+                "ssl must be a bool here; pass kombu's ssl={...} dict or an SSLContext "
+                "to connect() or parse_url()"
+            )
         if self.ssl_context is not None and not isinstance(self.ssl_context, SSLContext):
             raise TypeError("ssl_context must be an ssl.SSLContext")
         if not self.ssl:
@@ -300,7 +308,11 @@ def parse_url(url: str = DEFAULT_URL, **overrides: Any) -> ConnectionParameters:
     ``server_name_indication`` (or ``server_hostname``).
 
     Keyword *overrides* name :class:`ConnectionParameters` fields and win
-    over values from the URL.
+    over values from the URL.  ``ssl`` may also be given kombu's way: an
+    :class:`ssl.SSLContext` (used as ``ssl_context``), or a dict of
+    :data:`KOMBU_SSL_KEYS` (``ca_certs``, ``certfile``, ``keyfile``,
+    ``cert_reqs``, ``server_hostname``), which turns TLS on with those
+    settings; any other key is an error.
 
     Raises:
         ValueError: the URL is malformed, has an unknown scheme or query
@@ -316,7 +328,7 @@ def parse_url(url: str = DEFAULT_URL, **overrides: Any) -> ConnectionParameters:
     password_hint = _password_hint(url)
     try:
         values = _parse(url.strip())
-        values.update(overrides)
+        values.update(_kombu_ssl(overrides))
         return ConnectionParameters(**values)
     except (ValueError, TypeError) as exc:
         # Belt and braces: scrub anything that looks like the password, and
@@ -326,6 +338,52 @@ def parse_url(url: str = DEFAULT_URL, **overrides: Any) -> ConnectionParameters:
             message = _redact_secret(message, overrides["password"])
         error = ValueError if isinstance(exc, ValueError) else TypeError
         raise error(message) from None
+
+
+#: The keys of kombu's (py-amqp's) ``ssl={...}`` dict that map onto
+#: :class:`ConnectionParameters` fields.
+KOMBU_SSL_KEYS = {
+    "ca_certs": "cafile",
+    "certfile": "certfile",
+    "keyfile": "keyfile",
+    "cert_reqs": "verify",
+    "server_hostname": "server_hostname",
+}
+
+
+def _kombu_ssl(overrides: dict[str, Any]) -> dict[str, Any]:
+    """*overrides* with kombu's ``ssl=`` forms (a dict of TLS settings, or
+    an SSLContext) turned into fields; an unknown key or a setting given
+    twice is an error (never dropped: TLS set up otherwise than asked)."""
+    given = overrides.get("ssl")
+    if isinstance(given, SSLContext):
+        if overrides.get("ssl_context") not in (None, given):
+            raise ValueError("ssl=<SSLContext> and ssl_context= both given")
+        return {**overrides, "ssl": True, "ssl_context": given}
+    if not isinstance(given, Mapping):
+        return overrides
+    unknown = sorted(str(key) for key in given if key not in KOMBU_SSL_KEYS)
+    if unknown:
+        raise ValueError(
+            f"unsupported ssl option(s) {', '.join(unknown)}: trio_msg takes "
+            f"{', '.join(KOMBU_SSL_KEYS)}; for anything else pass ssl_context=<ssl.SSLContext>"
+        )
+    result = {**overrides, "ssl": True}
+    for key, value in given.items():
+        name = KOMBU_SSL_KEYS[key]
+        if key == "cert_reqs":
+            if value is None:
+                continue
+            if value not in (ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED):
+                raise ValueError(f"ssl cert_reqs must be an ssl.CERT_* constant, not {value!r}")
+            # A client always gets the server's certificate: OPTIONAL verifies it too.
+            value = value != ssl.CERT_NONE
+        elif value is None:
+            continue  # kombu: server_hostname=None means the host dialled (our default)
+        if name in overrides and overrides[name] != value:
+            raise ValueError(f"ssl[{key!r}] and {name}= both given, and they differ")
+        result[name] = value
+    return result
 
 
 def _password_hint(url: str) -> str:

@@ -109,7 +109,7 @@ _STREAM_ERRORS = (
 async def connect(
     url: str = "amqp://guest:guest@localhost:5672//",
     *,
-    revive: bool | RetryPolicy | Mapping[str, Any] = False,
+    revive: bool | RetryPolicy | Mapping[str, Any] = True,
     **options: Any,
 ) -> AsyncIterator[Connection]:
     """Connect to the broker; yields an open :class:`Connection`.
@@ -118,13 +118,10 @@ async def connect(
     keyword options override what it says.  Leaving the block closes the
     connection (bounded in time, even when cancelled).
 
-    ``revive=False`` (the default): if the connection dies while the block
-    runs, every task waiting on it gets the error and leaving the block
-    raises it (:class:`~trio_msg.errors.ConnectionLost`,
-    :class:`~trio_msg.errors.ConnectionForced`, ...).
-
-    ``revive=True`` (or a :class:`~trio_msg.RetryPolicy`, or kombu's
-    ``ensure()`` keywords as a dict): a lost connection is re-established
+    ``revive=True`` (the default, with the default
+    :class:`~trio_msg.RetryPolicy`: retry for ever, waits growing to 10 s),
+    or a :class:`~trio_msg.RetryPolicy`, or kombu's ``ensure()`` keywords
+    as a dict: a lost connection is re-established
     in the background, with the policy's waits between attempts and the
     next failover host first; the declarations cached by ``maybe_declare``
     are replayed on it before anyone else may use it, and Producers and
@@ -133,7 +130,13 @@ async def connect(
     :data:`trio_msg._retry.REVIVABLE` are retried; a wrong password or a
     forbidden vhost ends the connection at once.  When the policy runs out
     of retries, waiting tasks get :class:`~trio_msg.errors.ConnectionFailed`
-    and leaving the block raises it.  See docs/revive.rst.
+    and leaving the block raises it.  This is what a kombu ``Connection``
+    does for ``publish(retry=True)`` and ``ensure()``, so it is the default.
+
+    ``revive=False``: if the connection dies while the block runs, every
+    task waiting on it gets the error and leaving the block raises it
+    (:class:`~trio_msg.errors.ConnectionLost`,
+    :class:`~trio_msg.errors.ConnectionForced`, ...).  See docs/revive.rst.
 
     The first connection is never retried: a broker that cannot be reached
     when the program starts is an error the caller should see.

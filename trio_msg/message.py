@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _content
 from ._protocol._build import field_names
@@ -11,6 +12,7 @@ from ._protocol.errors import MessageStateError
 from ._protocol.frames import BasicProperties
 
 if TYPE_CHECKING:
+    from ._lowlevel import Checkpoints
     from .channel import Channel
 
 __all__ = ["Message", "MessageState"]
@@ -37,11 +39,17 @@ class Message:
     happens once: a second attempt raises
     :class:`~trio_msg.errors.MessageStateError` locally, so the broker never
     closes the channel over a double ack.  A message received with
-    ``no_ack=True`` is already settled.
+    ``no_ack=True`` is already settled: :meth:`ack` does nothing (as in
+    kombu), the others raise that error.
+
+    Settling is queued when the method is called: ``message.ack()`` in a
+    plain function settles, and ``await message.ack()`` does the same and
+    is a checkpoint.
     """
 
     __slots__ = (
         "_decoded",
+        "_no_ack",
         "_props",
         "accept",
         "body",
@@ -78,6 +86,7 @@ class Message:
         }
         self.accept = accept
         self.state = MessageState.ACK if no_ack else MessageState.RECEIVED
+        self._no_ack = no_ack
         self._decoded: Any = _UNDECODED
 
     def __repr__(self) -> str:
@@ -156,6 +165,22 @@ class Message:
         return self.decode()
 
     # --- settling -----------------------------------------------------------
+    #
+    # Settling is synchronous, as in kombu: the frame is queued whole when the
+    # method is called (the core's ack is bytes appended to the outbound
+    # buffer), so ``message.ack()`` in a plain ``def`` callback settles.  The
+    # method returns an awaitable that is fine to drop; awaiting it is the
+    # checkpoint async code expects.
+
+    def _begin(self, settle: Callable[[], object]) -> _Settling | None:
+        """The awaitable to return instead of settling, or None to settle now.
+
+        Inside a cancelled scope nothing is settled: awaiting the result
+        raises the cancellation (a dropped result settles nothing)."""
+        ck = self.channel.connection._ck
+        if ck.cancelled():
+            return _Settling(ck, later=settle)
+        return None
 
     def _settle(self, state: MessageState) -> None:
         if self.state is not MessageState.RECEIVED:
@@ -164,50 +189,95 @@ class Message:
             )
         self.state = state
 
-    async def ack(self, multiple: bool = False) -> None:
+    def ack(self, multiple: bool = False) -> Awaitable[None]:
         """Acknowledge the message (with ``multiple``, every earlier unsettled
         message on the channel too).
 
-        Cancellation: a checkpoint comes first; if cancelled there, nothing
-        was settled.  Otherwise the ack is queued whole.
+        The ack is queued (whole) when this is called; the result may be
+        awaited (``await message.ack()``, a checkpoint) or dropped
+        (``message.ack()`` in a plain callback).  As in kombu, a message
+        consumed with ``no_ack`` is acknowledged already: this does nothing.
+        A message settled before raises
+        :class:`~trio_msg.errors.MessageStateError` at once.
+
+        Cancellation: called inside a cancelled scope, it settles nothing,
+        and awaiting the result raises the cancellation.  Otherwise the ack
+        is queued, and the await yields without raising it.
         """
-        await self.channel.connection._ck.checkpoint()
+        pending = self._begin(lambda: self.ack(multiple))
+        if pending is not None:
+            return pending
+        if self._no_ack:
+            return _Settling(self.channel.connection._ck)
         self._settle(MessageState.ACK)
         try:
             self.channel._ack(self.delivery_tag, multiple)
         except BaseException:
             self.state = MessageState.RECEIVED
             raise
+        return _Settling(self.channel.connection._ck)
 
-    async def reject(self, requeue: bool = False) -> None:
+    def reject(self, requeue: bool = False) -> Awaitable[None]:
         """Reject the message; with ``requeue=False`` the broker drops it (or
         dead-letters it).
 
-        Cancellation: as :meth:`ack`, a checkpoint comes first; if cancelled
-        there, nothing was settled.  Otherwise the reject is queued whole.
+        Queued when called, awaited or not; cancellation as :meth:`ack`.
         """
-        await self.channel.connection._ck.checkpoint()
+        pending = self._begin(lambda: self.reject(requeue))
+        if pending is not None:
+            return pending
         self._settle(MessageState.REQUEUED if requeue else MessageState.REJECTED)
         try:
             self.channel._reject(self.delivery_tag, requeue)
         except BaseException:
             self.state = MessageState.RECEIVED
             raise
+        return _Settling(self.channel.connection._ck)
 
-    async def requeue(self) -> None:
-        """Give the message back to its queue.  Cancellation: as :meth:`reject`."""
-        await self.reject(requeue=True)
+    def requeue(self) -> Awaitable[None]:
+        """Give the message back to its queue.  As :meth:`reject`."""
+        return self.reject(requeue=True)
 
-    async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
+    def nack(self, multiple: bool = False, requeue: bool = True) -> Awaitable[None]:
         """``basic.nack`` (a RabbitMQ extension): reject, optionally many.
 
-        Cancellation: as :meth:`ack`, a checkpoint comes first; if cancelled
-        there, nothing was settled.  Otherwise the nack is queued whole.
+        Queued when called, awaited or not; cancellation as :meth:`ack`.
         """
-        await self.channel.connection._ck.checkpoint()
+        pending = self._begin(lambda: self.nack(multiple, requeue))
+        if pending is not None:
+            return pending
         self._settle(MessageState.REQUEUED if requeue else MessageState.REJECTED)
         try:
             self.channel._nack(self.delivery_tag, multiple, requeue)
         except BaseException:
             self.state = MessageState.RECEIVED
             raise
+        return _Settling(self.channel.connection._ck)
+
+
+class _Settling:
+    """What :meth:`Message.ack` and the other settling methods return.
+
+    Not a coroutine: dropping it is fine (no "never awaited" warning).
+    Awaiting it is a checkpoint; if the call was made in a cancelled scope
+    (and settled nothing), the checkpoint raises the cancellation.
+    """
+
+    __slots__ = ("_ck", "_later")
+
+    def __init__(self, ck: Checkpoints, later: Callable[[], object] | None = None) -> None:
+        self._ck = ck
+        self._later = later
+
+    def __await__(self) -> Generator[Any, None, None]:
+        later = self._later
+        if later is not None:
+            yield from self._ck.checkpoint().__await__()
+            # Not cancelled after all (shielded since the call): settle now.
+            self._later = None
+            yield from cast("Awaitable[None]", later()).__await__()
+            return
+        # A full checkpoint whose cancel point comes first: a cancellation
+        # that comes after the frame was queued is not raised here.
+        yield from self._ck.checkpoint_if_cancelled().__await__()
+        yield from self._ck.cancel_shielded_checkpoint().__await__()

@@ -27,7 +27,7 @@ from ._protocol.frames import BasicProperties, new_properties
 from ._retry import RetryPolicy
 from .channel import Channel, PublishResult, channel_error
 from .connection import Connection
-from .entity import Exchange, Queue, maybe_declare
+from .entity import PERSISTENT_DELIVERY_MODE, Exchange, Queue, maybe_declare
 from .errors import (
     ChannelNotOpen,
     MessageNacked,
@@ -222,6 +222,45 @@ class Producer:
         else:
             await checkpoint()
 
+    async def maybe_declare(
+        self, entity: Exchange | Queue | None, retry: bool = False, **retry_policy: Any
+    ) -> bool:
+        """Declare *entity* on the producer's channel unless this connection
+        already has (see :func:`~trio_msg.maybe_declare`); returns whether
+        it declared.  ``None`` declares nothing, as in kombu.
+
+        ``retry=True`` (with kombu's ``retry_policy`` keywords): if the
+        connection is lost meanwhile, declare again once it is back; as
+        ``publish(retry=True)``, it needs a reviving connection and a
+        Producer made from it.  Cancellation: as
+        :func:`~trio_msg.maybe_declare`."""
+        if entity is None:
+            await checkpoint()
+            return False
+        if retry:
+            self._check_can_retry()
+        waits = RetryPolicy.coerce(retry_policy or None).intervals() if retry else None
+        while True:
+            try:
+                return await maybe_declare(entity, await self._usable_channel())
+            except TrioMsgError as exc:
+                if waits is None or not self._lost_connection(exc):
+                    raise
+                wait = next(waits, None)
+                if wait is None:
+                    raise
+            await anyio.sleep(wait)
+
+    async def close(self) -> None:
+        """What leaving ``async with`` does: handle pending returns, then
+        close the producer's own channel (one it was given stays open).
+        Publishing afterwards fails.  kombu's ``release()`` and ``close()``
+        (which in kombu release nothing).  Cancellation: the channel is
+        closed all the same."""
+        await self.__aexit__(None, None, None)
+
+    release = close
+
     async def revive(self, channel: Connection | Channel) -> None:
         """Re-bind the producer to a new channel (after a connection loss).
 
@@ -392,9 +431,16 @@ class Producer:
             raise NotSupported("RabbitMQ removed basic.publish immediate=True (since 3.0)")
         if msg.retry:
             self._check_can_retry()
+        delivery_mode = msg.delivery_mode
+        if delivery_mode is None:
+            # kombu's rule: the publish's Exchange, else the producer's, else persistent.
+            exchange = msg.exchange
+            delivery_mode = (
+                exchange if isinstance(exchange, Exchange) else self.exchange
+            ).delivery_mode or PERSISTENT_DELIVERY_MODE
         raw, props = self._build(
             msg.body,
-            delivery_mode=msg.delivery_mode,
+            delivery_mode=delivery_mode,
             priority=msg.priority,
             content_type=msg.content_type,
             content_encoding=msg.content_encoding,
@@ -405,7 +451,7 @@ class Producer:
             properties=msg.properties,  # read, never changed
         )
         exchange = msg.exchange
-        if exchange is None:
+        if exchange is None or exchange == "":  # kombu: ``exchange or self.exchange``
             exchange_name = self.exchange.name
         else:
             exchange_name = exchange.name if isinstance(exchange, Exchange) else exchange
@@ -448,14 +494,30 @@ class Producer:
         exchange: Exchange | str | None = None,
         retry: bool = False,
         retry_policy: RetryPolicy | dict[str, Any] | None = None,
-        declare: Sequence[Exchange | Queue] = (),
+        declare: Sequence[Exchange | Queue] | None = None,
         expiration: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (kombu API)
+        confirm_timeout: float | None = None,
         **properties: Any,
     ) -> PublishResult | None:
         """Publish one message; with confirms on, wait until the broker
         confirmed it.  Parameters as kombu's ``Producer.publish``;
         ``expiration`` is in seconds.  ``immediate=True`` raises
         :class:`~trio_msg.errors.NotSupported` (RabbitMQ removed it).
+
+        ``delivery_mode`` is kombu's: when not given, the ``delivery_mode``
+        of ``exchange`` (if it is an :class:`~trio_msg.Exchange`) or else of
+        the producer's exchange, and when that is not set either, 2
+        (persistent).  Pass ``delivery_mode="transient"`` (or 1) for
+        messages the broker may keep in memory only.
+
+        ``timeout`` (seconds, kombu 5's): how long the message may wait to
+        be sent (for the connection, for room in the outbound buffer, while
+        the broker blocks publishers); then :exc:`TimeoutError`, and
+        nothing was sent.  ``confirm_timeout`` (seconds; ``timeout`` when
+        not given, as in kombu): how long to wait for the broker's confirm;
+        then :exc:`TimeoutError`, and the message was sent but its outcome
+        is unknown.
 
         On a reviving connection, a Producer made from the connection that
         finds the connection lost waits until it is back and publishes on a
@@ -491,16 +553,18 @@ class Producer:
         """
         msg = _Publish(
             body, routing_key, delivery_mode, mandatory, immediate, priority, content_type,
-            content_encoding, serializer, headers, compression, exchange, retry, declare,
-            expiration, properties,
+            content_encoding, serializer, headers, compression, exchange, retry,
+            () if declare is None else declare, expiration, properties,
         )  # fmt: skip
+        if confirm_timeout is None:
+            confirm_timeout = timeout
         if not retry:
-            return await self._publish_once(msg)
+            return await self._publish_once(msg, timeout, confirm_timeout)
         # (_send checkpoints, then checks that retrying can work at all.)
         waits = RetryPolicy.coerce(retry_policy).intervals()
         while True:
             try:
-                return await self._publish_once(msg)
+                return await self._publish_once(msg, timeout, confirm_timeout)
             except TrioMsgError as exc:
                 if not (self._lost_connection(exc) or self._bystander(exc)):
                     raise
@@ -526,13 +590,35 @@ class Producer:
             if sleep:
                 await anyio.sleep(wait)
 
-    async def _publish_once(self, msg: _Publish) -> PublishResult | None:
-        result = await self._send(msg, awaited=True)
+    async def _publish_once(
+        self,
+        msg: _Publish,
+        timeout: float | None = None,  # noqa: ASYNC109 (kombu API)
+        confirm_timeout: float | None = None,
+    ) -> PublishResult | None:
+        if timeout is None:
+            result = await self._send(msg, awaited=True)
+        else:
+            with anyio.move_on_after(timeout) as scope:
+                result = await self._send(msg, awaited=True)
+            if scope.cancelled_caught:
+                raise TimeoutError(
+                    f"publish: not sent within timeout={timeout} s (nothing was sent)"
+                )
         if self.channel.returns:
             await self._drain_returns()
         if result is None:
             return None
-        outcome = await result.wait()
+        if confirm_timeout is None:
+            outcome = await result.wait()
+        else:
+            with anyio.move_on_after(confirm_timeout) as scope:
+                outcome = await result.wait()
+            if scope.cancelled_caught:
+                raise TimeoutError(
+                    f"publish #{result.delivery_tag}: no confirm within {confirm_timeout} s "
+                    "(the message was sent; its outcome is unknown)"
+                )
         await self._check_outcome(result, outcome)
         return result
 
@@ -711,8 +797,21 @@ class Pipeline:
     ) -> PublishResult:
         """Like :meth:`Producer.publish`, but returns as soon as the message
         is queued; waits only while the window is full (and, on a reviving
-        connection, while it reconnects).  Cancellation: nothing was queued
-        by this call (a message republished meanwhile stays in the window)."""
+        connection, while it reconnects).  ``timeout`` bounds that wait
+        (then :exc:`TimeoutError`, and nothing was sent); there is no
+        ``confirm_timeout``: bound :meth:`wait_all` instead.  Cancellation:
+        nothing was queued by this call (a message republished meanwhile
+        stays in the window)."""
+        if "confirm_timeout" in kwargs:
+            raise TypeError(
+                "a pipeline does not wait for each confirm: no confirm_timeout "
+                "(bound wait_all(), or leaving the pipeline, with a cancel scope)"
+            )
+        timeout = kwargs.pop("timeout", None)
+        if timeout is not None:
+            with anyio.move_on_after(timeout):
+                return await self.publish(body, routing_key, **kwargs)
+            raise TimeoutError(f"publish: not sent within timeout={timeout} s (nothing was sent)")
         await self._settle()
         while len(self._window) >= self.max_unconfirmed:
             await self._window[0].result.wait()
@@ -732,7 +831,7 @@ class Pipeline:
             kwargs.pop("compression", None),
             kwargs.pop("exchange", None),
             kwargs.pop("retry", False),
-            kwargs.pop("declare", ()),
+            kwargs.pop("declare", None) or (),
             kwargs.pop("expiration", None),
             kwargs,
         )
@@ -935,9 +1034,21 @@ class Consumer:
         the broker (or, with the old channel gone, redelivered by it): their
         delivery tags are never acknowledged on the new channel.
 
+        When the old channel is still open, the consumers on it are
+        cancelled first (it may be the caller's, and stay open): the broker
+        sends them nothing more.
+
         Cancellation: the consumer is left closed, as after a failed entry.
         """
         old = self._channel
+        if old is not None and old.is_open and self._tags:
+            try:
+                await self.cancel()
+            except TrioMsgError:
+                pass  # the old channel is going away: its consumers with it
+            except BaseException:
+                await self._close()
+                raise
         if old is not None:
             self._salvage(old)
         self._tags.clear()
@@ -1043,9 +1154,24 @@ class Consumer:
         """Add a ``(body, message)`` callback, called after the others."""
         self.callbacks.append(callback)
 
-    def add_queue(self, queue: Queue) -> Queue:
-        """Add a queue (consumed from at the next :meth:`consume`)."""
-        self.queues.append(queue)
+    async def add_queue(self, queue: Queue) -> Queue:
+        """Add a queue, consumed from at the next :meth:`consume` (as in
+        kombu, adding does not start consuming).  With ``auto_declare``, an
+        entered consumer declares it (and its exchange and bindings) now, as
+        kombu does; before entering, entry declares it with the others.  A
+        queue of the same name already added is replaced.
+
+        Cancellation: the queue may or may not have been declared, and is
+        not added."""
+        await checkpoint()
+        if self._channel is not None and self.auto_declare:
+            await queue.declare(self._channel)
+        for i, known in enumerate(self.queues):
+            if known.name == queue.name and queue.name:
+                self.queues[i] = queue
+                break
+        else:
+            self.queues.append(queue)
         return queue
 
     async def consume(self, no_ack: bool | None = None) -> None:
@@ -1102,6 +1228,14 @@ class Consumer:
             queue, tag = next(iter(self._tags.items()))
             del self._tags[queue]
             await self.channel.basic_cancel(tag)
+
+    async def close(self) -> None:
+        """kombu's ``Consumer.close()``: the same as :meth:`cancel` (messages
+        already delivered can still be settled).  Leaving ``async with``
+        also closes the consumer's own channel.  Cancellation: as
+        :meth:`cancel`, the consumers cancelled so far stay cancelled; the
+        channel stays usable."""
+        await self.cancel()
 
     async def cancel_by_queue(self, queue: str | Queue) -> None:
         """Cancel the consumer of one queue."""

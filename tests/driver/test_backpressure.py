@@ -187,7 +187,7 @@ async def test_connection_closed_while_blocked_fails_the_publisher(broker: FakeB
     errors: list[BaseException] = []
     async with broker:
         with pytest.raises(ConnectionForced) as info:
-            async with connect(URL) as conn, conn.channel() as ch:
+            async with connect(URL, revive=False) as conn, conn.channel() as ch:
                 await broker.send(0, C.Connection.Blocked(reason="memory"))
                 await settle()
 

@@ -179,7 +179,7 @@ async def test_forced_close_fails_waiters_and_leaves_the_block_with_one_error(
     errors: list[BaseException] = []
     async with broker:
         with pytest.raises(ConnectionForced) as info:
-            async with connect(URL) as conn, conn.channel() as ch:
+            async with connect(URL, revive=False) as conn, conn.channel() as ch:
 
                 async def declare() -> None:
                     try:
@@ -205,7 +205,7 @@ async def test_broker_hangs_up_without_close(broker: FakeBroker) -> None:
     errors: list[BaseException] = []
     async with broker:
         with pytest.raises(ConnectionLost) as info:
-            async with connect(URL) as conn, conn.channel() as ch:
+            async with connect(URL, revive=False) as conn, conn.channel() as ch:
 
                 async def declare() -> None:
                     try:
@@ -266,7 +266,7 @@ async def test_crossing_closes_end_at_once(
     async with broker:
         start = trio.current_time()
         with pytest.raises(ConnectionForced):
-            async with connect(URL):
+            async with connect(URL, revive=False):
                 pass
         assert trio.current_time() - start < 1
         assert broker.count("Connection.Close") == 1

@@ -150,7 +150,7 @@ async def test_connection_lost_before_the_confirm_is_unknown(broker: FakeBroker)
     errors: list[BaseException] = []
     async with broker:
         with pytest.raises(ConnectionLost) as info:
-            async with connect(URL) as conn, Producer(conn) as producer:
+            async with connect(URL, revive=False) as conn, Producer(conn) as producer:
 
                 async def publish() -> None:
                     try:

@@ -39,7 +39,7 @@ async def test_silent_broker_fails_every_waiter_after_two_intervals(
 
     async with broker:
         with pytest.raises(HeartbeatTimeout) as info, trio.fail_after(10 * N):
-            async with connect(URL, heartbeat=N) as conn:
+            async with connect(URL, heartbeat=N, revive=False) as conn:
                 assert conn.heartbeat == N
                 ch = await conn.open_channel()
                 producer_channel = await conn.open_channel()

@@ -380,7 +380,7 @@ async def test_a_leader_wakes_when_another_task_ends_its_wait(
     tcp_broker.send_heartbeats = False
     tcp_broker.auto_confirm = False
     with anyio.fail_after(10), pytest.raises(HeartbeatTimeout):
-        async with tcp_broker, connect(URL) as conn, conn.channel() as channel:
+        async with tcp_broker, connect(URL, revive=False) as conn, conn.channel() as channel:
             await channel.confirm_select()
             result = await channel.basic_publish(b"x", "", "q")
             assert result is not None
@@ -397,7 +397,7 @@ async def test_a_hang_up_seen_by_the_leader_ends_every_waiter(
     tcp_broker.auto_confirm = False
     async with tcp_broker:
         with anyio.fail_after(5), pytest.raises(Exception) as info:
-            async with connect(URL) as conn, conn.channel() as channel:
+            async with connect(URL, revive=False) as conn, conn.channel() as channel:
                 await channel.confirm_select()
                 declared = anyio.Event()
                 error: list[BaseException] = []

@@ -168,7 +168,7 @@ async def test_f_crossing_close_is_answered_with_close_ok(
     broker.handlers["Connection.Close"] = close_instead
     async with broker:
         with pytest.raises(ConnectionForced):
-            async with connect(URL):
+            async with connect(URL, revive=False):
                 pass
         await broker.wait_closed()
     # The core queued close-ok; aclose() closed the socket before the writer sent it.

@@ -317,7 +317,7 @@ async def _setup(
 async def test_forced_close_raises_connection_forced(proxy: TcpProxy, unique_name: str) -> None:
     watch = _Watch()
     with anyio.fail_after(15), pytest.raises(ConnectionForced) as info:
-        async with connect(_via(proxy), connection_name=unique_name) as conn:
+        async with connect(_via(proxy), connection_name=unique_name, revive=False) as conn:
             async with anyio.create_task_group() as tg:
                 ch, pub_ch, receive, q = await _setup(watch, conn)
                 proxy.stall()
@@ -353,7 +353,7 @@ async def test_forced_close_error_raised_in_the_body_is_not_grouped(
     broker_url: str, unique_name: str
 ) -> None:
     with anyio.fail_after(10), pytest.raises(ConnectionForced) as info:
-        async with connect(broker_url, connection_name=unique_name) as conn:
+        async with connect(broker_url, connection_name=unique_name, revive=False) as conn:
             ch = await conn.open_channel()
             await anyio.to_thread.run_sync(close_connection_by_name, unique_name)
             with anyio.fail_after(5):
@@ -373,7 +373,7 @@ async def test_proxy_cut_raises_connection_lost(proxy: TcpProxy, reset: bool) ->
     watch = _Watch()
     start = anyio.current_time()
     with anyio.fail_after(10), pytest.raises(ConnectionLost) as info:
-        async with connect(_via(proxy)) as conn, anyio.create_task_group() as tg:
+        async with connect(_via(proxy), revive=False) as conn, anyio.create_task_group() as tg:
             ch, pub_ch, receive, q = await _setup(watch, conn)
             proxy.stall()
             result = await pub_ch.basic_publish(b"x", "", q)
@@ -402,7 +402,7 @@ async def test_proxy_cut_raises_connection_lost(proxy: TcpProxy, reset: bool) ->
 async def test_silent_broker_heartbeat_timeout(proxy: TcpProxy) -> None:
     watch = _Watch()
     with anyio.fail_after(10), pytest.raises(HeartbeatTimeout) as info:
-        async with connect(_via(proxy), heartbeat=1) as conn:
+        async with connect(_via(proxy), heartbeat=1, revive=False) as conn:
             assert conn.heartbeat == 1
             async with anyio.create_task_group() as tg:
                 ch, pub_ch, receive, q = await _setup(watch, conn)

@@ -345,7 +345,7 @@ async def test_without_retry_a_lost_publish_is_unknown_and_the_next_one_works(
 
 
 async def test_retry_needs_a_reviving_connection(broker_url: str) -> None:
-    async with trio_msg.connect(broker_url) as conn, trio_msg.Producer(conn) as producer:
+    async with trio_msg.connect(broker_url, revive=False) as conn, trio_msg.Producer(conn) as producer:
         with pytest.raises(NotSupported, match="reviving"):
             await producer.publish("x", routing_key="nowhere", retry=True)
         # and nothing was lost: the producer still works

@@ -689,3 +689,73 @@ def test_sni_hostname() -> None:
     q = parse_url("amqps://10.0.0.1/?server_name_indication=broker.example")
     assert sni_hostname(q) == "broker.example"
     assert sni_hostname(q, host="10.0.0.2") == "broker.example"
+
+
+# --- kombu's ssl={...} --------------------------------------------------------
+
+
+def test_kombu_ssl_dict_is_honoured(ca: trustme.CA, tls_files: dict[str, str]) -> None:
+    """kombu's ssl dict turns TLS on with its settings (it was once truthy and
+    silently replaced by the default context)."""
+    p = parse_url(
+        "amqp://broker.example/",
+        ssl={
+            "ca_certs": tls_files["cafile"],
+            "certfile": tls_files["certfile"],
+            "keyfile": tls_files["keyfile"],
+            "cert_reqs": ssl.CERT_REQUIRED,
+            "server_hostname": "broker.example",
+        },
+    )
+    assert p.ssl is True and p.port == 5671
+    assert (p.cafile, p.certfile, p.keyfile) == (
+        tls_files["cafile"],
+        tls_files["certfile"],
+        tls_files["keyfile"],
+    )
+    ctx = make_ssl_context(p)
+    assert ctx is not None and ctx.verify_mode == ssl.CERT_REQUIRED
+    _, server = _handshake(ctx, _server_context(ca, require_client_cert=True), sni_hostname(p))
+    peer = server.getpeercert()
+    assert peer is not None and ("DNS", "client.example") in peer["subjectAltName"]
+
+
+def test_kombu_ssl_dict_wrong_ca_is_refused(ca: trustme.CA, tmp_path: Path) -> None:
+    other = tmp_path / "other.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    p = parse_url("amqps://broker.example/", ssl={"ca_certs": str(other)})
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake(make_ssl_context(p), _server_context(ca), sni_hostname(p))  # type: ignore[arg-type]
+
+
+def test_kombu_ssl_cert_reqs() -> None:
+    assert parse_url("amqp://h/", ssl={"cert_reqs": ssl.CERT_NONE}).verify is False
+    assert parse_url("amqp://h/", ssl={"cert_reqs": ssl.CERT_OPTIONAL}).verify is True
+    assert parse_url("amqp://h/", ssl={"cert_reqs": ssl.CERT_REQUIRED}).verify is True
+    assert parse_url("amqp://h/", ssl={}).ssl is True
+    # kombu: server_hostname=None means the host dialled.
+    assert sni_hostname(parse_url("amqp://h/", ssl={"server_hostname": None})) == "h"
+    with pytest.raises(ValueError, match="cert_reqs"):
+        parse_url("amqp://h/", ssl={"cert_reqs": 7})
+
+
+def test_kombu_ssl_unknown_key_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"ciphers.*ssl_context"):
+        parse_url("amqp://h/", ssl={"ca_certs": "/x", "ciphers": "HIGH"})
+
+
+def test_kombu_ssl_conflicting_settings() -> None:
+    with pytest.raises(ValueError, match="differ"):
+        parse_url("amqp://h/", ssl={"ca_certs": "/a"}, cafile="/b")
+    assert parse_url("amqp://h/", ssl={"ca_certs": "/a"}, cafile="/a").cafile == "/a"
+
+
+def test_ssl_context_as_ssl() -> None:
+    ctx = ssl.create_default_context()
+    p = parse_url("amqp://h/", ssl=ctx)
+    assert p.ssl is True and make_ssl_context(p) is ctx
+
+
+def test_ssl_field_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="connect"):
+        ConnectionParameters(ssl={"ca_certs": "/x"})  # type: ignore[arg-type]
