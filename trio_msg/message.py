@@ -13,7 +13,7 @@ from ._protocol.frames import BasicProperties
 if TYPE_CHECKING:
     from .channel import Channel
 
-__all__ = ["Message", "MessageState"]
+__all__ = ["Message", "MessageProcess", "MessageState"]
 
 _UNDECODED = object()
 _PROPERTY_NAMES = tuple(n for n in field_names(BasicProperties) if n != "headers")
@@ -211,3 +211,116 @@ class Message:
         except BaseException:
             self.state = MessageState.RECEIVED
             raise
+
+    # --- processing ---------------------------------------------------------
+
+    def process(
+        self,
+        requeue: bool = False,
+        reject_on_redelivered: bool = False,
+        ignore_processed: bool = False,
+    ) -> MessageProcess:
+        """Settle the message by how a block ends (aio-pika's ``process()``)::
+
+            async with message.process():
+                await handle(message.payload)
+
+        * The block succeeds: the message is acked.
+        * The block raises an exception: the message is rejected, back to
+          its queue with ``requeue=True``, dropped (or dead-lettered) with
+          ``requeue=False``; a message that was already delivered once
+          before (``redelivered``) is dropped when ``reject_on_redelivered``
+          is set, whatever ``requeue`` says.  The exception propagates.
+        * The block is cancelled (or interrupted by another
+          ``BaseException``, e.g. ``KeyboardInterrupt``): the message goes
+          back to its queue, whatever ``requeue`` says -- the work was not
+          done, and the message is not to blame.  (aio-pika rejects it as
+          for an exception; with its default ``requeue=False`` a message
+          cancelled half-way would be lost.)  The cancellation propagates.
+
+        With ``ignore_processed``, a message the block settled itself is
+        left alone; without it, settling inside the block and then leaving
+        it normally raises :class:`~trio_msg.errors.MessageStateError` (a
+        message is settled once).  A message received with ``no_ack`` is
+        settled already: nothing is sent for it (``ignore_processed`` or
+        not).
+
+        When the channel has closed meanwhile, nothing is sent on failure:
+        the broker gives the message back to its queue by itself (a
+        ``requeue=False`` that could not be sent is logged as a warning on
+        the ``trio_msg.message`` logger).  On success, the ack raises the
+        channel's error, so the caller knows the message will come again.
+
+        Settling on the way out is shielded from cancellation (it only
+        queues a frame).
+        """
+        return MessageProcess(self, requeue, reject_on_redelivered, ignore_processed)
+
+
+class MessageProcess:
+    """What :meth:`Message.process` returns: ``async with`` it."""
+
+    __slots__ = (
+        "_settled_before",
+        "ignore_processed",
+        "message",
+        "reject_on_redelivered",
+        "requeue",
+    )
+
+    def __init__(
+        self,
+        message: Message,
+        requeue: bool,
+        reject_on_redelivered: bool,
+        ignore_processed: bool,
+    ) -> None:
+        self.message = message
+        self.requeue = requeue
+        self.reject_on_redelivered = reject_on_redelivered
+        self.ignore_processed = ignore_processed
+        self._settled_before = False
+
+    async def __aenter__(self) -> Message:
+        from anyio.lowlevel import checkpoint
+
+        await checkpoint()
+        # A no_ack message (or one settled before the block) has nothing to settle.
+        self._settled_before = self.message.acknowledged
+        return self.message
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: object,
+    ) -> None:
+        import anyio
+
+        message = self.message
+        if self._settled_before or (self.ignore_processed and message.acknowledged):
+            return
+        with anyio.CancelScope(shield=True):
+            if exc_type is None:
+                await message.ack()
+                return
+            if message.acknowledged:
+                return  # settled by the block, which then failed: its error goes on
+            # Cancelled or interrupted: the work was not done; give it back.
+            requeue = self._requeue() if issubclass(exc_type, Exception) else True
+            if not message.channel.is_open:
+                if not requeue:
+                    import logging
+
+                    logging.getLogger("trio_msg.message").warning(
+                        "message %d was not rejected: its channel is closed "
+                        "(the broker will deliver it again)",
+                        message.delivery_tag,
+                    )
+                return
+            await message.reject(requeue=requeue)
+
+    def _requeue(self) -> bool:
+        if self.reject_on_redelivered and self.message.redelivered:
+            return False
+        return self.requeue
