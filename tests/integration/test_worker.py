@@ -148,9 +148,8 @@ async def test_cancellation_lets_in_flight_handlers_finish(
         await finish.wait()  # not cut short by the cancellation of run()
         finished.append(message.payload)
 
-    worker = Worker(
-        conn, [queue], handler, concurrency=concurrency, prefetch_count=prefetch, grace_period=1
-    )
+    # The default grace period (30 s) is far longer than the test takes.
+    worker = Worker(conn, [queue], handler, concurrency=concurrency, prefetch_count=prefetch)
 
     async def run_worker(*, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
         with anyio.CancelScope() as scope:
