@@ -233,7 +233,7 @@ class Worker:
                 self._producer = None
                 logger.info(
                     "worker stopped: %d handled, %d failed, %d cut short and requeued, "
-                    "%d delivered ahead and not started go back to the queue",
+                    "%d received ahead and not started returned to the queue",
                     self.handled,
                     self.failed,
                     self.cancelled,
@@ -303,7 +303,11 @@ class Worker:
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if not self._stopping:
-                    logger.info("worker received %s (again to cancel the handlers)", name)
+                    logger.info(
+                        "worker received %s: stopping gracefully (%s again cancels the handlers)",
+                        name,
+                        name,
+                    )
                     self._begin_stop(name)
                 else:
                     logger.info("worker received %s again", name)
