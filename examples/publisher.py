@@ -9,7 +9,8 @@ says so::
 
     python examples/publisher.py 100
 
-``TRIO_MSG_URL`` and ``TRIO_MSG_WORKER_QUEUE`` as for the worker.
+``TRIO_MSG_URL`` and ``TRIO_MSG_WORKER_QUEUE`` as for the worker;
+``TASK_SECONDS`` says how long each task takes (0.05).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from trio_msg import Producer, Queue
 URL = os.environ.get("TRIO_MSG_URL", "amqp://guest:guest@127.0.0.1:5672//")
 QUEUE = os.environ.get("TRIO_MSG_WORKER_QUEUE", "tasks")
 WINDOW = 100  # unconfirmed messages at most
-SECONDS = 0.05  # how long each task "works"
+SECONDS = float(os.environ.get("TASK_SECONDS", "0.05"))  # how long each task "works"
 
 task_queue = Queue(QUEUE, durable=True)  # the worker's declaration, the same
 

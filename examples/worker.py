@@ -47,6 +47,7 @@ POLICY = RetryPolicy(interval_start=0, interval_step=1, interval_max=1)
 async def handle(message: Message) -> None:
     """One task.  Returning acks it; raising rejects it (and logs why)."""
     task = message.payload
+    print(f" [{NAME}] Received {task['n']}", flush=True)
     await trio.sleep(task["seconds"])  # the "work"
     print(f" [{NAME}] Done {task['n']}", flush=True)
 

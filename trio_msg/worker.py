@@ -304,13 +304,13 @@ class Worker:
                 name = signal.Signals(signum).name
                 if not self._stopping:
                     logger.info(
-                        "worker received %s: stopping gracefully (%s again cancels the handlers)",
-                        name,
+                        "worker received %s: stopping gracefully (a second signal cancels "
+                        "the handlers)",
                         name,
                     )
                     self._begin_stop(name)
                 else:
-                    logger.info("worker received %s again", name)
+                    logger.info("worker received %s: a second signal", name)
                     self._hurry.set()
 
     async def _work(self, consumer: Consumer) -> None:

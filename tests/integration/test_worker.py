@@ -393,3 +393,47 @@ async def test_bad_arguments(conn: trio_msg.Connection) -> None:
         Worker(conn, [], handler)
     worker = Worker(conn, [queue], handler)
     assert worker.prefetch_count == 1  # the concurrency
+
+
+async def test_revives_and_says_so(
+    broker_url: str, names: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection is force-closed under a handler: its ack cannot be
+    sent (logged), the message comes again on the revived connection, and
+    the worker says it consumes again."""
+    from _broker import close_connection_by_name
+
+    queue = make_queue(names)
+    name = names[0]
+    policy = trio_msg.RetryPolicy(interval_start=0.05, interval_step=0.05, interval_max=0.2)
+    running = Gauge()
+    release = anyio.Event()
+    deliveries: list[Message] = []
+
+    async def handler(message: Message) -> None:
+        deliveries.append(message)
+        running.add(1)
+        if len(deliveries) == 1:
+            await release.wait()
+
+    caplog.set_level(logging.INFO, logger="trio_msg.worker")
+    async with trio_msg.connect(broker_url, connection_name=name, revive=policy) as conn:
+        worker = Worker(conn, [queue], handler)
+        with anyio.fail_after(3 * TIMEOUT):
+            await publish(conn, queue, ["job"])
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                await running.wait_for(lambda g: g.total == 1)
+                await anyio.to_thread.run_sync(close_connection_by_name, name, "worker test")
+                while deliveries[0].channel.is_open:  # until the client has seen it
+                    await anyio.sleep(0.01)
+                release.set()  # the handler returns; its ack has nowhere to go
+                await running.wait_for(lambda g: g.total == 2)
+                worker.shutdown()
+    assert [m.redelivered for m in deliveries] == [False, True]
+    assert worker.handled == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("handled but not acked" in m for m in messages), messages
+    assert any("consuming again on the revived connection (incarnation 2)" in m for m in messages)
+    async with trio_msg.connect(broker_url) as conn:
+        assert await queue_counts(conn, queue.name) == (0, 0)
