@@ -161,7 +161,6 @@ class SimpleQueue:
     async def __aenter__(self) -> SimpleQueue:
         if self._entered:
             raise RuntimeError(f"{self!r} was entered already")
-        self._entered = True
         await self.producer.__aenter__()
         try:
             await maybe_declare(self.queue, self.producer.channel)
@@ -169,6 +168,7 @@ class SimpleQueue:
             with anyio.CancelScope(shield=True):
                 await self.producer.__aexit__(None, None, None)
             raise
+        self._entered = True
         return self
 
     async def __aexit__(
@@ -181,7 +181,8 @@ class SimpleQueue:
 
     async def close(self) -> None:
         """Cancel the consumer and close the channels this queue opened.
-        Messages delivered and not settled go back to the queue.  The queue
+        Messages delivered and not settled go back to the queue (on a
+        channel given by the caller, when that channel closes).  The queue
         itself stays (kombu's ``close``).  Idempotent.
 
         Cancellation: closing still happens (shielded and bounded), then
@@ -258,6 +259,8 @@ class SimpleQueue:
             try:
                 message = await consumer.__anext__()
             except StopAsyncIteration:
+                if consumer.channel.error is not None:
+                    raise consumer.channel.error from None
                 raise RuntimeError(f"{self!r}: its consumer was cancelled") from None
             return self._handed_out(message)
         raise self._empty(timeout)
@@ -316,8 +319,12 @@ class SimpleQueue:
         return self.consumer
 
     def _buffered(self) -> int:
+        """How many deliveries wait in the consumer's buffer (none that
+        count once its channel has closed: their tags are dead)."""
         receive = self.consumer._receive
-        return 0 if receive is None else len(receive)
+        if receive is None or not self.consumer.channel.is_open:
+            return 0
+        return len(receive)
 
     def _handed_out(self, message: Message) -> Message:
         if not message.acknowledged:

@@ -188,6 +188,8 @@ class Worker:
         the connection was lost and does not revive), after the same
         graceful shutdown.
 
+        A worker runs once: a second call raises :exc:`RuntimeError`.
+
         Cancellation: a graceful shutdown too -- shielded, and bounded by
         ``grace_period`` (plus the connection's close timeout): the
         handlers in flight finish, the rest go back to the queue; then the
@@ -263,7 +265,7 @@ class Worker:
         if self._error is not None:
             reason = f"{type(self._error).__name__}"
         elif self._stop.is_set():
-            reason = "asked to"
+            reason = "shutdown() called"
         else:
             reason = "cancelled"
         self._begin_stop(reason)
