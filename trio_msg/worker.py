@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -217,11 +217,19 @@ class Worker:
                 self.concurrency,
                 self.prefetch_count,
             )
+            # Opened here, not in the watcher task: a failure (not the main
+            # thread) is raised as it is, and the signals are ours once the
+            # caller hears the worker started.
+            signals = (
+                stack.enter_context(anyio.open_signal_receiver(*_SIGNALS))
+                if handle_signals
+                else None
+            )
             task_status.started()
             try:
                 async with anyio.create_task_group() as tg:
-                    if handle_signals:
-                        tg.start_soon(self._watch_signals)
+                    if signals is not None:
+                        tg.start_soon(self._watch_signals, signals)
                     for _ in range(self.concurrency):
                         tg.start_soon(self._work, consumer)
                     try:
@@ -300,20 +308,19 @@ class Worker:
                 scope.cancel()
         tg.cancel_scope.cancel()  # the signal watcher, and any reader left
 
-    async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(*_SIGNALS) as signals:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if not self._stopping:
-                    logger.info(
-                        "worker received %s: stopping gracefully (a second signal cancels "
-                        "the handlers)",
-                        name,
-                    )
-                    self._begin_stop(name)
-                else:
-                    logger.info("worker received %s: a second signal", name)
-                    self._hurry.set()
+    async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not self._stopping:
+                logger.info(
+                    "worker received %s: stopping gracefully (a second signal cancels "
+                    "the handlers)",
+                    name,
+                )
+                self._begin_stop(name)
+            else:
+                logger.info("worker received %s: a second signal", name)
+                self._hurry.set()
 
     async def _work(self, consumer: Consumer) -> None:
         """One of ``concurrency`` tasks: take a message, handle it, repeat.

@@ -6,7 +6,10 @@ running", then releases them, and reads what the broker holds afterwards.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -437,3 +440,45 @@ async def test_revives_and_says_so(
     assert any("consuming again on the revived connection (incarnation 2)" in m for m in messages)
     async with trio_msg.connect(broker_url) as conn:
         assert await queue_counts(conn, queue.name) == (0, 0)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_signal_stops_gracefully(
+    conn: trio_msg.Connection,
+    names: list[str],
+    caplog: pytest.LogCaptureFixture,
+    signum: signal.Signals,
+) -> None:
+    """run(handle_signals=True): the signal starts the graceful shutdown, on
+    either backend.  (A handler of our own stands in while the worker's is
+    not installed: a bug must fail this test, not kill the test run.)"""
+    queue = make_queue(names)
+    running = Gauge()
+    finish = anyio.Event()
+    strays: list[int] = []
+
+    async def handler(message: Message) -> None:
+        running.add(1)
+        await finish.wait()
+
+    worker = Worker(conn, [queue], handler, concurrency=2, prefetch_count=3)
+    caplog.set_level(logging.INFO, logger="trio_msg.worker")
+    previous = signal.signal(signum, lambda n, frame: strays.append(n))
+    try:
+        with anyio.fail_after(TIMEOUT):
+            await publish(conn, queue, list(range(5)))
+            async with anyio.create_task_group() as tg:
+                await tg.start(functools.partial(worker.run, handle_signals=True))
+                await running.wait_for(lambda g: g.value == 2)
+                os.kill(os.getpid(), signum)
+                await until(lambda: _no_consumer(conn, queue.name))
+                assert running.total == 2  # none started after the signal
+                finish.set()
+    finally:
+        signal.signal(signum, previous)
+    assert strays == []
+    assert (worker.handled, worker.cancelled) == (2, 0)
+    assert await queue_counts(conn, queue.name) == (3, 0)
+    assert any(
+        f"received {signum.name}: stopping gracefully" in r.getMessage() for r in caplog.records
+    )
