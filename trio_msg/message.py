@@ -296,29 +296,38 @@ class MessageProcess:
         tb: object,
     ) -> None:
         import anyio
+        from anyio.lowlevel import checkpoint
 
+        # Shielded: a cancellation must neither stop the settling nor replace
+        # the block's own exception; every path still yields once.
+        with anyio.CancelScope(shield=True):
+            if not await self._settle(exc_type):
+                await checkpoint()  # (shielded: it cannot raise here)
+
+    async def _settle(self, exc_type: type[BaseException] | None) -> bool:
+        """Settle the message as the block ended; whether anything was sent."""
         message = self.message
         if self._settled_before or (self.ignore_processed and message.acknowledged):
-            return
-        with anyio.CancelScope(shield=True):
-            if exc_type is None:
-                await message.ack()
-                return
-            if message.acknowledged:
-                return  # settled by the block, which then failed: its error goes on
-            # Cancelled or interrupted: the work was not done; give it back.
-            requeue = self._requeue() if issubclass(exc_type, Exception) else True
-            if not message.channel.is_open:
-                if not requeue:
-                    import logging
+            return False
+        if exc_type is None:
+            await message.ack()
+            return True
+        if message.acknowledged:
+            return False  # settled by the block, which then failed: its error goes on
+        # Cancelled or interrupted: the work was not done; give it back.
+        requeue = self._requeue() if issubclass(exc_type, Exception) else True
+        if not message.channel.is_open:
+            if not requeue:
+                import logging
 
-                    logging.getLogger("trio_msg.message").warning(
-                        "message %d was not rejected: its channel is closed "
-                        "(the broker will deliver it again)",
-                        message.delivery_tag,
-                    )
-                return
-            await message.reject(requeue=requeue)
+                logging.getLogger("trio_msg.message").warning(
+                    "message %d was not rejected: its channel is closed "
+                    "(the broker will deliver it again)",
+                    message.delivery_tag,
+                )
+            return False
+        await message.reject(requeue=requeue)
+        return True
 
     def _requeue(self) -> bool:
         if self.reject_on_redelivered and self.message.redelivered:
