@@ -37,7 +37,7 @@ from anyio.lowlevel import checkpoint
 from .connection import Connection
 from .entity import Queue
 from .errors import TrioMsgError
-from .message import Message
+from .message import Message, MessageState
 from .messaging import Consumer, Producer
 
 __all__ = ["Worker"]
@@ -47,6 +47,14 @@ logger = logging.getLogger("trio_msg.worker")
 Handler = Callable[[Message], Awaitable[Any] | Any]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+#: What became of a message whose handler raised, for the log.
+_OUTCOMES = {
+    MessageState.REJECTED: "rejected",
+    MessageState.REQUEUED: "requeued",
+    MessageState.ACK: "it was acked before the handler raised",
+    MessageState.RECEIVED: "not settled: its channel is closed, and the broker redelivers it",
+}
 
 
 class Worker:
@@ -392,7 +400,7 @@ class Worker:
                         message.delivery_tag,
                         message.routing_key,
                         message.redelivered,
-                        "requeued" if self.requeue_on_error else "rejected",
+                        _OUTCOMES[message.state],
                         exc_info=exc,
                     )
             else:

@@ -256,6 +256,7 @@ async def test_handler_error_rejects_or_requeues(
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2
     assert all(r.exc_info and r.exc_info[0] is ValueError for r in errors)
+    assert [r.getMessage().rsplit("; ", 1)[1] for r in errors] == ["rejected", "requeued"]
     # The log says which message, never what was in it.
     assert all("poison" not in r.getMessage() and "flaky" not in r.getMessage() for r in errors)
 
