@@ -17,6 +17,8 @@ from .entity import Exchange, Queue, binding, maybe_declare
 from .errors import TrioMsgError
 from .message import Message, MessageState
 from .messaging import Consumer, Pipeline, Producer
+from .simple import SimpleBuffer, SimpleQueue
+from .worker import Worker
 
 __version__ = "0.1.0"
 
@@ -36,7 +38,10 @@ __all__ = [
     "Queue",
     "QueueDeclareOk",
     "RetryPolicy",
+    "SimpleBuffer",
+    "SimpleQueue",
     "TrioMsgError",
+    "Worker",
     "__version__",
     "binding",
     "connect",

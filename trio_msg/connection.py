@@ -26,7 +26,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.abc
@@ -52,6 +52,9 @@ from ._wire import SHORT_READ, DirectWire, Wire, make_wire, read_size, skip
 from .channel import Channel
 from .entity import DeclarationLedger, Exchange, Queue
 from .errors import ConnectionFailed
+
+if TYPE_CHECKING:
+    from .simple import SimpleBuffer, SimpleQueue
 
 __all__ = ["Connection", "connect"]
 
@@ -652,6 +655,45 @@ class Connection:
             yield ch
         finally:
             await ch.aclose()
+
+    # --- kombu's simple interface -------------------------------------------
+
+    def SimpleQueue(  # kombu's name
+        self,
+        name: str | Queue,
+        no_ack: bool | None = None,
+        queue_opts: Mapping[str, Any] | None = None,
+        queue_args: Mapping[str, Any] | None = None,
+        exchange_opts: Mapping[str, Any] | None = None,
+        channel: Channel | None = None,
+        **kwargs: Any,
+    ) -> SimpleQueue:
+        """A :class:`~trio_msg.simple.SimpleQueue` on this connection (or on
+        ``channel``): ``async with conn.SimpleQueue("tasks") as queue``.
+        Keywords as kombu's ``Connection.SimpleQueue``."""
+        from .simple import SimpleQueue
+
+        return SimpleQueue(
+            channel or self, name, no_ack, queue_opts, queue_args, exchange_opts, **kwargs
+        )
+
+    def SimpleBuffer(  # kombu's name
+        self,
+        name: str | Queue,
+        no_ack: bool | None = None,
+        queue_opts: Mapping[str, Any] | None = None,
+        queue_args: Mapping[str, Any] | None = None,
+        exchange_opts: Mapping[str, Any] | None = None,
+        channel: Channel | None = None,
+        **kwargs: Any,
+    ) -> SimpleBuffer:
+        """A :class:`~trio_msg.simple.SimpleBuffer` (transient, ``no_ack``)
+        on this connection (or on ``channel``)."""
+        from .simple import SimpleBuffer
+
+        return SimpleBuffer(
+            channel or self, name, no_ack, queue_opts, queue_args, exchange_opts, **kwargs
+        )
 
     def _check(self) -> None:
         if self.error is not None:

@@ -7,6 +7,7 @@ below belong to the messaging layer.
 
 from __future__ import annotations
 
+import queue as _queue
 from typing import TYPE_CHECKING
 
 from trio_msg._protocol.errors import *  # noqa: F403
@@ -23,6 +24,7 @@ __all__ = [
     "ConsumerCancelled",
     "ContentDisallowed",
     "DecodeError",
+    "Empty",
     "EncodeError",
     "MessageNacked",
     "MessageOutcomeUnknown",
@@ -114,3 +116,10 @@ class Unroutable(TrioMsgError):
         self.exchange = exchange
         self.routing_key = routing_key
         self.message = message
+
+
+class Empty(TrioMsgError, _queue.Empty):
+    """:meth:`SimpleQueue.get <trio_msg.simple.SimpleQueue.get>` found no
+    message in time (or ``get_nowait`` found none at once).  A subclass of
+    the standard library's :class:`queue.Empty`, which is what kombu raises,
+    so ``except queue.Empty`` keeps working."""

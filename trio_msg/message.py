@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ._lowlevel import Checkpoints
     from .channel import Channel
 
-__all__ = ["Message", "MessageState"]
+__all__ = ["Message", "MessageProcess", "MessageState"]
 
 _UNDECODED = object()
 _PROPERTY_NAMES = tuple(n for n in field_names(BasicProperties) if n != "headers")
@@ -254,6 +254,50 @@ class Message:
             raise
         return _Settling(self.channel.connection._ck)
 
+    # --- processing ---------------------------------------------------------
+
+    def process(
+        self,
+        requeue: bool = False,
+        reject_on_redelivered: bool = False,
+        ignore_processed: bool = False,
+    ) -> MessageProcess:
+        """Settle the message by how a block ends (aio-pika's ``process()``)::
+
+            async with message.process():
+                await handle(message.payload)
+
+        * The block succeeds: the message is acked.
+        * The block raises an exception: the message is rejected, back to
+          its queue with ``requeue=True``, dropped (or dead-lettered) with
+          ``requeue=False``; a message that was already delivered once
+          before (``redelivered``) is dropped when ``reject_on_redelivered``
+          is set, whatever ``requeue`` says.  The exception propagates.
+        * The block is cancelled (or interrupted by another
+          ``BaseException``, e.g. ``KeyboardInterrupt``): the message goes
+          back to its queue, whatever ``requeue`` says -- the work was not
+          done, and the message is not to blame.  (aio-pika rejects it as
+          for an exception; with its default ``requeue=False`` a message
+          cancelled half-way would be lost.)  The cancellation propagates.
+
+        With ``ignore_processed``, a message the block settled itself is
+        left alone; without it, settling inside the block and then leaving
+        it normally raises :class:`~trio_msg.errors.MessageStateError` (a
+        message is settled once).  A message received with ``no_ack`` is
+        settled already: nothing is sent for it (``ignore_processed`` or
+        not).
+
+        When the channel has closed meanwhile, nothing is sent on failure:
+        the broker gives the message back to its queue by itself (a
+        ``requeue=False`` that could not be sent is logged as a warning on
+        the ``trio_msg.message`` logger).  On success, the ack raises the
+        channel's error, so the caller knows the message will come again.
+
+        Settling on the way out is shielded from cancellation (it only
+        queues a frame).
+        """
+        return MessageProcess(self, requeue, reject_on_redelivered, ignore_processed)
+
 
 class _Settling:
     """What :meth:`Message.ack` and the other settling methods return.
@@ -281,3 +325,81 @@ class _Settling:
         # that comes after the frame was queued is not raised here.
         yield from self._ck.checkpoint_if_cancelled().__await__()
         yield from self._ck.cancel_shielded_checkpoint().__await__()
+
+
+class MessageProcess:
+    """What :meth:`Message.process` returns: ``async with`` it."""
+
+    __slots__ = (
+        "_settled_before",
+        "ignore_processed",
+        "message",
+        "reject_on_redelivered",
+        "requeue",
+    )
+
+    def __init__(
+        self,
+        message: Message,
+        requeue: bool,
+        reject_on_redelivered: bool,
+        ignore_processed: bool,
+    ) -> None:
+        self.message = message
+        self.requeue = requeue
+        self.reject_on_redelivered = reject_on_redelivered
+        self.ignore_processed = ignore_processed
+        self._settled_before = False
+
+    async def __aenter__(self) -> Message:
+        from anyio.lowlevel import checkpoint
+
+        await checkpoint()
+        # A no_ack message (or one settled before the block) has nothing to settle.
+        self._settled_before = self.message.acknowledged
+        return self.message
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: object,
+    ) -> None:
+        import anyio
+        from anyio.lowlevel import checkpoint
+
+        # Shielded: a cancellation must neither stop the settling nor replace
+        # the block's own exception; every path still yields once.
+        with anyio.CancelScope(shield=True):
+            if not await self._settle(exc_type):
+                await checkpoint()  # (shielded: it cannot raise here)
+
+    async def _settle(self, exc_type: type[BaseException] | None) -> bool:
+        """Settle the message as the block ended; whether anything was sent."""
+        message = self.message
+        if self._settled_before or (self.ignore_processed and message.acknowledged):
+            return False
+        if exc_type is None:
+            await message.ack()
+            return True
+        if message.acknowledged:
+            return False  # settled by the block, which then failed: its error goes on
+        # Cancelled or interrupted: the work was not done; give it back.
+        requeue = self._requeue() if issubclass(exc_type, Exception) else True
+        if not message.channel.is_open:
+            if not requeue:
+                import logging
+
+                logging.getLogger("trio_msg.message").warning(
+                    "message %d was not rejected: its channel is closed "
+                    "(the broker will deliver it again)",
+                    message.delivery_tag,
+                )
+            return False
+        await message.reject(requeue=requeue)
+        return True
+
+    def _requeue(self) -> bool:
+        if self.reject_on_redelivered and self.message.redelivered:
+            return False
+        return self.requeue
