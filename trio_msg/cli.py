@@ -32,7 +32,6 @@ from typing import Any, NoReturn, TextIO
 import trio
 
 from ._protocol.errors import ChannelClosed, ConnectionClosed, ConnectionLost, TrioMsgError
-from ._protocol.events import Outcome
 from .channel import Channel
 from .connection import Connection, connect
 from .entity import Queue
@@ -384,7 +383,9 @@ def _check_pipeline(pipeline: Pipeline) -> None:
         f"{pipeline.acked} confirmed, {pipeline.nacked} nacked, "
         f"{pipeline.returned} returned unroutable, {pipeline.unknown} unknown"
     )
-    if first.outcome is Outcome.UNKNOWN and first.reason is not None:
+    if first.reason is not None:
+        # the channel or connection went away under it, or the broker
+        # refused it by closing the channel (a missing exchange): say why
         raise first.reason
     raise CliError(summary, 6)
 

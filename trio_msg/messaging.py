@@ -142,6 +142,9 @@ class Producer:
         self.confirm = confirm
         self._channel: Channel | None = None
         self._owns_channel = False
+        #: A retrying publish on a given channel lost with its connection
+        #: moves the producer to a channel of its own (set by retry=True).
+        self._adopt_on_loss = False
         self._revive_lock = anyio.Lock()
         #: Properties already built for raw bodies without headers, by
         #: (content type, encoding, delivery mode, priority, expiration):
@@ -275,7 +278,7 @@ class Producer:
         channel = self._channel
         return (
             channel is not None
-            and self._owns_channel
+            and (self._owns_channel or self._adopt_on_loss)
             and not channel.is_open
             and channel.connection._may_revive(channel.error)
         )
@@ -623,11 +626,16 @@ class Producer:
         return result
 
     def _check_can_retry(self) -> None:
-        if not (self._owns_channel and self.channel.connection.reviving):
+        if not self.channel.connection.reviving:
             raise NotSupported(
-                "retry=True needs a reviving connection (connect(..., revive=True)) and a "
-                "Producer made from that connection rather than from a channel"
+                "retry=True needs a reviving connection (connect(url) revives unless "
+                "given revive=False)"
             )
+        # kombu's ensure() moves a producer whose channel died with the
+        # connection to the connection's default channel; here a producer
+        # given a channel moves to a channel of its own on the revived
+        # connection (retrying publishes only; see docs/kombu.rst).
+        self._adopt_on_loss = True
 
     def _bystander(self, exc: TrioMsgError) -> bool:
         """Whether a publish's outcome is unknown because the broker closed

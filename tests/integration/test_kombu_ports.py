@@ -383,6 +383,36 @@ async def test_retry_on_a_default_connect_survives_a_cut(
             await ch.queue_delete(queue.name)
 
 
+async def test_retry_moves_a_producer_given_a_channel_to_a_channel_of_its_own(
+    proxy: TcpProxy, broker_url: str, unique_name: str
+) -> None:
+    """kombu's ``ensure()`` moves a producer whose channel died with the
+    connection to the default channel; here it gets a channel of its own on
+    the revived connection, and the caller's channel stays closed."""
+    queue = Queue(unique_name, durable=False, expires=120)
+    async with trio_msg.connect(f"amqp://guest:guest@127.0.0.1:{proxy.port}//") as conn:
+        async with conn.channel() as given:
+            producer = Producer(given)
+            async with producer:
+                await producer.publish("before", routing_key=queue.name, declare=[queue])
+                assert proxy.cut() == 1
+                with anyio.fail_after(TIMEOUT):
+                    await producer.publish(
+                        "after",
+                        routing_key=queue.name,
+                        retry=True,
+                        retry_policy={"interval_start": 0, "interval_step": 0.1, "max_retries": 20},
+                    )
+                assert producer.channel is not given
+                assert not given.is_open
+        assert conn.incarnation > 1
+    async with trio_msg.connect(broker_url) as direct:
+        assert (await get(direct, queue.name)).payload == "before"
+        assert (await get(direct, queue.name)).payload == "after"
+        async with direct.channel() as ch:
+            await ch.queue_delete(queue.name)
+
+
 # ------------------------------------------------------------------------ TLS
 
 
