@@ -567,7 +567,7 @@ class Connection:
                 if not isinstance(entity, Exchange | Queue):
                     continue
                 try:
-                    await entity.declare(channel)
+                    await entity.declare(channel=channel)
                 except ChannelClosed:
                     if self.error is not None:
                         raise  # the connection went, not just the channel

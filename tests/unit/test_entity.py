@@ -150,7 +150,7 @@ def qargs(queue: Queue) -> dict[str, Any]:
 
 async def declared_queue_args(queue: Queue) -> dict[str, Any] | None:
     ch = FakeChannel()
-    await queue.queue_declare(ch)
+    await queue.queue_declare(channel=ch)
     (call,) = ch.calls
     args: dict[str, Any] | None = call[2]["arguments"]
     return args
@@ -178,7 +178,7 @@ async def test_exchange_declare_maps_every_field() -> None:
         internal=True,
         arguments={"alternate-exchange": "ae"},
     )
-    await ex.declare(ch)
+    await ex.declare(channel=ch)
     assert ch.calls == [
         (
             "exchange_declare",
@@ -198,7 +198,7 @@ async def test_exchange_declare_maps_every_field() -> None:
 @pytest.mark.anyio
 async def test_exchange_defaults() -> None:
     ch = FakeChannel()
-    await Exchange("x").declare(ch)
+    await Exchange("x").declare(channel=ch)
     assert ch.calls == [
         (
             "exchange_declare",
@@ -218,9 +218,9 @@ async def test_exchange_defaults() -> None:
 @pytest.mark.anyio
 async def test_exchange_passive_attribute_and_override() -> None:
     ch = FakeChannel()
-    await Exchange("x", passive=True).declare(ch)
-    await Exchange("x", passive=True).declare(ch, passive=False)
-    await Exchange("x").declare(ch, passive=True)
+    await Exchange("x", passive=True).declare(channel=ch)
+    await Exchange("x", passive=True).declare(passive=False, channel=ch)
+    await Exchange("x").declare(passive=True, channel=ch)
     assert [c[3]["passive"] for c in ch.calls] == [True, False, True]
 
 
@@ -228,11 +228,11 @@ async def test_exchange_passive_attribute_and_override() -> None:
 async def test_default_exchange_and_no_declare_are_not_declared_but_checkpoint() -> None:
     ch = FakeChannel()
     for ex in (Exchange(""), Exchange("x", no_declare=True)):
-        await ex.declare(ch)
+        await ex.declare(channel=ch)
         reached = False
         with anyio.CancelScope() as scope:
             scope.cancel()
-            await ex.declare(ch)
+            await ex.declare(channel=ch)
             reached = True
         assert not reached, "declare() did not checkpoint"
     assert ch.calls == []
@@ -241,8 +241,8 @@ async def test_default_exchange_and_no_declare_are_not_declared_but_checkpoint()
 @pytest.mark.anyio
 async def test_reserved_amq_exchange_is_always_declared_passively() -> None:
     ch = FakeChannel()
-    await Exchange("amq.topic", type="topic").declare(ch)
-    await Exchange("amq.topic", type="topic").declare(ch, passive=False)
+    await Exchange("amq.topic", type="topic").declare(channel=ch)
+    await Exchange("amq.topic", type="topic").declare(passive=False, channel=ch)
     assert [(c[1], c[3]["passive"]) for c in ch.calls] == [("amq.topic", True)] * 2
 
 
@@ -250,10 +250,10 @@ async def test_reserved_amq_exchange_is_always_declared_passively() -> None:
 async def test_exchange_bind_to_and_unbind_from() -> None:
     ch = FakeChannel()
     dest = Exchange("dest")
-    await dest.bind_to(ch, Exchange("src"), "k.#", {"x-match": "all"})
-    await dest.bind_to(ch, "src2")
-    await dest.unbind_from(ch, "src", "k.#", {"x-match": "all"})
-    await dest.unbind_from(ch, Exchange("src2"))
+    await dest.bind_to(Exchange("src"), "k.#", {"x-match": "all"}, channel=ch)
+    await dest.bind_to("src2", channel=ch)
+    await dest.unbind_from("src", "k.#", arguments={"x-match": "all"}, channel=ch)
+    await dest.unbind_from(Exchange("src2"), channel=ch)
     assert ch.calls == [
         ("exchange_bind", "dest", "src", "k.#", {"x-match": "all"}),
         ("exchange_bind", "dest", "src2", "", None),
@@ -266,25 +266,25 @@ async def test_exchange_bind_to_and_unbind_from() -> None:
 async def test_exchange_bind_with_default_exchange_is_refused_locally() -> None:
     ch = FakeChannel()
     with pytest.raises(ValueError, match="default exchange"):
-        await Exchange("dest").bind_to(ch, "")
+        await Exchange("dest").bind_to("", channel=ch)
     with pytest.raises(ValueError, match="default exchange"):
-        await Exchange("").bind_to(ch, "src")
+        await Exchange("").bind_to("src", channel=ch)
     with pytest.raises(ValueError, match="default exchange"):
-        await Exchange("dest").unbind_from(ch, Exchange(""))
+        await Exchange("dest").unbind_from(Exchange(""), channel=ch)
     assert ch.calls == []
 
 
 @pytest.mark.anyio
 async def test_exchange_delete() -> None:
     ch = FakeChannel()
-    await Exchange("x").delete(ch)
-    await Exchange("x").delete(ch, if_unused=True)
+    await Exchange("x").delete(channel=ch)
+    await Exchange("x").delete(if_unused=True, channel=ch)
     assert ch.calls == [
         ("exchange_delete", "x", {"if_unused": False}),
         ("exchange_delete", "x", {"if_unused": True}),
     ]
     with pytest.raises(ValueError, match="cannot be deleted"):
-        await Exchange("").delete(ch)
+        await Exchange("").delete(channel=ch)
     assert len(ch.calls) == 2
 
 
@@ -322,8 +322,9 @@ def test_maybe_delivery_mode_default() -> None:
 
 
 def test_exchange_validation() -> None:
-    with pytest.raises(ValueError, match="type"):
-        Exchange("x", type="")
+    # kombu: an empty (or None) type means direct
+    assert Exchange("x", type="").type == "direct"
+    assert Exchange("x", type=None).type == "direct"
     with pytest.raises(ValueError, match="255"):
         Exchange("x" * 256)
     Exchange("x" * 255)
@@ -389,7 +390,7 @@ async def test_channel_cannot_mutate_entity_arguments() -> None:
             kw["arguments"]["alternate-exchange"] = "mutated"
 
     ex = Exchange("x", arguments={"alternate-exchange": "ae"})
-    await ex.declare(MutatingChannel())
+    await ex.declare(channel=MutatingChannel())
     assert ex.arguments["alternate-exchange"] == "ae"
 
 
@@ -439,9 +440,9 @@ async def test_binding_bind_and_unbind_queue() -> None:
     ch = FakeChannel()
     q = Queue("q")
     b = binding(Exchange("h", "headers"), "rk", {"x-match": "any", "a": 1})
-    await b.bind(ch, q)
-    await b.unbind(ch, q)
-    await binding("h", "rk", {"a": 1}, unbind_arguments={}).unbind(ch, q)
+    await b.bind(q, channel=ch)
+    await b.unbind(q, channel=ch)
+    await binding("h", "rk", {"a": 1}, unbind_arguments={}).unbind(q, channel=ch)
     assert ch.calls == [
         ("queue_bind", "q", "h", "rk", {"x-match": "any", "a": 1}),
         # unbind_arguments=None means "the same as arguments"
@@ -454,8 +455,8 @@ async def test_binding_bind_and_unbind_queue() -> None:
 async def test_binding_bind_exchange() -> None:
     ch = FakeChannel()
     b = binding("src", "k")
-    await b.bind(ch, Exchange("dest"))
-    await b.unbind(ch, Exchange("dest"))
+    await b.bind(Exchange("dest", channel=ch))
+    await b.unbind(Exchange("dest", channel=ch))
     assert ch.calls == [
         ("exchange_bind", "dest", "src", "k", None),
         ("exchange_unbind", "dest", "src", "k", None),
@@ -580,8 +581,8 @@ def test_classic_queue_may_be_transient_and_exclusive() -> None:
 @pytest.mark.anyio
 async def test_queue_declare_maps_flags() -> None:
     ch = FakeChannel()
-    await Queue("q", durable=False, auto_delete=True).queue_declare(ch)
-    await Queue("q2", exclusive=True).queue_declare(ch, passive=True)
+    await Queue("q", durable=False, auto_delete=True).queue_declare(channel=ch)
+    await Queue("q2", exclusive=True).queue_declare(passive=True, channel=ch)
     assert ch.calls == [
         (
             "queue_declare",
@@ -621,7 +622,7 @@ async def test_declare_order_exchanges_then_queue_then_bindings() -> None:
             media.binding("clip.#"),
         ],
     )
-    assert await q.declare(ch) == "video"
+    assert await q.declare(channel=ch) == "video"
     assert ch.methods() == [
         "exchange_declare",
         "exchange_declare",
@@ -642,7 +643,7 @@ async def test_declare_order_exchanges_then_queue_then_bindings() -> None:
 async def test_declare_with_single_exchange() -> None:
     ch = FakeChannel()
     q = Queue("video", Exchange("media"), "video", binding_arguments={"x-a": 1})
-    await q.declare(ch)
+    await q.declare(channel=ch)
     assert ch.methods() == ["exchange_declare", "queue_declare", "queue_bind"]
     assert ch.calls[2] == ("queue_bind", "video", "media", "video", {"x-a": 1})
 
@@ -652,7 +653,7 @@ async def test_declare_with_str_exchange_declares_a_direct_exchange() -> None:
     ch = FakeChannel()
     q = Queue("video", "media", "video")
     assert q.exchange == Exchange("media")
-    await q.declare(ch)
+    await q.declare(channel=ch)
     assert ch.calls[0][:3] == ("exchange_declare", "media", "direct")
     assert ch.calls[2] == ("queue_bind", "video", "media", "video", None)
 
@@ -660,19 +661,19 @@ async def test_declare_with_str_exchange_declares_a_direct_exchange() -> None:
 @pytest.mark.anyio
 async def test_declare_skips_no_declare_and_default_exchanges_but_still_binds() -> None:
     ch = FakeChannel()
-    await Queue("q", Exchange("existing", "topic", no_declare=True), "k").declare(ch)
+    await Queue("q", Exchange("existing", "topic", no_declare=True), "k").declare(channel=ch)
     assert ch.methods() == ["queue_declare", "queue_bind"]
 
     ch = FakeChannel()
-    await Queue("q", Exchange("")).declare(ch)
-    await Queue("q").declare(ch)
+    await Queue("q", Exchange("")).declare(channel=ch)
+    await Queue("q").declare(channel=ch)
     assert ch.methods() == ["queue_declare", "queue_declare"]
 
 
 @pytest.mark.anyio
 async def test_declare_amq_exchange_passively_then_binds() -> None:
     ch = FakeChannel()
-    await Queue("q", Exchange("amq.topic", "topic"), "a.#").declare(ch)
+    await Queue("q", Exchange("amq.topic", "topic"), "a.#").declare(channel=ch)
     assert ch.methods() == ["exchange_declare", "queue_declare", "queue_bind"]
     assert ch.calls[0][3]["passive"] is True
     assert ch.calls[1][2]["passive"] is False
@@ -681,7 +682,7 @@ async def test_declare_amq_exchange_passively_then_binds() -> None:
 @pytest.mark.anyio
 async def test_passive_queue_declare_checks_and_binds_nothing() -> None:
     ch = FakeChannel()
-    await Queue("q", Exchange("media"), "k").declare(ch, passive=True)
+    await Queue("q", Exchange("media"), "k").declare(passive=True, channel=ch)
     assert ch.methods() == ["exchange_declare", "queue_declare"]
     assert ch.calls[0][3]["passive"] is True
     assert ch.calls[1][2]["passive"] is True
@@ -691,11 +692,11 @@ async def test_passive_queue_declare_checks_and_binds_nothing() -> None:
 async def test_no_declare_queue_does_nothing_but_checkpoints() -> None:
     ch = FakeChannel()
     q = Queue("q", Exchange("media"), "k", no_declare=True)
-    assert await q.declare(ch) == "q"
+    assert await q.declare(channel=ch) == "q"
     reached = False
     with anyio.CancelScope() as scope:
         scope.cancel()
-        await q.declare(ch)
+        await q.declare(channel=ch)
         reached = True
     assert not reached
     assert ch.calls == []
@@ -707,8 +708,8 @@ async def test_on_declared_is_called_with_the_answer() -> None:
     ch = FakeChannel()
     ch.declare_ok_counts = (5, 2)
     q = Queue("q", on_declared=lambda *a: seen.append(a))
-    await q.declare(ch)
-    await q.queue_declare(ch, passive=True)
+    await q.declare(channel=ch)
+    await q.queue_declare(passive=True, channel=ch)
     assert seen == [("q", 5, 2), ("q", 5, 2)]
     with pytest.raises(TypeError, match="callable"):
         Queue("q", on_declared=5)  # type: ignore[arg-type]
@@ -723,14 +724,14 @@ async def test_server_named_queue_takes_the_brokers_name() -> None:
     )
     assert q.server_named
     h = hash(q)
-    assert await q.declare(ch) == "amq.gen-abc"
+    assert await q.declare(channel=ch) == "amq.gen-abc"
     assert q.name == "amq.gen-abc"
     assert seen == ["amq.gen-abc"]
     assert ch.calls[1][1] == ""
     assert ch.calls[2] == ("queue_bind", "amq.gen-abc", "media", "k", None)
     assert hash(q) == h  # stable across naming
     # redeclaring on the same connection uses the name it was given
-    await q.queue_declare(ch)
+    await q.queue_declare(channel=ch)
     assert ch.calls[-1][1] == "amq.gen-abc"
     # a reconnect may reset it
     q.name = ""
@@ -742,15 +743,15 @@ async def test_server_named_queue_needs_a_name_before_use() -> None:
     ch = FakeChannel()
     q = Queue("")
     with pytest.raises(ValueError, match="no name yet"):
-        await q.queue_declare(ch, passive=True)
+        await q.queue_declare(passive=True, channel=ch)
     with pytest.raises(ValueError, match="no name yet"):
-        await q.purge(ch)
+        await q.purge(channel=ch)
     with pytest.raises(ValueError, match="no name yet"):
-        await q.delete(ch)
+        await q.delete(channel=ch)
     with pytest.raises(ValueError, match="no name yet"):
-        await q.bind_to(ch, "ex")
+        await q.bind_to("ex", channel=ch)
     with pytest.raises(ValueError, match="no name yet"):
-        await q.bind(ch)
+        await Queue("", Exchange("ex")).queue_bind(channel=ch)
     assert ch.calls == []
 
 
@@ -760,7 +761,7 @@ async def test_cancelled_server_named_declare_keeps_no_name() -> None:
     q = Queue("")
     with anyio.CancelScope() as scope:
         scope.cancel()
-        await q.declare(ch)
+        await q.declare(channel=ch)
     assert q.name == ""
     assert ch.calls == []
 
@@ -783,19 +784,32 @@ def test_bindings_conflict_with_exchange_or_routing_key() -> None:
     b = binding("ex", "k")
     with pytest.raises(ValueError, match="either bindings"):
         Queue("q", Exchange("ex"), bindings=[b])
-    with pytest.raises(ValueError, match="either bindings"):
-        Queue("q", routing_key="k", bindings=[b])
+    # a routing key beside bindings is kept, as in kombu, and bound nowhere
+    assert Queue("q", routing_key="k", bindings=[b]).routing_key == "k"
     with pytest.raises(ValueError, match="either bindings"):
         Queue("q", binding_arguments={"a": 1}, bindings=[b])
     with pytest.raises(ValueError, match=r"exchange=\[\.\.\.\] or bindings"):
         Queue("q", [b], bindings=[b])
 
 
-def test_routing_key_without_exchange_is_refused() -> None:
+def test_binding_arguments_without_exchange_are_refused() -> None:
     with pytest.raises(ValueError, match="need an exchange"):
-        Queue("q", routing_key="q")
+        Queue("q", binding_arguments={"a": 1})
     with pytest.raises(ValueError, match="need an exchange"):
-        Queue("q", Exchange(""), routing_key="q")
+        Queue("q", Exchange(""), binding_arguments={"a": 1})
+
+
+@pytest.mark.anyio
+async def test_routing_key_without_exchange_is_kept_and_binds_nothing() -> None:
+    # kombu's Queue(name, routing_key=...): the key is kept for publishing
+    for q in (Queue("q", routing_key="rk"), Queue("q", Exchange(""), routing_key="rk")):
+        assert q.routing_key == "rk"
+        ch = FakeChannel()
+        assert await q.declare(channel=ch) == "q"
+        assert ch.methods() == ["queue_declare"]
+        with pytest.raises(ValueError, match="no exchange of its own"):
+            await q.queue_bind(channel=ch)
+        assert ch.methods() == ["queue_declare"]
 
 
 def test_bindings_validation_and_dedup() -> None:
@@ -813,19 +827,25 @@ def test_bindings_validation_and_dedup() -> None:
 
 
 @pytest.mark.anyio
-async def test_bind_and_unbind_all() -> None:
+async def test_queue_bind_and_unbind_and_bindings() -> None:
     ch = FakeChannel()
     q = Queue("q", Exchange("main"), "k", binding_arguments={"a": 1})
-    await q.bind(ch)
-    await q.unbind(ch)
+    await q.queue_bind(channel=ch)
+    await q.queue_unbind(channel=ch)
+    await q.queue_unbind({"other": 1}, channel=ch)
     assert ch.calls == [
         ("queue_bind", "q", "main", "k", {"a": 1}),
         ("queue_unbind", "q", "main", "k", {"a": 1}),
+        ("queue_unbind", "q", "main", "k", {"other": 1}),
     ]
     ch = FakeChannel()
     q = Queue("q", bindings=[binding("a", "1"), binding("b", "2", {"x": 1}, {"y": 2})])
-    await q.bind(ch)
-    await q.unbind(ch)
+    with pytest.raises(ValueError, match="bound by declare"):
+        await q.queue_bind(channel=ch)
+    for b in q.bindings:
+        await b.bind(q, channel=ch)
+    for b in q.bindings:
+        await b.unbind(q, channel=ch)
     assert ch.calls == [
         ("queue_bind", "q", "a", "1", None),
         ("queue_bind", "q", "b", "2", {"x": 1}),
@@ -835,28 +855,28 @@ async def test_bind_and_unbind_all() -> None:
 
 
 @pytest.mark.anyio
-async def test_bind_with_nothing_to_bind_checkpoints() -> None:
+async def test_declare_with_nothing_to_bind_checkpoints() -> None:
     ch = FakeChannel()
     reached = False
     with anyio.CancelScope() as scope:
         scope.cancel()
-        await Queue("q").bind(ch)
+        await Queue("q", no_declare=True).declare(channel=ch)
         reached = True
     assert not reached
-    await Queue("q").bind(ch)
-    assert ch.calls == []
+    await Queue("q").declare(channel=ch)
+    assert ch.methods() == ["queue_declare"]
 
 
 @pytest.mark.anyio
 async def test_queue_bind_to_unbind_from_purge_delete() -> None:
     ch = FakeChannel()
     q = Queue("q")
-    await q.bind_to(ch, Exchange("ex"), "rk", {"a": 1})
-    await q.bind_to(ch, "ex2")
-    await q.unbind_from(ch, "ex", "rk", {"a": 1})
-    assert await q.purge(ch) == 7
-    assert await q.delete(ch) == 3
-    assert await q.delete(ch, if_unused=True, if_empty=True) == 3
+    await q.bind_to(Exchange("ex"), "rk", {"a": 1}, channel=ch)
+    await q.bind_to("ex2", channel=ch)
+    await q.unbind_from("ex", "rk", {"a": 1}, channel=ch)
+    assert await q.purge(channel=ch) == 7
+    assert await q.delete(channel=ch) == 3
+    assert await q.delete(if_unused=True, if_empty=True, channel=ch) == 3
     assert ch.calls == [
         ("queue_bind", "q", "ex", "rk", {"a": 1}),
         ("queue_bind", "q", "ex2", "", None),
@@ -866,9 +886,9 @@ async def test_queue_bind_to_unbind_from_purge_delete() -> None:
         ("queue_delete", "q", {"if_unused": True, "if_empty": True}),
     ]
     with pytest.raises(ValueError, match="default exchange"):
-        await q.bind_to(ch, "")
+        await q.bind_to("", channel=ch)
     with pytest.raises(ValueError, match="default exchange"):
-        await q.unbind_from(ch, Exchange(""))
+        await q.unbind_from(Exchange(""), channel=ch)
 
 
 # --- Queue: equality -------------------------------------------------------------
