@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from trio_msg.entity import (
     maybe_declare,
     maybe_delivery_mode,
 )
+from trio_msg.errors import ContentDisallowed, NotBoundError, NotSupported
 
 Call = tuple[Any, ...]
 
@@ -1085,3 +1087,245 @@ def test_fake_channel_satisfies_the_protocol() -> None:
     # Checked by mypy: passing the fake where _DeclaringChannel is expected.
     f: Callable[[Exchange, FakeChannel], Any] = maybe_declare
     assert callable(f)
+
+
+# --- bound entities (kombu's MaybeChannelBound) ------------------------------------
+
+
+class PublishingChannel(FakeChannel):
+    channel_id = 7
+
+    async def basic_publish(
+        self,
+        body: bytes,
+        exchange: str = "",
+        routing_key: str = "",
+        properties: Any = None,
+        *,
+        mandatory: bool = False,
+        immediate: bool = False,
+    ) -> None:
+        await self._record("basic_publish", body, exchange, routing_key, properties, mandatory)
+
+    async def basic_get(self, queue: str, *, no_ack: bool = False, accept: Any = None) -> None:
+        await self._record("basic_get", queue, {"no_ack": no_ack, "accept": accept})
+
+    async def basic_cancel(self, consumer_tag: str) -> None:
+        await self._record("basic_cancel", consumer_tag)
+
+
+def test_bind_returns_a_bound_copy_equal_to_the_entity() -> None:
+    ch = FakeChannel()
+    ex = Exchange("ex", "topic")
+    q = Queue("q", ex, "k")
+    for entity in (ex, q):
+        assert not entity.is_bound
+        with pytest.raises(NotBoundError, match="not bound"):
+            _ = entity.channel
+        bound = entity.bind(ch)
+        assert bound is not entity
+        assert bound.is_bound and bound.channel is ch
+        assert not entity.is_bound  # the original stays unbound
+        assert bound == entity and hash(bound) == hash(entity)
+        assert entity(ch) == entity and entity(ch).channel is ch  # __call__
+    bound_q = q(ch)
+    assert bound_q.exchange is not None and bound_q.exchange.channel is ch  # when_bound
+    assert q.exchange is ex and not ex.is_bound
+
+
+def test_maybe_bind_binds_in_place_once_and_revive_moves() -> None:
+    one, two = FakeChannel(), FakeChannel()
+    q = Queue("q", Exchange("ex"), "k")
+    assert q.maybe_bind(None) is q and not q.is_bound
+    assert q.maybe_bind(one) is q and q.channel is one
+    assert q.maybe_bind(two) is q and q.channel is one  # already bound: unchanged
+    q.revive(two)
+    assert q.channel is two
+    assert q.exchange is not None and q.exchange.channel is two
+    unbound = Queue("q")
+    unbound.revive(two)
+    assert not unbound.is_bound
+    # bound at construction, as kombu's channel= argument
+    assert Queue("q", channel=one).channel is one
+    assert Exchange("ex", channel=one).channel is one
+
+
+def test_only_channels_bind() -> None:
+    class Connection:
+        async def open_channel(self) -> None: ...
+
+    with pytest.raises(TypeError, match="open_channel"):
+        Queue("q").bind(Connection())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bind to a Channel"):
+        Exchange("ex")(object())  # type: ignore[arg-type]
+
+
+def test_bound_repr_names_the_channel() -> None:
+    ch = PublishingChannel()
+    assert repr(Exchange("ex", "topic")(ch)) == "<Exchange 'ex'(topic) bound to chan:7>"
+    assert repr(Queue("q")(ch)) == "<Queue 'q' bound to chan:7>"
+    assert str(Exchange("ex", "topic")) == "Exchange ex(topic)"
+    assert str(binding("ex", "rk")) == "ex->rk"
+
+
+@pytest.mark.anyio
+async def test_bound_entities_use_their_channel_or_the_one_given() -> None:
+    bound_ch, other = FakeChannel(), FakeChannel()
+    q = Queue("q", Exchange("ex"), "k")(bound_ch)
+    await q.declare()
+    await q.purge()
+    await q.declare(channel=other)
+    assert bound_ch.methods() == ["exchange_declare", "queue_declare", "queue_bind", "queue_purge"]
+    assert other.methods() == ["exchange_declare", "queue_declare", "queue_bind"]
+    with pytest.raises(NotBoundError):
+        await Queue("q").purge()
+    with pytest.raises(NotBoundError):
+        await Exchange("ex").declare()
+    assert await maybe_declare(Exchange("ex2")(other)) is True  # kombu: no channel needed
+    assert other.calls[-1][:2] == ("exchange_declare", "ex2")
+    with pytest.raises(NotBoundError):
+        await maybe_declare(Exchange("ex3"))
+
+
+@pytest.mark.anyio
+async def test_a_channel_passed_where_kombu_has_a_flag_is_a_type_error() -> None:
+    """trio_msg's old form, queue.declare(channel), would be kombu's nowait=channel."""
+    ch = FakeChannel()
+    for call in (
+        lambda: Queue("q").declare(ch),  # type: ignore[arg-type]
+        lambda: Queue("q").queue_declare(ch),  # type: ignore[arg-type]
+        lambda: Queue("q").purge(ch),  # type: ignore[arg-type]
+        lambda: Queue("q").delete(ch),  # type: ignore[arg-type]
+        lambda: Exchange("x").declare(ch),  # type: ignore[arg-type]
+        lambda: Exchange("x").delete(ch),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(TypeError, match="channel="):
+            await call()
+    assert ch.calls == []
+
+
+@pytest.mark.anyio
+async def test_nowait_is_accepted_and_still_waits() -> None:
+    ch = FakeChannel()
+    q = Queue("q", Exchange("ex"), "k")(ch)
+    assert await q.declare(nowait=True) == "q"
+    assert await q.purge(nowait=True) == 7
+    assert await q.delete(nowait=True) == 3
+    await q.exchange.delete(nowait=True)  # type: ignore[union-attr]
+    assert ch.methods()[-3:] == ["queue_purge", "queue_delete", "exchange_delete"]
+
+
+@pytest.mark.anyio
+async def test_queue_get_prepares_accept_and_uses_no_ack_default() -> None:
+    ch = PublishingChannel()
+    await Queue("q")(ch).get()
+    await Queue("q", no_ack=True)(ch).get(accept=["json", "text/plain"])
+    await Queue("q", no_ack=True)(ch).get(no_ack=False, accept="application/json")
+    assert [c[2] for c in ch.calls] == [
+        {"no_ack": False, "accept": None},
+        {"no_ack": True, "accept": frozenset({"application/json", "text/plain"})},
+        {"no_ack": False, "accept": frozenset({"application/json"})},
+    ]
+
+
+@pytest.mark.anyio
+async def test_consume_is_not_supported_and_cancel_cancels() -> None:
+    ch = PublishingChannel()
+    q = Queue("q")(ch)
+    with pytest.raises(NotSupported, match="Consumer"):
+        await q.consume(callback=lambda *a: None)
+    await q.cancel("ctag")
+    assert ch.calls == [("basic_cancel", "ctag")]
+
+
+def test_exchange_message_is_kombus() -> None:
+    ex = Exchange("ex", delivery_mode="transient")
+    m = ex.Message("héllo", properties={"reply_to": "r"}, priority=3, headers={"h": 1})
+    assert m.body == "héllo".encode()
+    p = m.properties
+    assert (p.content_encoding, p.delivery_mode, p.priority, p.reply_to, p.headers) == (
+        "utf-8",
+        TRANSIENT_DELIVERY_MODE,
+        3,
+        "r",
+        {"h": 1},
+    )
+    raw = Exchange("ex").Message(b"\x00", content_type="application/x-thing")
+    assert raw.body == b"\x00"
+    assert raw.properties.delivery_mode == PERSISTENT_DELIVERY_MODE  # kombu's default
+    assert raw.properties.content_encoding is None
+    assert Exchange("ex").Message("x", content_encoding="latin-1").body == b"x"
+    with pytest.raises(TypeError, match="does not serialize"):
+        Exchange("ex").Message({"a": 1})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unknown message properties: bogus"):
+        Exchange("ex").Message("x", properties={"bogus": 1})
+
+
+@pytest.mark.anyio
+async def test_exchange_publish() -> None:
+    ch = PublishingChannel()
+    ex = Exchange("ex")(ch)
+    await ex.publish("a", routing_key="rk")
+    await ex.publish(ex.Message(b"b"), mandatory=True, exchange="other")
+    await ex.publish(b"c", routing_key="rk", exchange=Exchange("third"))
+    assert [(c[1], c[2], c[3], c[5]) for c in ch.calls] == [
+        (b"a", "ex", "rk", False),
+        (b"b", "other", "", True),
+        (b"c", "third", "rk", False),
+    ]
+    with pytest.raises(TypeError, match=r"Exchange\.Message"):
+        await ex.publish(123)  # type: ignore[arg-type]
+    with pytest.raises(NotBoundError):
+        await Exchange("ex").publish("x")
+
+
+def test_as_dict_round_trips_and_pickles() -> None:
+    ex = Exchange("ex", "topic", durable=False, arguments={"alternate-exchange": "ae"})
+    assert Exchange(**ex.as_dict()) == ex
+    q = Queue(
+        "q",
+        ex,
+        "k",
+        binding_arguments={"b": 1},
+        message_ttl=1.5,
+        max_priority=5,
+        dead_letter_exchange="dlx",
+        alias="video",
+        no_ack=True,
+    )
+    d = q.as_dict()
+    assert d["alias"] == "video" and d["message_ttl"] == 1.5 and d["exchange"] is ex
+    assert Queue(**d) == q
+    q2 = Queue("q2", bindings=[binding(ex, "a"), binding("other", "b")])
+    assert Queue(**q2.as_dict()) == q2
+    rec = q2.as_dict(recurse=True)
+    assert rec["bindings"][0]["exchange"]["name"] == "ex"
+    for entity in (ex, q, q2, binding(ex, "a", {"x": 1})):
+        assert pickle.loads(pickle.dumps(entity)) == entity
+    bound = q(FakeChannel())
+    assert not copy.copy(bound).is_bound  # kombu: a copy is unbound
+    assert copy.copy(bound) == q
+    assert not copy.copy(ex(FakeChannel())).is_bound
+
+
+def test_from_dict_follows_kombu() -> None:
+    q = Queue.from_dict(
+        "video",
+        exchange="media",
+        exchange_type="topic",
+        binding_key="video.#",
+        durable=False,
+        exchange_durable=True,
+        queue_arguments={"x-max-length": 10},
+        expires=30,
+        unknown_option="ignored",
+    )
+    assert q.name == "video" and q.routing_key == "video.#"
+    assert q.exchange == Exchange("media", "topic", durable=True)
+    assert q.durable is False
+    assert q.queue_arguments == {"x-max-length": 10, "x-expires": 30000}
+    plain = Queue.from_dict("plain")
+    assert plain.exchange is not None and plain.exchange.is_default
+    assert plain.durable is True
+    assert Queue.ContentDisallowed is ContentDisallowed
+    assert Exchange.PERSISTENT_DELIVERY_MODE == 2
