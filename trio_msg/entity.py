@@ -1,14 +1,29 @@
 """Exchange, queue and binding declarations: kombu's entities, as values.
 
 :class:`Exchange`, :class:`Queue` and :class:`binding` describe broker
-topology.  They hold no channel and do no IO of their own: every async method
-takes the channel to act on as its first argument, so one entity can be
-declared on any number of channels and connections (and replayed after a
-reconnect).  :func:`maybe_declare` declares an entity once per connection.
+topology, with kombu's arguments and methods.  As in kombu, an exchange or
+queue may be *bound* to a channel (``queue(channel)``, ``queue.bind(channel)``
+return a bound copy; ``maybe_bind`` binds in place; ``revive`` moves it);
+its async methods then act on that channel, or on the one given as
+``channel=``, and raise :exc:`~trio_msg.errors.NotBoundError` with neither.
+Binding is not part of an entity's value, so one entity can be declared on
+any number of channels and connections (and replayed after a reconnect).
+:func:`maybe_declare` declares an entity once per connection.
 
 Decisions worth knowing (where we follow kombu and where we do not):
 
-* **Values.**  Exchanges and bindings are immutable.  A queue is immutable
+* **kombu's signatures.**  Methods take kombu's arguments in kombu's order
+  (``declare(nowait=False, passive=None, channel=None)``,
+  ``bind_to(exchange, routing_key, arguments, nowait, channel)``, ...).
+  ``nowait`` is accepted but every call waits for the broker's reply.  A
+  channel passed where kombu has a flag (trio_msg's old form
+  ``queue.declare(channel)``) is a :exc:`TypeError`.  ``Queue.bind(channel)``
+  binds the entity, as in kombu; :meth:`Queue.queue_bind` creates the
+  binding to the queue's exchange (and :meth:`Queue.declare` those of
+  *bindings* too).  ``Queue.consume`` is not supported (use a Consumer).
+
+* **Values.**  Exchanges and bindings are immutable (apart from the
+  channel an exchange is bound to, which is not part of its value).  A queue is immutable
   too, except for the :attr:`~Queue.name` of a *server-named* queue (one
   created with ``name=""``): :meth:`Queue.declare` stores the name the
   broker chose, as kombu does, and returns it.  Assigning ``name`` on a
@@ -26,7 +41,9 @@ Decisions worth knowing (where we follow kombu and where we do not):
 * **The default exchange** (``""``) is never declared, bound, unbound or
   deleted: declaring it is a no-op (as in kombu), binding to it or deleting
   it raises :exc:`ValueError` locally instead of letting the broker close
-  the channel with 403.
+  the channel with 403.  ``Queue(name, routing_key=...)`` with no exchange
+  (or the default one) is accepted, as in kombu: the routing key is kept
+  for whoever publishes to the queue, and nothing is bound with it.
 * **``amq.*`` exchanges** are reserved by the AMQP spec, which lets a client
   declare them only passively.  kombu skips them altogether; we always
   declare them *passively*, whatever ``passive`` says, so a misspelt
