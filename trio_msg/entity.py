@@ -1103,7 +1103,8 @@ class Queue(_ChannelBound):
             kombu -- a list of :class:`binding` objects (same as
             *bindings*).  ``None`` (or the default exchange) means no
             binding: the queue is reachable through the default exchange
-            by its name.
+            by its name, and :attr:`exchange` is ``Exchange("")``, as in
+            kombu (``None`` with *bindings*).
         routing_key: The binding key for *exchange*.  Without an exchange
             (or with *bindings*) it is kept, as in kombu, for whoever
             publishes to the queue, and nothing is bound with it.
@@ -1270,6 +1271,10 @@ class Queue(_ChannelBound):
                 "binding_arguments need an exchange to bind to "
                 "(the default exchange routes by queue name and cannot be bound)"
             )
+        if exchange is None and not binding_list:
+            # kombu's: a queue without an exchange has the default exchange
+            # (a fresh one: a shared one could be bound in place).
+            exchange = Exchange("")
         self.exchange = exchange
         self.routing_key = routing_key
         self.binding_arguments = _readonly(_copy_table("binding_arguments", binding_arguments))

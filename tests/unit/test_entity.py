@@ -806,6 +806,8 @@ async def test_routing_key_without_exchange_is_kept_and_binds_nothing() -> None:
     # kombu's Queue(name, routing_key=...): the key is kept for publishing
     for q in (Queue("q", routing_key="rk"), Queue("q", Exchange(""), routing_key="rk")):
         assert q.routing_key == "rk"
+        assert q.exchange == Exchange("")  # kombu: the default exchange, not None
+        assert q == Queue("q", routing_key="rk")
         ch = FakeChannel()
         assert await q.declare(channel=ch) == "q"
         assert ch.methods() == ["queue_declare"]
