@@ -1889,5 +1889,6 @@ async def maybe_declare(entity: Exchange | Queue, channel: _DeclaringChannel | N
         return False
     await entity.declare(channel=channel)
     if cacheable:
-        cache.add(entity)
+        # Unbound: the ledger outlives the channel, which it must not keep.
+        cache.add(entity._clone() if entity.is_bound else entity)
     return True

@@ -1331,3 +1331,13 @@ def test_from_dict_follows_kombu() -> None:
     assert plain.durable is True
     assert Queue.ContentDisallowed is ContentDisallowed
     assert Exchange.PERSISTENT_DELIVERY_MODE == 2
+
+
+@pytest.mark.anyio
+async def test_the_declaration_cache_keeps_no_channel() -> None:
+    ch = FakeChannel()
+    ex = Exchange("ex")(ch)
+    assert await maybe_declare(ex) is True
+    assert await maybe_declare(Exchange("ex"), ch) is False  # the same value: cached
+    (cached,) = ch.connection.declared_entities
+    assert cached == ex and not cached.is_bound  # type: ignore[attr-defined]
