@@ -1859,11 +1859,20 @@ class Queue(_ChannelBound):
 # --- maybe_declare -------------------------------------------------------------
 
 
-async def maybe_declare(entity: Exchange | Queue, channel: _DeclaringChannel | None = None) -> bool:
+async def maybe_declare(
+    entity: Exchange | Queue,
+    channel: _DeclaringChannel | None = None,
+    retry: bool = False,
+    **retry_policy: Any,
+) -> bool:
     """Declare *entity* on *channel* unless this connection already has.
 
     Without *channel*, the channel *entity* is bound to (else
     :exc:`~trio_msg.errors.NotBoundError`), as kombu's ``maybe_declare``.
+    kombu's ``retry=True`` (and its retry policy keywords) raise
+    :class:`~trio_msg.errors.NotSupported`: a connection made with
+    ``connect(url, revive=True)`` declares the cached entities again itself
+    after a reconnect; call this again once it is back.
 
     The cache is ``channel.connection.declared_entities``; it holds entities
     compared by their declared identity (see the module docs), so an equal
@@ -1878,6 +1887,12 @@ async def maybe_declare(entity: Exchange | Queue, channel: _DeclaringChannel | N
     On cancellation the entity may or may not have been declared and is not
     cached, so the next call declares it again; the channel stays usable.
     """
+    if retry or retry_policy:
+        await anyio.lowlevel.checkpoint()
+        raise NotSupported(
+            "maybe_declare(retry=True) is not supported: connect(url, revive=True) "
+            "declares the cached entities again after a reconnect"
+        )
     channel = entity._use(channel)
     if not entity._declares_anything():
         await anyio.lowlevel.checkpoint()

@@ -1341,3 +1341,13 @@ async def test_the_declaration_cache_keeps_no_channel() -> None:
     assert await maybe_declare(Exchange("ex"), ch) is False  # the same value: cached
     (cached,) = ch.connection.declared_entities
     assert cached == ex and not cached.is_bound  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_maybe_declare_retry_is_not_supported() -> None:
+    ch = FakeChannel()
+    with pytest.raises(NotSupported, match="revive=True"):
+        await maybe_declare(Exchange("ex"), ch, retry=True)
+    with pytest.raises(NotSupported):
+        await maybe_declare(Exchange("ex"), ch, max_retries=3)
+    assert ch.calls == []
