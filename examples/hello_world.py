@@ -55,7 +55,7 @@ async def main() -> None:
                     nursery.start_soon(send, conn)
         finally:
             async with conn.channel() as channel:
-                await hello.delete(channel)
+                await hello(channel).delete()
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ async def main() -> None:
                     nursery.start_soon(produce, conn)
         finally:
             async with conn.channel() as channel:
-                await queue.delete(channel)
+                await queue(channel).delete()
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ async def main() -> None:
                     nursery.cancel_scope.cancel()  # stop the server
         finally:
             async with conn.channel() as channel:
-                await rpc_queue.delete(channel)
+                await rpc_queue(channel).delete()
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ async def main() -> None:
             print(f"All {len(TASKS)} tasks done: {shares}")
         finally:
             async with conn.channel() as channel:
-                await task_queue.delete(channel)
+                await task_queue(channel).delete()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,14 @@ URL form (RabbitMQ's URI spec, plus comma-separated failover hosts)::
 
     amqp[s]://[user[:password]@][host[:port][,host[:port]...]][/vhost][?option=value&...]
 
+Failover hosts can also be given as kombu writes them: several URLs joined
+by ``;``, a list of URLs, or ``alternates=[...]`` (more URLs, tried after
+those of *url*).  All of these URLs must agree on everything but their
+hosts and ports (scheme, credentials, vhost and query options: trio_msg
+keeps one set of those per connection); a URL that differs is a
+:exc:`ValueError`.  A host given twice is tried once.  The order in which
+the hosts are tried is ``failover_strategy``'s (see ``_failover``).
+
 * ``user``, ``password``, ``host`` and ``vhost`` are percent-decoded.
   Characters such as ``@ : / ? #`` in a user name or password must be
   percent-encoded (``urllib.parse.quote(s, safe="")``).
@@ -28,12 +36,14 @@ import dataclasses
 import math
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ssl import SSLContext
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
+
+from ._failover import FailoverStrategy, check_strategy
 
 __all__ = [
     "AUTH_MECHANISMS",
@@ -131,6 +141,10 @@ class ConnectionParameters:
     #: Further brokers to try, in order, after ``(host, port)``.  Port 0
     #: means the scheme's default, as for ``port``.
     hosts: tuple[tuple[str, int], ...] = ()
+    #: The order in which ``addresses`` are tried on each connection
+    #: attempt: ``"round-robin"`` (default), ``"shuffle"`` or a callable
+    #: (kombu's ``failover_strategy``; see ``trio_msg._failover``).
+    failover_strategy: FailoverStrategy = "round-robin"
     #: Extra client properties sent in ``connection.start-ok``.
     client_properties: Mapping[str, Any] | None = field(default=None, hash=False)
     #: Seconds (0 to ``MAX_BUSY_POLL``) that a task about to wait for what
@@ -164,6 +178,7 @@ class ConnectionParameters:
             alt_port = _check_int(f"hosts[{i - 1}] port", alt_port, 0, 65535)
             hosts.append((alt_host, alt_port or default_port))
         object.__setattr__(self, "hosts", tuple(hosts))
+        check_strategy(self.failover_strategy)
 
         if self.heartbeat is not None:
             _check_int("heartbeat", self.heartbeat, 0, 65535)
@@ -295,10 +310,24 @@ _TRUE = {"true", "1", "yes", "on", "verify_peer"}
 _FALSE = {"false", "0", "no", "off", "verify_none"}
 _FIELDS = frozenset(f.name for f in dataclasses.fields(ConnectionParameters))
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}")
+#: The fields a URL can set.
+_FIELDS_FROM_URL = frozenset(
+    {"ssl", "username", "password", "host", "port", "hosts", "vhost", *_QUERY_OPTIONS.values()}
+)
 
 
-def parse_url(url: str = DEFAULT_URL, **overrides: Any) -> ConnectionParameters:
+def parse_url(
+    url: str | Sequence[str] = DEFAULT_URL,
+    *,
+    alternates: Sequence[str] | None = None,
+    **overrides: Any,
+) -> ConnectionParameters:
     """Parse an ``amqp://`` or ``amqps://`` URL into :class:`ConnectionParameters`.
+
+    *url* may also be several URLs joined by ``;`` or a list of URLs, and
+    *alternates* more URLs (kombu's failover forms): their hosts are tried
+    in turn (see the module docs).  They must agree on everything but their
+    hosts and ports.
 
     Query options: ``heartbeat``, ``connection_timeout`` and ``busy_poll``
     (seconds), ``frame_max``, ``channel_max``, ``max_body_size``,
@@ -316,24 +345,26 @@ def parse_url(url: str = DEFAULT_URL, **overrides: Any) -> ConnectionParameters:
 
     Raises:
         ValueError: the URL is malformed, has an unknown scheme or query
-            option, or a value is invalid or out of range.  The message
-            never contains the password.
+            option, or a value is invalid or out of range; failover URLs
+            disagree on more than their hosts.  The message never contains
+            a password.
         TypeError: an override names no field.
     """
     unknown = sorted(set(overrides) - _FIELDS)
     if unknown:
         raise TypeError(f"parse_url() got unexpected keyword argument(s): {', '.join(unknown)}")
-    if not isinstance(url, str):
-        raise TypeError("url must be a str")
-    password_hint = _password_hint(url)
+    urls = _split_urls("url", url) + _split_urls("alternates", alternates or [])
+    hints = [_password_hint(u) for u in urls]
     try:
-        values = _parse(url.strip())
+        values = _parse_all(urls)
         values.update(_kombu_ssl(overrides))
         return ConnectionParameters(**values)
     except (ValueError, TypeError) as exc:
-        # Belt and braces: scrub anything that looks like the password, and
+        # Belt and braces: scrub anything that looks like a password, and
         # drop the chained context (its messages are not scrubbed).
-        message = _redact_secret(str(exc), password_hint)
+        message = str(exc)
+        for hint in hints:
+            message = _redact_secret(message, hint)
         if isinstance(overrides.get("password"), str):
             message = _redact_secret(message, overrides["password"])
         error = ValueError if isinstance(exc, ValueError) else TypeError
@@ -386,7 +417,69 @@ def _kombu_ssl(overrides: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _split_urls(what: str, urls: object) -> list[str]:
+    """*urls* (one URL, ``;``-joined URLs or a list of them) as a list of URLs."""
+    if isinstance(urls, str):
+        items: list[object] = [urls]
+    elif isinstance(urls, Sequence):
+        items = list(urls)
+        if what == "url" and not items:
+            raise ValueError("url: the list of URLs is empty")
+    else:
+        raise TypeError(f"{what} must be a str or a list of str, not {type(urls).__name__}")
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"{what} must hold URLs as str, not {type(item).__name__}")
+        out.extend(part.strip() for part in item.split(";"))
+    return out
+
+
+#: What failover URLs may differ in.
+_PER_HOST = frozenset({"host", "port", "hosts"})
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ConnectionParameters)}
+
+
+def _parse_all(urls: list[str]) -> dict[str, Any]:
+    """Parse every URL; all but the first add only their hosts."""
+    count = len(urls)
+    values: dict[str, Any] = {}
+    addresses: list[tuple[str, int]] = []
+    seen: set[tuple[str, int]] = set()
+    shared: dict[str, Any] = {}
+    for index, url in enumerate(urls, start=1):
+        if not url:
+            raise ValueError(f"URL #{index} of {count} is empty")
+        try:
+            parsed = _parse(url)
+        except ValueError as exc:
+            raise ValueError(f"URL #{index} of {count}: {exc}" if count > 1 else str(exc)) from None
+        default_port = DEFAULT_TLS_PORT if parsed["ssl"] else DEFAULT_PORT
+        for host, port in ((parsed["host"], parsed["port"]), *parsed["hosts"]):
+            # Port 0 stays 0 (the scheme's default, resolved later: an ssl=
+            # override moves it), but a host is tried once whichever way
+            # its port was written.
+            key = (host, port or default_port)
+            if key not in seen:
+                seen.add(key)
+                addresses.append((host, port))
+        rest = {name: parsed.get(name, _DEFAULTS[name]) for name in _FIELDS_FROM_URL - _PER_HOST}
+        if index == 1:
+            values, shared = parsed, rest
+            continue
+        differing = sorted(name for name in rest if rest[name] != shared[name])
+        if differing:
+            raise ValueError(
+                f"URL #{index} of {count} differs from the first in {', '.join(differing)}: "
+                "failover URLs may differ only in their hosts and ports"
+            )
+    values["host"], values["port"] = addresses[0]
+    values["hosts"] = tuple(addresses[1:])
+    return values
+
+
 def _password_hint(url: str) -> str:
+    # (one URL; parse_url takes the hint of each)
     """The raw password part of *url*, found as leniently as possible."""
     _, _, rest = url.partition("://")
     userinfo, at, _ = rest.rpartition("@")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
@@ -32,6 +32,7 @@ import anyio
 import anyio.abc
 from anyio.lowlevel import checkpoint
 
+from ._failover import FailoverCycle
 from ._lowlevel import current_checkpoints
 from ._params import ConnectionParameters, make_ssl_context, parse_url, redact, sni_hostname
 from ._protocol import events as ev
@@ -110,7 +111,7 @@ _STREAM_ERRORS = (
 
 @asynccontextmanager
 async def connect(
-    url: str = "amqp://guest:guest@localhost:5672//",
+    url: str | Sequence[str] = "amqp://guest:guest@localhost:5672//",
     *,
     revive: bool | RetryPolicy | Mapping[str, Any] = True,
     **options: Any,
@@ -118,7 +119,12 @@ async def connect(
     """Connect to the broker; yields an open :class:`Connection`.
 
     ``url`` is an AMQP URI (see :func:`trio_msg._params.parse_url`);
-    keyword options override what it says.  Leaving the block closes the
+    keyword options override what it says.  Failover hosts, as kombu
+    writes them: ``host1,host2`` in one URL, URLs joined by ``;``, a list
+    of URLs, or ``alternates=[url, ...]``; ``failover_strategy``
+    (``"round-robin"``, ``"shuffle"`` or a callable) orders them.  Every
+    connection attempt -- the first, and each of a reviving connection --
+    tries each host once, in that order, within ``connection_timeout``.  Leaving the block closes the
     connection (bounded in time, even when cancelled).
 
     ``revive=True`` (the default, with the default
@@ -232,6 +238,7 @@ class Connection:
         self._ck = current_checkpoints()
         self.incarnation = 0
         self.declared_entities = DeclarationLedger()
+        self._failover = FailoverCycle(params.addresses, params.failover_strategy)
         self.server_properties: dict[str, Any] = {}
         self.address: tuple[str, int] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -365,11 +372,9 @@ class Connection:
         params = self.params
         ssl_context = make_ssl_context(params)
         failures: list[str] = []
-        addresses = list(params.addresses)
-        if rotate and self.address in addresses:
-            # Failover: start with the host after the one that was lost.
-            at = addresses.index(self.address) + 1
-            addresses = addresses[at:] + addresses[:at]
+        # One round of the failover strategy's hosts (round-robin goes on
+        # from the host after the last one tried, so *rotate* needs nothing).
+        addresses = self._failover.round()
         self.address = None
         try:
             with anyio.fail_after(params.connection_timeout):
@@ -581,7 +586,7 @@ class Connection:
                 if not isinstance(entity, Exchange | Queue):
                     continue
                 try:
-                    await entity.declare(channel)
+                    await entity.declare(channel=channel)
                 except ChannelClosed:
                     if self.error is not None:
                         raise  # the connection went, not just the channel

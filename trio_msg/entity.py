@@ -1,14 +1,29 @@
 """Exchange, queue and binding declarations: kombu's entities, as values.
 
 :class:`Exchange`, :class:`Queue` and :class:`binding` describe broker
-topology.  They hold no channel and do no IO of their own: every async method
-takes the channel to act on as its first argument, so one entity can be
-declared on any number of channels and connections (and replayed after a
-reconnect).  :func:`maybe_declare` declares an entity once per connection.
+topology, with kombu's arguments and methods.  As in kombu, an exchange or
+queue may be *bound* to a channel (``queue(channel)``, ``queue.bind(channel)``
+return a bound copy; ``maybe_bind`` binds in place; ``revive`` moves it);
+its async methods then act on that channel, or on the one given as
+``channel=``, and raise :exc:`~trio_msg.errors.NotBoundError` with neither.
+Binding is not part of an entity's value, so one entity can be declared on
+any number of channels and connections (and replayed after a reconnect).
+:func:`maybe_declare` declares an entity once per connection.
 
 Decisions worth knowing (where we follow kombu and where we do not):
 
-* **Values.**  Exchanges and bindings are immutable.  A queue is immutable
+* **kombu's signatures.**  Methods take kombu's arguments in kombu's order
+  (``declare(nowait=False, passive=None, channel=None)``,
+  ``bind_to(exchange, routing_key, arguments, nowait, channel)``, ...).
+  ``nowait`` is accepted but every call waits for the broker's reply.  A
+  channel passed where kombu has a flag (trio_msg's old form
+  ``queue.declare(channel)``) is a :exc:`TypeError`.  ``Queue.bind(channel)``
+  binds the entity, as in kombu; :meth:`Queue.queue_bind` creates the
+  binding to the queue's exchange (and :meth:`Queue.declare` those of
+  *bindings* too).  ``Queue.consume`` is not supported (use a Consumer).
+
+* **Values.**  Exchanges and bindings are immutable (apart from the
+  channel an exchange is bound to, which is not part of its value).  A queue is immutable
   too, except for the :attr:`~Queue.name` of a *server-named* queue (one
   created with ``name=""``): :meth:`Queue.declare` stores the name the
   broker chose, as kombu does, and returns it.  Assigning ``name`` on a
@@ -26,7 +41,9 @@ Decisions worth knowing (where we follow kombu and where we do not):
 * **The default exchange** (``""``) is never declared, bound, unbound or
   deleted: declaring it is a no-op (as in kombu), binding to it or deleting
   it raises :exc:`ValueError` locally instead of letting the broker close
-  the channel with 403.
+  the channel with 403.  ``Queue(name, routing_key=...)`` with no exchange
+  (or the default one) is accepted, as in kombu: the routing key is kept
+  for whoever publishes to the queue, and nothing is bound with it.
 * **``amq.*`` exchanges** are reserved by the AMQP spec, which lets a client
   declare them only passively.  kombu skips them altogether; we always
   declare them *passively*, whatever ``passive`` says, so a misspelt
@@ -76,9 +93,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, MutableSet
 from types import MappingProxyType
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import anyio.lowlevel
+
+from ._protocol.frames import BasicProperties
+from .errors import ContentDisallowed, NotBoundError, NotSupported
+
+if TYPE_CHECKING:
+    from .channel import PublishResult
+    from .message import Message
 
 __all__ = [
     "DELIVERY_MODES",
@@ -87,6 +111,7 @@ __all__ = [
     "TRANSIENT_DELIVERY_MODE",
     "DeclarationLedger",
     "Exchange",
+    "PreparedMessage",
     "Queue",
     "QueueDeclareOk",
     "binding",
@@ -106,7 +131,34 @@ DELIVERY_MODES: Mapping[str, int] = MappingProxyType(
 QUEUE_TYPES = frozenset({"classic", "quorum", "stream"})
 
 _RESERVED_EXCHANGE_PREFIX = "amq."
+#: The basic properties :meth:`Exchange.Message` takes by name in *properties*.
+_MESSAGE_PROPERTIES = frozenset(
+    {
+        "content_type",
+        "content_encoding",
+        "headers",
+        "delivery_mode",
+        "priority",
+        "correlation_id",
+        "reply_to",
+        "expiration",
+        "message_id",
+        "timestamp",
+        "type",
+        "user_id",
+        "app_id",
+        "cluster_id",
+    }
+)
 _SHORTSTR_MAX = 255
+
+
+class PreparedMessage(NamedTuple):
+    """A message made by :meth:`Exchange.Message`, for :meth:`Exchange.publish`:
+    the body as bytes and its properties."""
+
+    body: bytes
+    properties: BasicProperties
 
 
 class QueueDeclareOk(NamedTuple):
@@ -223,6 +275,23 @@ class _DeclaringChannel(Protocol):
     async def queue_delete(
         self, queue: str, *, if_unused: bool = False, if_empty: bool = False
     ) -> int: ...
+
+    async def basic_get(
+        self, queue: str, *, no_ack: bool = False, accept: Any = None
+    ) -> Message | None: ...
+
+    async def basic_cancel(self, consumer_tag: str) -> None: ...
+
+    async def basic_publish(
+        self,
+        body: bytes,
+        exchange: str = "",
+        routing_key: str = "",
+        properties: BasicProperties = ...,
+        *,
+        mandatory: bool = False,
+        immediate: bool = False,
+    ) -> PublishResult | None: ...
 
 
 # --- helpers ------------------------------------------------------------------
@@ -360,17 +429,146 @@ class _Immutable:
         object.__setattr__(self, key, value)
 
 
+# --- binding to a channel (kombu's MaybeChannelBound) -----------------------------
+
+_B = TypeVar("_B", bound="_ChannelBound")
+
+
+def _check_channel(channel: object) -> _DeclaringChannel:
+    """*channel* if it is a channel (a :class:`~trio_msg.Channel` or
+    anything with its methods), else :exc:`TypeError`."""
+    if not hasattr(channel, "queue_declare"):
+        hint = (
+            "; open one with 'await connection.open_channel()' (kombu's "
+            "connection.default_channel has no trio_msg equivalent)"
+            if hasattr(channel, "open_channel")
+            else ""
+        )
+        raise TypeError(f"entities bind to a Channel, not {type(channel).__name__}{hint}")
+    return channel  # type: ignore[return-value]
+
+
+def _flag(what: str, value: object) -> bool:
+    """A kombu flag argument (``nowait``, ``if_unused``, ...) as a bool.
+
+    A channel passed where the flag goes (trio_msg's old call form
+    ``queue.declare(channel)``) is a :exc:`TypeError`, not a true flag.
+    """
+    if hasattr(value, "queue_declare") or hasattr(value, "open_channel"):
+        raise TypeError(
+            f"{what} got a {type(value).__name__}: pass a channel as channel=..., "
+            "or bind the entity to it first (entity(channel).method())"
+        )
+    return bool(value)
+
+
+class _ChannelBound:
+    """kombu's ``MaybeChannelBound``: an entity may be *bound* to a channel.
+
+    Binding is not part of an entity's value: a bound entity equals (and
+    hashes like) the unbound one.  :meth:`bind` and ``entity(channel)``
+    return a bound copy; :meth:`maybe_bind` binds the entity itself unless
+    it is bound already; :meth:`revive` moves a bound entity to another
+    channel.
+    """
+
+    __slots__ = ()
+    _channel: _DeclaringChannel | None
+
+    def __call__(self: _B, channel: _DeclaringChannel) -> _B:
+        """``entity(channel)`` is ``entity.bind(channel)``."""
+        return self.bind(channel)
+
+    def bind(self: _B, channel: _DeclaringChannel) -> _B:
+        """A copy of this entity bound to *channel* (kombu's meaning).
+
+        :exc:`TypeError` unless *channel* is a channel (a Connection is not:
+        open a channel on it).
+        """
+        return self._clone().maybe_bind(channel)
+
+    def maybe_bind(self: _B, channel: _DeclaringChannel | None) -> _B:
+        """Bind this entity itself to *channel*, unless it is bound already
+        (or *channel* is ``None``); return it."""
+        if not self.is_bound and channel is not None:
+            object.__setattr__(self, "_channel", _check_channel(channel))
+            self.when_bound()
+        return self
+
+    def revive(self, channel: _DeclaringChannel) -> None:
+        """Move a bound entity to *channel* (after a reconnect); an unbound
+        entity stays unbound."""
+        if self.is_bound:
+            object.__setattr__(self, "_channel", _check_channel(channel))
+            self.when_bound()
+
+    def when_bound(self) -> None:
+        """Called when the entity is bound (a :class:`Queue` binds its
+        exchange to the same channel)."""
+
+    @property
+    def is_bound(self) -> bool:
+        """Whether the entity is bound to a channel."""
+        return self._channel is not None
+
+    @property
+    def channel(self) -> _DeclaringChannel:
+        """The channel the entity is bound to; :exc:`~trio_msg.errors.NotBoundError`
+        if it is not bound."""
+        channel = self._channel
+        if channel is None:
+            raise NotBoundError(
+                f"can't call a method of {type(self).__name__} not bound to a channel: "
+                f"bind it ({type(self).__name__.lower()}(channel)) or pass channel=..."
+            )
+        return channel
+
+    def _use(self, channel: _DeclaringChannel | None) -> _DeclaringChannel:
+        """*channel* if given, else the bound one (kombu's ``channel or self.channel``)."""
+        return self.channel if channel is None else _check_channel(channel)
+
+    def _clone(self: _B) -> _B:
+        """An unbound copy sharing every value."""
+        new = object.__new__(type(self))
+        for cls in type(self).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                if name == "_channel":
+                    continue
+                try:
+                    value = object.__getattribute__(self, name)
+                except AttributeError:
+                    continue
+                object.__setattr__(new, name, value)
+        if hasattr(self, "__dict__"):
+            new.__dict__.update(self.__dict__)
+        object.__setattr__(new, "_channel", None)
+        return new
+
+    def _bound_repr(self) -> str:
+        channel = self._channel
+        if channel is None:
+            return ""
+        return f" bound to chan:{getattr(channel, 'channel_id', '?')}"
+
+
+def _from_dict(cls: type[Any], kwargs: dict[str, Any]) -> Any:
+    """Unpickle an entity from its :meth:`as_dict` (kombu's ``unpickle_dict``)."""
+    return cls(**kwargs)
+
+
 # --- Exchange -----------------------------------------------------------------
 
 
-class Exchange(_Immutable):
-    """An exchange declaration.
+class Exchange(_ChannelBound, _Immutable):
+    """An exchange declaration (kombu's ``Exchange``).
 
     Args:
         name: The exchange name; ``""`` is the default exchange, which is
             never declared.
-        type: ``"direct"``, ``"fanout"``, ``"topic"``, ``"headers"`` or a
-            plugin's type (``"x-consistent-hash"``, ...).
+        type: ``"direct"`` (also for ``""`` or ``None``, as in kombu),
+            ``"fanout"``, ``"topic"``, ``"headers"`` or a plugin's type
+            (``"x-consistent-hash"``, ...).
+        channel: Bind the exchange to this channel (see :meth:`bind`).
         durable: Survives a broker restart.
         auto_delete: Deleted by the broker when its last binding goes.
         internal: Cannot be published to directly, only via exchange bindings.
@@ -383,9 +581,20 @@ class Exchange(_Immutable):
         passive: Only check that the exchange exists (404 closes the channel
             if not) instead of creating it.
         no_declare: Never declare this exchange (its queues still bind to it).
+
+    The methods that talk to the broker use the channel the exchange is
+    bound to (``exchange(channel)``, :meth:`bind`), or the one given as
+    ``channel=``; with neither they raise
+    :exc:`~trio_msg.errors.NotBoundError`.  Their ``nowait`` argument is
+    accepted for kombu's sake, but every call waits for the broker's reply,
+    so errors surface at the call.
     """
 
+    TRANSIENT_DELIVERY_MODE = TRANSIENT_DELIVERY_MODE
+    PERSISTENT_DELIVERY_MODE = PERSISTENT_DELIVERY_MODE
+
     __slots__ = (
+        "_channel",
         "_key",
         "arguments",
         "auto_delete",
@@ -413,8 +622,10 @@ class Exchange(_Immutable):
 
     def __init__(
         self,
-        name: str = "",
-        type: str = "direct",
+        name: str | None = "",
+        type: str | None = "direct",
+        channel: _DeclaringChannel | None = None,
+        *,
         durable: bool = True,
         auto_delete: bool = False,
         internal: bool = False,
@@ -423,11 +634,13 @@ class Exchange(_Immutable):
         passive: bool = False,
         no_declare: bool = False,
     ) -> None:
+        if name is None:  # kombu's from_dict passes None for "no exchange"
+            name = ""
+        type = type or "direct"
         _check_shortstr("exchange name", name)
         _check_shortstr("exchange type", type)
-        if not type:
-            raise ValueError("exchange type must not be empty")
         args = _copy_table("exchange arguments", arguments)
+        self._init("_channel", None)
         self._init("name", name)
         self._init("type", type)
         self._init("durable", bool(durable))
@@ -448,6 +661,7 @@ class Exchange(_Immutable):
                 _frozen_table("exchange arguments", args),
             ),
         )
+        self.maybe_bind(channel)
 
     @property
     def is_default(self) -> bool:
@@ -470,27 +684,36 @@ class Exchange(_Immutable):
     def _declares_anything(self) -> bool:
         return self._will_declare()
 
-    async def declare(self, channel: _DeclaringChannel, *, passive: bool | None = None) -> None:
-        """Declare the exchange on *channel* (``exchange.declare``).
+    async def declare(
+        self,
+        nowait: bool = False,
+        passive: bool | None = None,
+        channel: _DeclaringChannel | None = None,
+    ) -> None:
+        """Declare the exchange (``exchange.declare``).
 
         Args:
+            nowait: Accepted (kombu's); the call still waits for the reply.
             passive: Only check that the exchange exists; ``None`` uses
                 :attr:`passive`.  ``amq.*`` exchanges are always declared
                 passively.
+            channel: The channel to use instead of the bound one.
 
         Does nothing (but still checkpoints) for the default exchange and
         when :attr:`no_declare` is set.  On cancellation the exchange may or
         may not have been declared; the channel stays usable.
         """
+        _flag("nowait", nowait)
         if not self._will_declare():
             await anyio.lowlevel.checkpoint()
             return
+        ch = self._use(channel)
         if passive is None:
             passive = self.passive
-        await channel.exchange_declare(
+        await ch.exchange_declare(
             self.name,
             self.type,
-            passive=bool(passive) or self.is_reserved,
+            passive=_flag("passive", passive) or self.is_reserved,
             durable=self.durable,
             auto_delete=self.auto_delete,
             internal=self.internal,
@@ -499,10 +722,11 @@ class Exchange(_Immutable):
 
     async def bind_to(
         self,
-        channel: _DeclaringChannel,
-        exchange: Exchange | str,
+        exchange: Exchange | str = "",
         routing_key: str = "",
         arguments: Mapping[str, Any] | None = None,
+        nowait: bool = False,
+        channel: _DeclaringChannel | None = None,
     ) -> None:
         """Bind this exchange (the destination) to *exchange* (the source).
 
@@ -511,10 +735,11 @@ class Exchange(_Immutable):
         (:exc:`ValueError`).  On cancellation the binding may or may not
         exist; the channel stays usable.
         """
+        _flag("nowait", nowait)
         source = _bindable_exchange_name(exchange)
         destination = _bindable_exchange_name(self)
         _check_shortstr("routing_key", routing_key)
-        await channel.exchange_bind(
+        await self._use(channel).exchange_bind(
             destination,
             source,
             routing_key=routing_key,
@@ -523,40 +748,149 @@ class Exchange(_Immutable):
 
     async def unbind_from(
         self,
-        channel: _DeclaringChannel,
-        source: Exchange | str,
+        source: Exchange | str = "",
         routing_key: str = "",
+        nowait: bool = False,
         arguments: Mapping[str, Any] | None = None,
+        channel: _DeclaringChannel | None = None,
     ) -> None:
         """Remove the binding of this exchange to *source* made by :meth:`bind_to`.
 
-        On cancellation the binding may or may not be gone; the channel stays
+        (kombu's argument order: *nowait* before *arguments*.)  On
+        cancellation the binding may or may not be gone; the channel stays
         usable.
         """
+        _flag("nowait", nowait)
         source_name = _bindable_exchange_name(source)
         destination = _bindable_exchange_name(self)
         _check_shortstr("routing_key", routing_key)
-        await channel.exchange_unbind(
+        await self._use(channel).exchange_unbind(
             destination,
             source_name,
             routing_key=routing_key,
             arguments=_wire_table(_copy_table("binding arguments", arguments)),
         )
 
-    async def delete(self, channel: _DeclaringChannel, if_unused: bool = False) -> None:
+    def Message(  # kombu's name
+        self,
+        body: bytes | str,
+        delivery_mode: int | str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> PreparedMessage:
+        """A message for :meth:`publish` (kombu's ``Exchange.Message``).
+
+        Like kombu's, it does not serialize: *body* is ``bytes``, or a
+        ``str`` encoded with *content_encoding* (``utf-8`` when not given,
+        which is then also sent as the content encoding).  Anything else is
+        a :exc:`TypeError` (publish objects with a
+        :class:`~trio_msg.Producer`).  *delivery_mode* defaults to this
+        exchange's, else persistent, as in kombu.  *properties* holds other
+        basic properties by name (``correlation_id``, ``reply_to``,
+        ``expiration`` (a string of milliseconds), ``message_id``, ...);
+        an unknown name is a :exc:`TypeError`.  Needs no channel and does no
+        IO.
+        """
+        props = dict(properties or {})
+        unknown = set(props) - _MESSAGE_PROPERTIES
+        if unknown:
+            raise TypeError(f"unknown message properties: {', '.join(sorted(unknown))}")
+        if "content_encoding" in props and content_encoding is None:
+            content_encoding = props.pop("content_encoding")
+        if isinstance(body, str):
+            content_encoding = content_encoding or "utf-8"
+            raw = body.encode(content_encoding)
+        elif isinstance(body, bytes | bytearray | memoryview):
+            raw = bytes(body)
+        else:
+            raise TypeError(
+                f"Exchange.Message takes a bytes or str body, not {type(body).__name__} "
+                "(it does not serialize: use a Producer to publish objects)"
+            )
+        props["delivery_mode"] = maybe_delivery_mode(
+            delivery_mode if delivery_mode is not None else self.delivery_mode
+        )
+        if priority is not None:
+            props["priority"] = _check_int("priority", priority, 0)
+        if content_type is not None:
+            props["content_type"] = content_type
+        if content_encoding is not None:
+            props["content_encoding"] = content_encoding
+        if headers is not None:
+            props["headers"] = _copy_table("headers", headers)
+        return PreparedMessage(raw, BasicProperties(**props))
+
+    async def publish(
+        self,
+        message: PreparedMessage | bytes | str,
+        routing_key: str | None = None,
+        mandatory: bool = False,
+        immediate: bool = False,
+        exchange: Exchange | str | None = None,
+        *,
+        channel: _DeclaringChannel | None = None,
+    ) -> PublishResult | None:
+        """Publish *message* to this exchange (or to *exchange*), as kombu's
+        ``Exchange.publish``.
+
+        A ``str`` or ``bytes`` message goes through :meth:`Message` first.
+        ``immediate=True`` raises :class:`~trio_msg.errors.NotSupported`
+        (RabbitMQ removed it).  On a channel in confirm mode this returns the
+        :class:`~trio_msg.PublishResult` to wait on (``await
+        result.wait()``), else ``None``; it does not wait for the confirm.
+        Cancellation: as :meth:`trio_msg.Channel.basic_publish` (if
+        cancelled, nothing was queued).
+        """
+        ch = self._use(channel)
+        if isinstance(message, bytes | str):
+            message = self.Message(message)
+        elif not isinstance(message, PreparedMessage):
+            raise TypeError(
+                "Exchange.publish takes a message from Exchange.Message (or bytes or str), "
+                f"not {type(message).__name__}"
+            )
+        if exchange is None or exchange == "":
+            name = self.name
+        else:
+            name = _exchange_name("exchange", exchange)
+        routing_key = "" if routing_key is None else _check_shortstr("routing_key", routing_key)
+        return await ch.basic_publish(
+            message.body,
+            name,
+            routing_key,
+            message.properties,
+            mandatory=_flag("mandatory", mandatory),
+            immediate=_flag("immediate", immediate),
+        )
+
+    async def delete(
+        self,
+        if_unused: bool = False,
+        nowait: bool = False,
+        *,
+        channel: _DeclaringChannel | None = None,
+    ) -> None:
         """Delete the exchange (``exchange.delete``).
 
         Args:
             if_unused: Only delete it if it has no bindings (otherwise the
                 broker closes the channel with 406).
+            nowait: Accepted (kombu's); the call still waits for the reply.
+            channel: The channel to use instead of the bound one.
 
         The default exchange cannot be deleted (:exc:`ValueError`).  On
         cancellation the exchange may or may not have been deleted; the
         channel stays usable.
         """
+        if_unused = _flag("if_unused", if_unused)
+        _flag("nowait", nowait)
         if self.is_default:
             raise ValueError("the default exchange '' cannot be deleted")
-        await channel.exchange_delete(self.name, if_unused=if_unused)
+        await self._use(channel).exchange_delete(self.name, if_unused=if_unused)
 
     def binding(
         self,
@@ -567,6 +901,24 @@ class Exchange(_Immutable):
         """A :class:`binding` to this exchange, for ``Queue(bindings=[...])``."""
         return binding(self, routing_key, arguments, unbind_arguments)
 
+    def as_dict(self, recurse: bool = False) -> dict[str, Any]:
+        """The constructor arguments, as kombu's ``as_dict``:
+        ``Exchange(**e.as_dict())`` equals *e* (unbound)."""
+        return {
+            "name": self.name,
+            "type": self.type,
+            "arguments": _copy_table("arguments", self.arguments),
+            "durable": self.durable,
+            "passive": self.passive,
+            "auto_delete": self.auto_delete,
+            "delivery_mode": self.delivery_mode,
+            "no_declare": self.no_declare,
+            "internal": self.internal,
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _from_dict, (type(self), self.as_dict())
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Exchange):
             return self._key == other._key
@@ -576,13 +928,16 @@ class Exchange(_Immutable):
         return hash(("Exchange", self._key))
 
     def __repr__(self) -> str:
-        return f"<Exchange {self.name!r}({self.type})>"
+        return f"<Exchange {self.name!r}({self.type}){self._bound_repr()}>"
+
+    def __str__(self) -> str:
+        return f"Exchange {self.name or repr('')}({self.type})"
 
     def __copy__(self) -> Exchange:
-        return self
+        return self if self._channel is None else self._clone()
 
     def __deepcopy__(self, memo: dict[int, object]) -> Exchange:
-        return self
+        return self.__copy__()
 
 
 # --- binding ------------------------------------------------------------------
@@ -645,21 +1000,74 @@ class binding(_Immutable):
             ),
         )
 
-    async def bind(self, channel: _DeclaringChannel, entity: Queue | Exchange) -> None:
-        """Bind *entity* (a queue, or a destination exchange) with this binding.
+    async def declare(self, channel: _DeclaringChannel, nowait: bool = False) -> None:
+        """Declare this binding's exchange on *channel* (kombu's
+        ``binding.declare``; see :meth:`Exchange.declare`).
+
+        On cancellation the exchange may or may not have been declared; the
+        channel stays usable.
+        """
+        await self.exchange.declare(nowait=nowait, channel=channel)
+
+    async def bind(
+        self,
+        entity: Queue | Exchange,
+        nowait: bool = False,
+        channel: _DeclaringChannel | None = None,
+    ) -> None:
+        """Bind *entity* (a queue, or a destination exchange) with this
+        binding, on *channel* or the one *entity* is bound to.
 
         On cancellation the binding may or may not exist; the channel stays
         usable.
         """
-        await entity.bind_to(channel, self.exchange, self.routing_key, self.arguments)
+        await entity.bind_to(
+            self.exchange, self.routing_key, self.arguments, nowait=nowait, channel=channel
+        )
 
-    async def unbind(self, channel: _DeclaringChannel, entity: Queue | Exchange) -> None:
+    async def unbind(
+        self,
+        entity: Queue | Exchange,
+        nowait: bool = False,
+        channel: _DeclaringChannel | None = None,
+    ) -> None:
         """Remove this binding of *entity*, using :attr:`unbind_arguments`.
 
         On cancellation the binding may or may not be gone; the channel stays
         usable.
         """
-        await entity.unbind_from(channel, self.exchange, self.routing_key, self.unbind_arguments)
+        if isinstance(entity, Exchange):
+            await entity.unbind_from(
+                self.exchange,
+                self.routing_key,
+                nowait=nowait,
+                arguments=self.unbind_arguments,
+                channel=channel,
+            )
+        else:
+            await entity.unbind_from(
+                self.exchange,
+                self.routing_key,
+                self.unbind_arguments,
+                nowait=nowait,
+                channel=channel,
+            )
+
+    def as_dict(self, recurse: bool = False) -> dict[str, Any]:
+        """The constructor arguments (kombu's ``as_dict``); with *recurse*
+        the exchange as a dict too."""
+        return {
+            "exchange": self.exchange.as_dict() if recurse else self.exchange,
+            "routing_key": self.routing_key,
+            "arguments": _copy_table("arguments", self.arguments),
+            "unbind_arguments": _copy_table("unbind_arguments", self.unbind_arguments),
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _from_dict, (type(self), self.as_dict())
+
+    def __str__(self) -> str:
+        return f"{self.exchange.name}->{self.routing_key}"
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, binding):
@@ -682,8 +1090,9 @@ class binding(_Immutable):
 # --- Queue --------------------------------------------------------------------
 
 
-class Queue:
-    """A queue declaration, with the bindings that route messages to it.
+class Queue(_ChannelBound):
+    """A queue declaration, with the bindings that route messages to it
+    (kombu's ``Queue``).
 
     Args:
         name: The queue name; ``""`` asks the broker to choose one when the
@@ -694,8 +1103,12 @@ class Queue:
             kombu -- a list of :class:`binding` objects (same as
             *bindings*).  ``None`` (or the default exchange) means no
             binding: the queue is reachable through the default exchange
-            by its name.
-        routing_key: The binding key for *exchange*.
+            by its name, and :attr:`exchange` is ``Exchange("")``, as in
+            kombu (``None`` with *bindings*).
+        routing_key: The binding key for *exchange*.  Without an exchange
+            (or with *bindings*) it is kept, as in kombu, for whoever
+            publishes to the queue, and nothing is bound with it.
+        channel: Bind the queue to this channel (see :meth:`bind`).
         durable: Survives a broker restart.
         exclusive: Used by this connection only and deleted when it closes.
             Implies *auto_delete*, as in kombu.
@@ -724,17 +1137,30 @@ class Queue:
             exclusive and not auto-delete.
         no_declare: :meth:`declare` does nothing; the queue is assumed to
             exist with its bindings.
+        alias: A name for the queue in the application (Celery's); not sent.
+
+    The methods that talk to the broker use the channel the queue is bound
+    to (``queue(channel)``, :meth:`bind`), or the one given as
+    ``channel=``; with neither they raise
+    :exc:`~trio_msg.errors.NotBoundError`.  Their ``nowait`` argument is
+    accepted for kombu's sake, but every call waits for the broker's reply,
+    so errors surface at the call.
 
     Raises:
         ValueError: for contradictory or out-of-range settings.
         TypeError: for values of the wrong type.
     """
 
+    #: kombu's ``Queue.ContentDisallowed``.
+    ContentDisallowed = ContentDisallowed
+
     __slots__ = (
+        "_channel",
         "_frozen",
         "_key",
         "_name",
         "_server_named",
+        "alias",
         "auto_delete",
         "binding_arguments",
         "bindings",
@@ -779,6 +1205,7 @@ class Queue:
     dead_letter_routing_key: str | None
     queue_type: str | None
     no_declare: bool
+    alias: str | None
     _name: str
     _server_named: bool
     _key: tuple[Hashable, ...]
@@ -789,15 +1216,17 @@ class Queue:
         name: str = "",
         exchange: Exchange | str | Iterable[binding] | None = None,
         routing_key: str = "",
+        channel: _DeclaringChannel | None = None,
+        bindings: Iterable[binding] | None = None,
+        on_declared: Callable[[str, int, int], object] | None = None,
+        *,
         durable: bool = True,
         exclusive: bool = False,
         auto_delete: bool = False,
         queue_arguments: Mapping[str, Any] | None = None,
         binding_arguments: Mapping[str, Any] | None = None,
-        bindings: Iterable[binding] | None = None,
         no_ack: bool | None = None,
         consumer_arguments: Mapping[str, Any] | None = None,
-        on_declared: Callable[[str, int, int], object] | None = None,
         max_priority: int | None = None,
         message_ttl: float | None = None,
         expires: float | None = None,
@@ -807,8 +1236,10 @@ class Queue:
         dead_letter_routing_key: str | None = None,
         queue_type: str | None = None,
         no_declare: bool = False,
+        alias: str | None = None,
     ) -> None:
         object.__setattr__(self, "_frozen", False)
+        object.__setattr__(self, "_channel", None)
         _check_shortstr("queue name", name)
         self._name = name
         self._server_named = not name
@@ -833,15 +1264,17 @@ class Queue:
         if isinstance(exchange, str):
             exchange = Exchange(exchange)
         _check_shortstr("routing_key", routing_key)
-        if binding_list and (exchange is not None or routing_key or binding_arguments):
+        if binding_list and (exchange is not None or binding_arguments):
+            raise ValueError("give either bindings or exchange/binding_arguments, not both")
+        if (exchange is None or exchange.is_default) and binding_arguments:
             raise ValueError(
-                "give either bindings or exchange/routing_key/binding_arguments, not both"
-            )
-        if (exchange is None or exchange.is_default) and (routing_key or binding_arguments):
-            raise ValueError(
-                "routing_key and binding_arguments need an exchange to bind to "
+                "binding_arguments need an exchange to bind to "
                 "(the default exchange routes by queue name and cannot be bound)"
             )
+        if exchange is None and not binding_list:
+            # kombu's: a queue without an exchange has the default exchange
+            # (a fresh one: a shared one could be bound in place).
+            exchange = Exchange("")
         self.exchange = exchange
         self.routing_key = routing_key
         self.binding_arguments = _readonly(_copy_table("binding_arguments", binding_arguments))
@@ -919,6 +1352,9 @@ class Queue:
             raise TypeError("on_declared must be callable")
         self.on_declared = on_declared
         self.no_declare = bool(no_declare)
+        if alias is not None and not isinstance(alias, str):
+            raise TypeError(f"alias must be a str, not {type(alias).__name__}")
+        self.alias = alias
         self._key = (
             self._server_named,
             self.durable,
@@ -931,6 +1367,7 @@ class Queue:
             frozenset(self.bindings),
         )
         self._frozen = True
+        self.maybe_bind(channel)
 
     def __setattr__(self, key: str, value: object) -> None:
         if key == "name":
@@ -996,7 +1433,18 @@ class Queue:
                 out.append(exchange)
         return out
 
-    async def declare(self, channel: _DeclaringChannel, *, passive: bool | None = None) -> str:
+    def when_bound(self) -> None:
+        """Bind the queue's exchange to the same channel (kombu's)."""
+        if self.exchange is not None:
+            object.__setattr__(self, "exchange", self.exchange.bind(self.channel))
+
+    async def declare(
+        self,
+        nowait: bool = False,
+        channel: _DeclaringChannel | None = None,
+        *,
+        passive: bool | None = None,
+    ) -> str:
         """Declare the exchanges, then the queue, then the bindings; return the name.
 
         Each distinct exchange (of *exchange* and *bindings*) that can be
@@ -1006,28 +1454,35 @@ class Queue:
         *bindings* in order.
 
         Args:
-            passive: ``True`` only checks that the exchanges and the queue
-                exist (passive declarations) and binds nothing.  ``None``
-                or ``False`` declare the queue for real, and each exchange
-                according to its own ``passive``.
+            nowait: Accepted (kombu's); the call still waits for the replies.
+            channel: The channel to use instead of the bound one.
+            passive: (trio_msg's) ``True`` only checks that the exchanges
+                and the queue exist (passive declarations) and binds
+                nothing.  ``None`` or ``False`` declare the queue for real,
+                and each exchange according to its own ``passive``.
 
         With *no_declare* set this does nothing (but checkpoints).  On
         cancellation any prefix of these steps may have reached the broker;
         the channel stays usable and declaring again is safe (a server-named
         queue that had not received its name yet gets a new one).
         """
+        _flag("nowait", nowait)
         if self.no_declare:
             await anyio.lowlevel.checkpoint()
             return self._name
+        ch = self._use(channel)
         for exchange in self._exchanges():
-            await exchange.declare(channel, passive=True if passive else None)
-        await self.queue_declare(channel, passive=bool(passive))
+            await exchange.declare(passive=True if passive else None, channel=ch)
+        await self.queue_declare(passive=bool(passive), channel=ch)
         if not passive:
-            await self.bind(channel)
+            await self._create_bindings(ch)
         return self._name
 
     async def queue_declare(
-        self, channel: _DeclaringChannel, *, passive: bool = False
+        self,
+        nowait: bool = False,
+        passive: bool = False,
+        channel: _DeclaringChannel | None = None,
     ) -> QueueDeclareOk:
         """Declare only the queue (``queue.declare``) and return the broker's answer.
 
@@ -1037,9 +1492,12 @@ class Queue:
         the queue may or may not have been declared (a server-named queue
         keeps no name); the channel stays usable.
         """
+        _flag("nowait", nowait)
+        passive = _flag("passive", passive)
+        ch = self._use(channel)
         if passive and not self._name:
             raise ValueError("cannot passively declare a server-named queue with no name yet")
-        ok = await channel.queue_declare(
+        ok = await ch.queue_declare(
             self._name,
             passive=passive,
             durable=self.durable,
@@ -1053,12 +1511,8 @@ class Queue:
             self.on_declared(ok.queue, ok.message_count, ok.consumer_count)
         return ok
 
-    async def bind(self, channel: _DeclaringChannel) -> None:
-        """Create all of this queue's bindings: *exchange* first, then *bindings*.
-
-        Checkpoints even when there is nothing to bind.  On cancellation any
-        prefix of the bindings may exist; the channel stays usable.
-        """
+    async def _create_bindings(self, channel: _DeclaringChannel) -> None:
+        """Create all of this queue's bindings: *exchange* first, then *bindings*."""
         name = self._require_name()
         if not self._main_binding() and not self.bindings:
             await anyio.lowlevel.checkpoint()
@@ -1071,34 +1525,62 @@ class Queue:
                 arguments=_wire_table(self.binding_arguments),
             )
         for b in self.bindings:
-            await b.bind(channel, self)
+            await b.bind(self, channel=channel)
 
-    async def unbind(self, channel: _DeclaringChannel) -> None:
-        """Remove all of this queue's bindings (the reverse of :meth:`bind`).
-
-        On cancellation any prefix of the bindings may be gone; the channel
-        stays usable.
-        """
-        name = self._require_name()
-        if not self._main_binding() and not self.bindings:
-            await anyio.lowlevel.checkpoint()
-            return
-        if self.exchange is not None and self._main_binding():
-            await channel.queue_unbind(
-                name,
-                self.exchange.name,
-                routing_key=self.routing_key,
-                arguments=_wire_table(self.binding_arguments),
+    def _main_exchange(self) -> Exchange:
+        if self.exchange is None or not self._main_binding():
+            raise ValueError(
+                f"queue {self._name!r} has no exchange of its own to bind to"
+                + (" (its bindings= are bound by declare())" if self.bindings else "")
             )
-        for b in self.bindings:
-            await b.unbind(channel, self)
+        return self.exchange
+
+    async def queue_bind(
+        self, nowait: bool = False, channel: _DeclaringChannel | None = None
+    ) -> None:
+        """Bind the queue to its *exchange* with its *routing_key* and
+        *binding_arguments* (``queue.bind``), as kombu's ``queue_bind``.
+
+        Only that binding: :meth:`declare` also creates those in *bindings*.
+        A queue without an exchange (or on the default exchange) has nothing
+        to bind: :exc:`ValueError` (kombu would send a bind to ``""``, which
+        the broker refuses).  On cancellation the binding may or may not
+        exist; the channel stays usable.
+        """
+        exchange = self._main_exchange()
+        await self.bind_to(
+            exchange, self.routing_key, self.binding_arguments, nowait=nowait, channel=channel
+        )
+
+    async def queue_unbind(
+        self,
+        arguments: Mapping[str, Any] | None = None,
+        nowait: bool = False,
+        channel: _DeclaringChannel | None = None,
+    ) -> None:
+        """Remove the binding :meth:`queue_bind` makes (``queue.unbind``).
+
+        *arguments* ``None`` means the queue's *binding_arguments* (kombu
+        sends none, which cannot remove a headers-exchange binding).  On
+        cancellation the binding may or may not be gone; the channel stays
+        usable.
+        """
+        exchange = self._main_exchange()
+        await self.unbind_from(
+            exchange,
+            self.routing_key,
+            self.binding_arguments if arguments is None else arguments,
+            nowait=nowait,
+            channel=channel,
+        )
 
     async def bind_to(
         self,
-        channel: _DeclaringChannel,
-        exchange: Exchange | str,
+        exchange: Exchange | str = "",
         routing_key: str = "",
         arguments: Mapping[str, Any] | None = None,
+        nowait: bool = False,
+        channel: _DeclaringChannel | None = None,
     ) -> None:
         """Bind the queue to *exchange* with *routing_key* (``queue.bind``).
 
@@ -1106,9 +1588,10 @@ class Queue:
         cancellation the binding may or may not exist; the channel stays
         usable.
         """
+        _flag("nowait", nowait)
         exchange_name = _bindable_exchange_name(exchange)
         _check_shortstr("routing_key", routing_key)
-        await channel.queue_bind(
+        await self._use(channel).queue_bind(
             self._require_name(),
             exchange_name,
             routing_key=routing_key,
@@ -1117,48 +1600,239 @@ class Queue:
 
     async def unbind_from(
         self,
-        channel: _DeclaringChannel,
-        exchange: Exchange | str,
+        exchange: Exchange | str = "",
         routing_key: str = "",
         arguments: Mapping[str, Any] | None = None,
+        nowait: bool = False,
+        channel: _DeclaringChannel | None = None,
     ) -> None:
         """Remove the queue's binding to *exchange* (``queue.unbind``).
 
         On cancellation the binding may or may not be gone; the channel stays
         usable.
         """
+        _flag("nowait", nowait)
         exchange_name = _bindable_exchange_name(exchange)
         _check_shortstr("routing_key", routing_key)
-        await channel.queue_unbind(
+        await self._use(channel).queue_unbind(
             self._require_name(),
             exchange_name,
             routing_key=routing_key,
             arguments=_wire_table(_copy_table("binding arguments", arguments)),
         )
 
-    async def purge(self, channel: _DeclaringChannel) -> int:
+    async def get(
+        self,
+        no_ack: bool | None = None,
+        accept: Iterable[str] | None = None,
+        *,
+        channel: _DeclaringChannel | None = None,
+    ) -> Message | None:
+        """Fetch one message (``basic.get``): a :class:`~trio_msg.Message`, or
+        ``None`` when the queue is empty.
+
+        Args:
+            no_ack: ``None`` uses the queue's *no_ack* (default ``False``:
+                the message must be acked).
+            accept: Content types or serializer names the message's
+                :meth:`~trio_msg.Message.decode` accepts; another content
+                type raises :class:`~trio_msg.errors.ContentDisallowed`
+                there.  ``None`` accepts every content type but unsafe ones
+                (pickle), as kombu's ``None``.
+            channel: The channel to use instead of the bound one.
+
+        On cancellation a message may have been taken from the queue: with
+        acks it goes back to the queue when the channel closes (or is
+        recovered); with ``no_ack`` it is lost.  The channel stays usable.
+        """
+        ch = self._use(channel)
+        no_ack = _flag("no_ack", self.no_ack if no_ack is None else no_ack)
+        accepted: frozenset[str] | None = None
+        if accept is not None:
+            from . import serialization
+
+            accepted = serialization.prepare_accept_content(accept)
+        return await ch.basic_get(self._require_name(), no_ack=no_ack, accept=accepted)
+
+    async def purge(self, nowait: bool = False, *, channel: _DeclaringChannel | None = None) -> int:
         """Remove all ready messages (no undo) and return how many there were.
 
         On cancellation the purge may or may not have happened; the channel
         stays usable.
         """
-        return await channel.queue_purge(self._require_name())
+        _flag("nowait", nowait)
+        ch = self._use(channel)
+        return await ch.queue_purge(self._require_name())
+
+    async def consume(
+        self,
+        consumer_tag: str = "",
+        callback: Callable[..., object] | None = None,
+        no_ack: bool | None = None,
+        nowait: bool = False,
+        on_cancel: Callable[..., object] | None = None,
+    ) -> str:
+        """Not supported: raises :class:`~trio_msg.errors.NotSupported`.
+
+        kombu's ``Queue.consume`` registers a callback that the transport
+        calls from inside ``drain_events``; trio_msg runs no callback
+        without a task of yours to run it in.  Consume with
+        ``async with trio_msg.Consumer(channel, queues=[queue]) as
+        consumer`` (iterate it, or give it ``callbacks=``).  Checkpoints
+        first; nothing is sent.
+        """
+        await anyio.lowlevel.checkpoint()
+        raise NotSupported(
+            "Queue.consume() is not supported: use 'async with trio_msg.Consumer(channel, "
+            "queues=[queue])' and iterate it (or give it callbacks=)"
+        )
+
+    async def cancel(self, consumer_tag: str, *, channel: _DeclaringChannel | None = None) -> None:
+        """Cancel the consumer *consumer_tag* on the channel (``basic.cancel``).
+
+        On cancellation the consumer may or may not have been cancelled; the
+        channel stays usable.
+        """
+        await self._use(channel).basic_cancel(consumer_tag)
 
     async def delete(
-        self, channel: _DeclaringChannel, if_unused: bool = False, if_empty: bool = False
+        self,
+        if_unused: bool = False,
+        if_empty: bool = False,
+        nowait: bool = False,
+        *,
+        channel: _DeclaringChannel | None = None,
     ) -> int:
         """Delete the queue and return how many messages it held.
 
         Args:
             if_unused: Only if it has no consumers (else 406 closes the channel).
             if_empty: Only if it holds no messages (else 406 closes the channel).
+            nowait: Accepted (kombu's); the call still waits for the reply.
+            channel: The channel to use instead of the bound one.
 
         On cancellation the queue may or may not have been deleted; the
         channel stays usable.
         """
-        return await channel.queue_delete(
-            self._require_name(), if_unused=if_unused, if_empty=if_empty
+        if_unused = _flag("if_unused", if_unused)
+        if_empty = _flag("if_empty", if_empty)
+        _flag("nowait", nowait)
+        ch = self._use(channel)
+        return await ch.queue_delete(self._require_name(), if_unused=if_unused, if_empty=if_empty)
+
+    def as_dict(self, recurse: bool = False) -> dict[str, Any]:
+        """The constructor arguments, as kombu's ``as_dict``:
+        ``Queue(**q.as_dict())`` equals *q* (unbound, without
+        *on_declared*).  With *recurse* the exchange and bindings are dicts
+        too (for serializing; the constructor does not take those)."""
+        exchange: Any = self.exchange
+        bindings: list[Any] = list(self.bindings)
+        if recurse:
+            exchange = None if exchange is None else exchange.as_dict()
+            bindings = [b.as_dict(recurse=True) for b in bindings]
+        return {
+            "name": self._name,
+            "exchange": exchange,
+            "routing_key": self.routing_key,
+            "queue_arguments": _copy_table("queue_arguments", self.queue_arguments),
+            "binding_arguments": _copy_table("binding_arguments", self.binding_arguments),
+            "consumer_arguments": (
+                None
+                if self.consumer_arguments is None
+                else _copy_table("consumer_arguments", self.consumer_arguments)
+            ),
+            "durable": self.durable,
+            "exclusive": self.exclusive,
+            "auto_delete": self.auto_delete,
+            "no_ack": self.no_ack,
+            "alias": self.alias,
+            "bindings": bindings,
+            "no_declare": self.no_declare,
+            "expires": self.expires,
+            "message_ttl": self.message_ttl,
+            "max_length": self.max_length,
+            "max_length_bytes": self.max_length_bytes,
+            "max_priority": self.max_priority,
+            "dead_letter_exchange": self.dead_letter_exchange,
+            "dead_letter_routing_key": self.dead_letter_routing_key,
+            "queue_type": self.queue_type,
+        }
+
+    #: The options :meth:`from_dict` forwards to :class:`Queue` unchanged.
+    _FROM_DICT_FORWARDED = (
+        "queue_arguments",
+        "binding_arguments",
+        "consumer_arguments",
+        "exclusive",
+        "no_ack",
+        "alias",
+        "bindings",
+        "no_declare",
+        "expires",
+        "message_ttl",
+        "max_length",
+        "max_length_bytes",
+        "max_priority",
+        "dead_letter_exchange",
+        "dead_letter_routing_key",
+        "queue_type",
+    )
+
+    @classmethod
+    def from_dict(cls, queue: str, **options: Any) -> Queue:
+        """A queue from Celery-style options, as kombu's ``Queue.from_dict``.
+
+        ``exchange``, ``exchange_type``, ``exchange_durable`` /
+        ``exchange_auto_delete`` / ``exchange_arguments`` (falling back on
+        ``durable`` / ``auto_delete``), ``delivery_mode`` describe the
+        exchange; ``binding_key`` (or ``routing_key``), ``queue_durable`` /
+        ``queue_auto_delete`` (same fallbacks) and every other
+        :class:`Queue` keyword (``queue_arguments``, ``expires``,
+        ``max_priority``, ...) the queue.  Unknown options are ignored, as
+        in kombu.
+        """
+
+        def pick(first: str, fallback: str) -> Any:
+            value = options.get(first)
+            return options.get(fallback) if value is None else value
+
+        def flag(value: Any, default: bool) -> bool:
+            return default if value is None else bool(value)
+
+        exchange = Exchange(
+            options.get("exchange") or "",
+            type=options.get("exchange_type"),
+            delivery_mode=options.get("delivery_mode"),
+            durable=flag(pick("exchange_durable", "durable"), True),
+            auto_delete=flag(pick("exchange_auto_delete", "auto_delete"), False),
+            arguments=options.get("exchange_arguments"),
         )
+        kwargs = {
+            name: options[name]
+            for name in cls._FROM_DICT_FORWARDED
+            if options.get(name) is not None
+        }
+        if kwargs.get("bindings"):
+            exchange_arg: Exchange | None = None
+        else:
+            exchange_arg = exchange
+        return cls(
+            queue,
+            exchange=exchange_arg,
+            routing_key=options.get("binding_key") or options.get("routing_key") or "",
+            durable=flag(pick("queue_durable", "durable"), True),
+            auto_delete=flag(pick("queue_auto_delete", "auto_delete"), False),
+            **kwargs,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _from_dict, (type(self), self.as_dict())
+
+    def __copy__(self) -> Queue:
+        return self._clone()
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Queue:
+        return self._clone()
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Queue):
@@ -1173,17 +1847,32 @@ class Queue:
     def __repr__(self) -> str:
         if self.bindings:
             target = "[" + ", ".join(repr(b) for b in self.bindings) + "]"
-            return f"<Queue {self._name!r} -> {target}>"
+            return f"<Queue {self._name!r} -> {target}{self._bound_repr()}>"
         if self._main_binding():
-            return f"<Queue {self._name!r} -> {self.exchange!r} -> {self.routing_key!r}>"
-        return f"<Queue {self._name!r}>"
+            return (
+                f"<Queue {self._name!r} -> <Exchange {self.exchange.name!r}"  # type: ignore[union-attr]
+                f"({self.exchange.type})> -> {self.routing_key!r}{self._bound_repr()}>"  # type: ignore[union-attr]
+            )
+        return f"<Queue {self._name!r}{self._bound_repr()}>"
 
 
 # --- maybe_declare -------------------------------------------------------------
 
 
-async def maybe_declare(entity: Exchange | Queue, channel: _DeclaringChannel) -> bool:
+async def maybe_declare(
+    entity: Exchange | Queue,
+    channel: _DeclaringChannel | None = None,
+    retry: bool = False,
+    **retry_policy: Any,
+) -> bool:
     """Declare *entity* on *channel* unless this connection already has.
+
+    Without *channel*, the channel *entity* is bound to (else
+    :exc:`~trio_msg.errors.NotBoundError`), as kombu's ``maybe_declare``.
+    kombu's ``retry=True`` (and its retry policy keywords) raise
+    :class:`~trio_msg.errors.NotSupported`: a connection made with
+    ``connect(url, revive=True)`` declares the cached entities again itself
+    after a reconnect; call this again once it is back.
 
     The cache is ``channel.connection.declared_entities``; it holds entities
     compared by their declared identity (see the module docs), so an equal
@@ -1198,6 +1887,13 @@ async def maybe_declare(entity: Exchange | Queue, channel: _DeclaringChannel) ->
     On cancellation the entity may or may not have been declared and is not
     cached, so the next call declares it again; the channel stays usable.
     """
+    if retry or retry_policy:
+        await anyio.lowlevel.checkpoint()
+        raise NotSupported(
+            "maybe_declare(retry=True) is not supported: connect(url, revive=True) "
+            "declares the cached entities again after a reconnect"
+        )
+    channel = entity._use(channel)
     if not entity._declares_anything():
         await anyio.lowlevel.checkpoint()
         return False
@@ -1206,7 +1902,8 @@ async def maybe_declare(entity: Exchange | Queue, channel: _DeclaringChannel) ->
     if cacheable and entity in cache:
         await anyio.lowlevel.checkpoint()
         return False
-    await entity.declare(channel)
+    await entity.declare(channel=channel)
     if cacheable:
-        cache.add(entity)
+        # Unbound: the ledger outlives the channel, which it must not keep.
+        cache.add(entity._clone() if entity.is_bound else entity)
     return True

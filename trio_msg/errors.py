@@ -28,6 +28,7 @@ __all__ = [
     "EncodeError",
     "MessageNacked",
     "MessageOutcomeUnknown",
+    "NotBoundError",
     "NotSupported",
     "SerializerNotInstalled",
     "Unroutable",
@@ -37,6 +38,13 @@ __all__ = [
 class NotSupported(TrioMsgError, NotImplementedError):
     """The broker (RabbitMQ) cannot do what was asked, e.g. ``immediate=True``
     or global prefetch-size.  Raised locally; nothing was sent."""
+
+
+class NotBoundError(TrioMsgError):
+    """An :class:`~trio_msg.Exchange` or :class:`~trio_msg.Queue` method that
+    needs a channel was called on an entity not bound to one (kombu's
+    ``NotBoundError``).  Bind it first (``queue(channel)``) or pass
+    ``channel=``.  Raised locally; nothing was sent."""
 
 
 class ConnectionFailed(TrioMsgError, OSError):

@@ -1156,7 +1156,7 @@ class Consumer:
         """Declare the queues, their exchanges and bindings."""
         await checkpoint()
         for queue in self.queues:
-            await queue.declare(self.channel)
+            await queue.declare(channel=self.channel)
 
     def register_callback(self, callback: MessageCallback) -> None:
         """Add a ``(body, message)`` callback, called after the others."""

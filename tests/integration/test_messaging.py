@@ -1022,7 +1022,7 @@ async def route(
     return which bodies reached which queue."""
     async with Producer(conn, exchange=exchange) as producer:
         for name, queue in queues.items():
-            await queue.declare(producer.channel)
+            await queue.declare(channel=producer.channel)
             assert name
         for i, (routing_key, headers) in enumerate(messages):
             await producer.publish(f"{routing_key}|{i}", routing_key=routing_key, headers=headers)

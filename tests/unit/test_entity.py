@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from trio_msg.entity import (
     maybe_declare,
     maybe_delivery_mode,
 )
+from trio_msg.errors import ContentDisallowed, NotBoundError, NotSupported
 
 Call = tuple[Any, ...]
 
@@ -150,7 +152,7 @@ def qargs(queue: Queue) -> dict[str, Any]:
 
 async def declared_queue_args(queue: Queue) -> dict[str, Any] | None:
     ch = FakeChannel()
-    await queue.queue_declare(ch)
+    await queue.queue_declare(channel=ch)
     (call,) = ch.calls
     args: dict[str, Any] | None = call[2]["arguments"]
     return args
@@ -178,7 +180,7 @@ async def test_exchange_declare_maps_every_field() -> None:
         internal=True,
         arguments={"alternate-exchange": "ae"},
     )
-    await ex.declare(ch)
+    await ex.declare(channel=ch)
     assert ch.calls == [
         (
             "exchange_declare",
@@ -198,7 +200,7 @@ async def test_exchange_declare_maps_every_field() -> None:
 @pytest.mark.anyio
 async def test_exchange_defaults() -> None:
     ch = FakeChannel()
-    await Exchange("x").declare(ch)
+    await Exchange("x").declare(channel=ch)
     assert ch.calls == [
         (
             "exchange_declare",
@@ -218,9 +220,9 @@ async def test_exchange_defaults() -> None:
 @pytest.mark.anyio
 async def test_exchange_passive_attribute_and_override() -> None:
     ch = FakeChannel()
-    await Exchange("x", passive=True).declare(ch)
-    await Exchange("x", passive=True).declare(ch, passive=False)
-    await Exchange("x").declare(ch, passive=True)
+    await Exchange("x", passive=True).declare(channel=ch)
+    await Exchange("x", passive=True).declare(passive=False, channel=ch)
+    await Exchange("x").declare(passive=True, channel=ch)
     assert [c[3]["passive"] for c in ch.calls] == [True, False, True]
 
 
@@ -228,11 +230,11 @@ async def test_exchange_passive_attribute_and_override() -> None:
 async def test_default_exchange_and_no_declare_are_not_declared_but_checkpoint() -> None:
     ch = FakeChannel()
     for ex in (Exchange(""), Exchange("x", no_declare=True)):
-        await ex.declare(ch)
+        await ex.declare(channel=ch)
         reached = False
         with anyio.CancelScope() as scope:
             scope.cancel()
-            await ex.declare(ch)
+            await ex.declare(channel=ch)
             reached = True
         assert not reached, "declare() did not checkpoint"
     assert ch.calls == []
@@ -241,8 +243,8 @@ async def test_default_exchange_and_no_declare_are_not_declared_but_checkpoint()
 @pytest.mark.anyio
 async def test_reserved_amq_exchange_is_always_declared_passively() -> None:
     ch = FakeChannel()
-    await Exchange("amq.topic", type="topic").declare(ch)
-    await Exchange("amq.topic", type="topic").declare(ch, passive=False)
+    await Exchange("amq.topic", type="topic").declare(channel=ch)
+    await Exchange("amq.topic", type="topic").declare(passive=False, channel=ch)
     assert [(c[1], c[3]["passive"]) for c in ch.calls] == [("amq.topic", True)] * 2
 
 
@@ -250,10 +252,10 @@ async def test_reserved_amq_exchange_is_always_declared_passively() -> None:
 async def test_exchange_bind_to_and_unbind_from() -> None:
     ch = FakeChannel()
     dest = Exchange("dest")
-    await dest.bind_to(ch, Exchange("src"), "k.#", {"x-match": "all"})
-    await dest.bind_to(ch, "src2")
-    await dest.unbind_from(ch, "src", "k.#", {"x-match": "all"})
-    await dest.unbind_from(ch, Exchange("src2"))
+    await dest.bind_to(Exchange("src"), "k.#", {"x-match": "all"}, channel=ch)
+    await dest.bind_to("src2", channel=ch)
+    await dest.unbind_from("src", "k.#", arguments={"x-match": "all"}, channel=ch)
+    await dest.unbind_from(Exchange("src2"), channel=ch)
     assert ch.calls == [
         ("exchange_bind", "dest", "src", "k.#", {"x-match": "all"}),
         ("exchange_bind", "dest", "src2", "", None),
@@ -266,25 +268,25 @@ async def test_exchange_bind_to_and_unbind_from() -> None:
 async def test_exchange_bind_with_default_exchange_is_refused_locally() -> None:
     ch = FakeChannel()
     with pytest.raises(ValueError, match="default exchange"):
-        await Exchange("dest").bind_to(ch, "")
+        await Exchange("dest").bind_to("", channel=ch)
     with pytest.raises(ValueError, match="default exchange"):
-        await Exchange("").bind_to(ch, "src")
+        await Exchange("").bind_to("src", channel=ch)
     with pytest.raises(ValueError, match="default exchange"):
-        await Exchange("dest").unbind_from(ch, Exchange(""))
+        await Exchange("dest").unbind_from(Exchange(""), channel=ch)
     assert ch.calls == []
 
 
 @pytest.mark.anyio
 async def test_exchange_delete() -> None:
     ch = FakeChannel()
-    await Exchange("x").delete(ch)
-    await Exchange("x").delete(ch, if_unused=True)
+    await Exchange("x").delete(channel=ch)
+    await Exchange("x").delete(if_unused=True, channel=ch)
     assert ch.calls == [
         ("exchange_delete", "x", {"if_unused": False}),
         ("exchange_delete", "x", {"if_unused": True}),
     ]
     with pytest.raises(ValueError, match="cannot be deleted"):
-        await Exchange("").delete(ch)
+        await Exchange("").delete(channel=ch)
     assert len(ch.calls) == 2
 
 
@@ -322,8 +324,9 @@ def test_maybe_delivery_mode_default() -> None:
 
 
 def test_exchange_validation() -> None:
-    with pytest.raises(ValueError, match="type"):
-        Exchange("x", type="")
+    # kombu: an empty (or None) type means direct
+    assert Exchange("x", type="").type == "direct"
+    assert Exchange("x", type=None).type == "direct"
     with pytest.raises(ValueError, match="255"):
         Exchange("x" * 256)
     Exchange("x" * 255)
@@ -389,7 +392,7 @@ async def test_channel_cannot_mutate_entity_arguments() -> None:
             kw["arguments"]["alternate-exchange"] = "mutated"
 
     ex = Exchange("x", arguments={"alternate-exchange": "ae"})
-    await ex.declare(MutatingChannel())
+    await ex.declare(channel=MutatingChannel())
     assert ex.arguments["alternate-exchange"] == "ae"
 
 
@@ -439,9 +442,9 @@ async def test_binding_bind_and_unbind_queue() -> None:
     ch = FakeChannel()
     q = Queue("q")
     b = binding(Exchange("h", "headers"), "rk", {"x-match": "any", "a": 1})
-    await b.bind(ch, q)
-    await b.unbind(ch, q)
-    await binding("h", "rk", {"a": 1}, unbind_arguments={}).unbind(ch, q)
+    await b.bind(q, channel=ch)
+    await b.unbind(q, channel=ch)
+    await binding("h", "rk", {"a": 1}, unbind_arguments={}).unbind(q, channel=ch)
     assert ch.calls == [
         ("queue_bind", "q", "h", "rk", {"x-match": "any", "a": 1}),
         # unbind_arguments=None means "the same as arguments"
@@ -454,8 +457,8 @@ async def test_binding_bind_and_unbind_queue() -> None:
 async def test_binding_bind_exchange() -> None:
     ch = FakeChannel()
     b = binding("src", "k")
-    await b.bind(ch, Exchange("dest"))
-    await b.unbind(ch, Exchange("dest"))
+    await b.bind(Exchange("dest", channel=ch))
+    await b.unbind(Exchange("dest", channel=ch))
     assert ch.calls == [
         ("exchange_bind", "dest", "src", "k", None),
         ("exchange_unbind", "dest", "src", "k", None),
@@ -580,8 +583,8 @@ def test_classic_queue_may_be_transient_and_exclusive() -> None:
 @pytest.mark.anyio
 async def test_queue_declare_maps_flags() -> None:
     ch = FakeChannel()
-    await Queue("q", durable=False, auto_delete=True).queue_declare(ch)
-    await Queue("q2", exclusive=True).queue_declare(ch, passive=True)
+    await Queue("q", durable=False, auto_delete=True).queue_declare(channel=ch)
+    await Queue("q2", exclusive=True).queue_declare(passive=True, channel=ch)
     assert ch.calls == [
         (
             "queue_declare",
@@ -621,7 +624,7 @@ async def test_declare_order_exchanges_then_queue_then_bindings() -> None:
             media.binding("clip.#"),
         ],
     )
-    assert await q.declare(ch) == "video"
+    assert await q.declare(channel=ch) == "video"
     assert ch.methods() == [
         "exchange_declare",
         "exchange_declare",
@@ -642,7 +645,7 @@ async def test_declare_order_exchanges_then_queue_then_bindings() -> None:
 async def test_declare_with_single_exchange() -> None:
     ch = FakeChannel()
     q = Queue("video", Exchange("media"), "video", binding_arguments={"x-a": 1})
-    await q.declare(ch)
+    await q.declare(channel=ch)
     assert ch.methods() == ["exchange_declare", "queue_declare", "queue_bind"]
     assert ch.calls[2] == ("queue_bind", "video", "media", "video", {"x-a": 1})
 
@@ -652,7 +655,7 @@ async def test_declare_with_str_exchange_declares_a_direct_exchange() -> None:
     ch = FakeChannel()
     q = Queue("video", "media", "video")
     assert q.exchange == Exchange("media")
-    await q.declare(ch)
+    await q.declare(channel=ch)
     assert ch.calls[0][:3] == ("exchange_declare", "media", "direct")
     assert ch.calls[2] == ("queue_bind", "video", "media", "video", None)
 
@@ -660,19 +663,19 @@ async def test_declare_with_str_exchange_declares_a_direct_exchange() -> None:
 @pytest.mark.anyio
 async def test_declare_skips_no_declare_and_default_exchanges_but_still_binds() -> None:
     ch = FakeChannel()
-    await Queue("q", Exchange("existing", "topic", no_declare=True), "k").declare(ch)
+    await Queue("q", Exchange("existing", "topic", no_declare=True), "k").declare(channel=ch)
     assert ch.methods() == ["queue_declare", "queue_bind"]
 
     ch = FakeChannel()
-    await Queue("q", Exchange("")).declare(ch)
-    await Queue("q").declare(ch)
+    await Queue("q", Exchange("")).declare(channel=ch)
+    await Queue("q").declare(channel=ch)
     assert ch.methods() == ["queue_declare", "queue_declare"]
 
 
 @pytest.mark.anyio
 async def test_declare_amq_exchange_passively_then_binds() -> None:
     ch = FakeChannel()
-    await Queue("q", Exchange("amq.topic", "topic"), "a.#").declare(ch)
+    await Queue("q", Exchange("amq.topic", "topic"), "a.#").declare(channel=ch)
     assert ch.methods() == ["exchange_declare", "queue_declare", "queue_bind"]
     assert ch.calls[0][3]["passive"] is True
     assert ch.calls[1][2]["passive"] is False
@@ -681,7 +684,7 @@ async def test_declare_amq_exchange_passively_then_binds() -> None:
 @pytest.mark.anyio
 async def test_passive_queue_declare_checks_and_binds_nothing() -> None:
     ch = FakeChannel()
-    await Queue("q", Exchange("media"), "k").declare(ch, passive=True)
+    await Queue("q", Exchange("media"), "k").declare(passive=True, channel=ch)
     assert ch.methods() == ["exchange_declare", "queue_declare"]
     assert ch.calls[0][3]["passive"] is True
     assert ch.calls[1][2]["passive"] is True
@@ -691,11 +694,11 @@ async def test_passive_queue_declare_checks_and_binds_nothing() -> None:
 async def test_no_declare_queue_does_nothing_but_checkpoints() -> None:
     ch = FakeChannel()
     q = Queue("q", Exchange("media"), "k", no_declare=True)
-    assert await q.declare(ch) == "q"
+    assert await q.declare(channel=ch) == "q"
     reached = False
     with anyio.CancelScope() as scope:
         scope.cancel()
-        await q.declare(ch)
+        await q.declare(channel=ch)
         reached = True
     assert not reached
     assert ch.calls == []
@@ -707,8 +710,8 @@ async def test_on_declared_is_called_with_the_answer() -> None:
     ch = FakeChannel()
     ch.declare_ok_counts = (5, 2)
     q = Queue("q", on_declared=lambda *a: seen.append(a))
-    await q.declare(ch)
-    await q.queue_declare(ch, passive=True)
+    await q.declare(channel=ch)
+    await q.queue_declare(passive=True, channel=ch)
     assert seen == [("q", 5, 2), ("q", 5, 2)]
     with pytest.raises(TypeError, match="callable"):
         Queue("q", on_declared=5)  # type: ignore[arg-type]
@@ -723,14 +726,14 @@ async def test_server_named_queue_takes_the_brokers_name() -> None:
     )
     assert q.server_named
     h = hash(q)
-    assert await q.declare(ch) == "amq.gen-abc"
+    assert await q.declare(channel=ch) == "amq.gen-abc"
     assert q.name == "amq.gen-abc"
     assert seen == ["amq.gen-abc"]
     assert ch.calls[1][1] == ""
     assert ch.calls[2] == ("queue_bind", "amq.gen-abc", "media", "k", None)
     assert hash(q) == h  # stable across naming
     # redeclaring on the same connection uses the name it was given
-    await q.queue_declare(ch)
+    await q.queue_declare(channel=ch)
     assert ch.calls[-1][1] == "amq.gen-abc"
     # a reconnect may reset it
     q.name = ""
@@ -742,15 +745,15 @@ async def test_server_named_queue_needs_a_name_before_use() -> None:
     ch = FakeChannel()
     q = Queue("")
     with pytest.raises(ValueError, match="no name yet"):
-        await q.queue_declare(ch, passive=True)
+        await q.queue_declare(passive=True, channel=ch)
     with pytest.raises(ValueError, match="no name yet"):
-        await q.purge(ch)
+        await q.purge(channel=ch)
     with pytest.raises(ValueError, match="no name yet"):
-        await q.delete(ch)
+        await q.delete(channel=ch)
     with pytest.raises(ValueError, match="no name yet"):
-        await q.bind_to(ch, "ex")
+        await q.bind_to("ex", channel=ch)
     with pytest.raises(ValueError, match="no name yet"):
-        await q.bind(ch)
+        await Queue("", Exchange("ex")).queue_bind(channel=ch)
     assert ch.calls == []
 
 
@@ -760,7 +763,7 @@ async def test_cancelled_server_named_declare_keeps_no_name() -> None:
     q = Queue("")
     with anyio.CancelScope() as scope:
         scope.cancel()
-        await q.declare(ch)
+        await q.declare(channel=ch)
     assert q.name == ""
     assert ch.calls == []
 
@@ -783,19 +786,34 @@ def test_bindings_conflict_with_exchange_or_routing_key() -> None:
     b = binding("ex", "k")
     with pytest.raises(ValueError, match="either bindings"):
         Queue("q", Exchange("ex"), bindings=[b])
-    with pytest.raises(ValueError, match="either bindings"):
-        Queue("q", routing_key="k", bindings=[b])
+    # a routing key beside bindings is kept, as in kombu, and bound nowhere
+    assert Queue("q", routing_key="k", bindings=[b]).routing_key == "k"
     with pytest.raises(ValueError, match="either bindings"):
         Queue("q", binding_arguments={"a": 1}, bindings=[b])
     with pytest.raises(ValueError, match=r"exchange=\[\.\.\.\] or bindings"):
         Queue("q", [b], bindings=[b])
 
 
-def test_routing_key_without_exchange_is_refused() -> None:
+def test_binding_arguments_without_exchange_are_refused() -> None:
     with pytest.raises(ValueError, match="need an exchange"):
-        Queue("q", routing_key="q")
+        Queue("q", binding_arguments={"a": 1})
     with pytest.raises(ValueError, match="need an exchange"):
-        Queue("q", Exchange(""), routing_key="q")
+        Queue("q", Exchange(""), binding_arguments={"a": 1})
+
+
+@pytest.mark.anyio
+async def test_routing_key_without_exchange_is_kept_and_binds_nothing() -> None:
+    # kombu's Queue(name, routing_key=...): the key is kept for publishing
+    for q in (Queue("q", routing_key="rk"), Queue("q", Exchange(""), routing_key="rk")):
+        assert q.routing_key == "rk"
+        assert q.exchange == Exchange("")  # kombu: the default exchange, not None
+        assert q == Queue("q", routing_key="rk")
+        ch = FakeChannel()
+        assert await q.declare(channel=ch) == "q"
+        assert ch.methods() == ["queue_declare"]
+        with pytest.raises(ValueError, match="no exchange of its own"):
+            await q.queue_bind(channel=ch)
+        assert ch.methods() == ["queue_declare"]
 
 
 def test_bindings_validation_and_dedup() -> None:
@@ -813,19 +831,25 @@ def test_bindings_validation_and_dedup() -> None:
 
 
 @pytest.mark.anyio
-async def test_bind_and_unbind_all() -> None:
+async def test_queue_bind_and_unbind_and_bindings() -> None:
     ch = FakeChannel()
     q = Queue("q", Exchange("main"), "k", binding_arguments={"a": 1})
-    await q.bind(ch)
-    await q.unbind(ch)
+    await q.queue_bind(channel=ch)
+    await q.queue_unbind(channel=ch)
+    await q.queue_unbind({"other": 1}, channel=ch)
     assert ch.calls == [
         ("queue_bind", "q", "main", "k", {"a": 1}),
         ("queue_unbind", "q", "main", "k", {"a": 1}),
+        ("queue_unbind", "q", "main", "k", {"other": 1}),
     ]
     ch = FakeChannel()
     q = Queue("q", bindings=[binding("a", "1"), binding("b", "2", {"x": 1}, {"y": 2})])
-    await q.bind(ch)
-    await q.unbind(ch)
+    with pytest.raises(ValueError, match="bound by declare"):
+        await q.queue_bind(channel=ch)
+    for b in q.bindings:
+        await b.bind(q, channel=ch)
+    for b in q.bindings:
+        await b.unbind(q, channel=ch)
     assert ch.calls == [
         ("queue_bind", "q", "a", "1", None),
         ("queue_bind", "q", "b", "2", {"x": 1}),
@@ -835,28 +859,28 @@ async def test_bind_and_unbind_all() -> None:
 
 
 @pytest.mark.anyio
-async def test_bind_with_nothing_to_bind_checkpoints() -> None:
+async def test_declare_with_nothing_to_bind_checkpoints() -> None:
     ch = FakeChannel()
     reached = False
     with anyio.CancelScope() as scope:
         scope.cancel()
-        await Queue("q").bind(ch)
+        await Queue("q", no_declare=True).declare(channel=ch)
         reached = True
     assert not reached
-    await Queue("q").bind(ch)
-    assert ch.calls == []
+    await Queue("q").declare(channel=ch)
+    assert ch.methods() == ["queue_declare"]
 
 
 @pytest.mark.anyio
 async def test_queue_bind_to_unbind_from_purge_delete() -> None:
     ch = FakeChannel()
     q = Queue("q")
-    await q.bind_to(ch, Exchange("ex"), "rk", {"a": 1})
-    await q.bind_to(ch, "ex2")
-    await q.unbind_from(ch, "ex", "rk", {"a": 1})
-    assert await q.purge(ch) == 7
-    assert await q.delete(ch) == 3
-    assert await q.delete(ch, if_unused=True, if_empty=True) == 3
+    await q.bind_to(Exchange("ex"), "rk", {"a": 1}, channel=ch)
+    await q.bind_to("ex2", channel=ch)
+    await q.unbind_from("ex", "rk", {"a": 1}, channel=ch)
+    assert await q.purge(channel=ch) == 7
+    assert await q.delete(channel=ch) == 3
+    assert await q.delete(if_unused=True, if_empty=True, channel=ch) == 3
     assert ch.calls == [
         ("queue_bind", "q", "ex", "rk", {"a": 1}),
         ("queue_bind", "q", "ex2", "", None),
@@ -866,9 +890,9 @@ async def test_queue_bind_to_unbind_from_purge_delete() -> None:
         ("queue_delete", "q", {"if_unused": True, "if_empty": True}),
     ]
     with pytest.raises(ValueError, match="default exchange"):
-        await q.bind_to(ch, "")
+        await q.bind_to("", channel=ch)
     with pytest.raises(ValueError, match="default exchange"):
-        await q.unbind_from(ch, Exchange(""))
+        await q.unbind_from(Exchange(""), channel=ch)
 
 
 # --- Queue: equality -------------------------------------------------------------
@@ -1065,3 +1089,265 @@ def test_fake_channel_satisfies_the_protocol() -> None:
     # Checked by mypy: passing the fake where _DeclaringChannel is expected.
     f: Callable[[Exchange, FakeChannel], Any] = maybe_declare
     assert callable(f)
+
+
+# --- bound entities (kombu's MaybeChannelBound) ------------------------------------
+
+
+class PublishingChannel(FakeChannel):
+    channel_id = 7
+
+    async def basic_publish(
+        self,
+        body: bytes,
+        exchange: str = "",
+        routing_key: str = "",
+        properties: Any = None,
+        *,
+        mandatory: bool = False,
+        immediate: bool = False,
+    ) -> None:
+        await self._record("basic_publish", body, exchange, routing_key, properties, mandatory)
+
+    async def basic_get(self, queue: str, *, no_ack: bool = False, accept: Any = None) -> None:
+        await self._record("basic_get", queue, {"no_ack": no_ack, "accept": accept})
+
+    async def basic_cancel(self, consumer_tag: str) -> None:
+        await self._record("basic_cancel", consumer_tag)
+
+
+def test_bind_returns_a_bound_copy_equal_to_the_entity() -> None:
+    ch = FakeChannel()
+    ex = Exchange("ex", "topic")
+    q = Queue("q", ex, "k")
+    for entity in (ex, q):
+        assert not entity.is_bound
+        with pytest.raises(NotBoundError, match="not bound"):
+            _ = entity.channel
+        bound = entity.bind(ch)
+        assert bound is not entity
+        assert bound.is_bound and bound.channel is ch
+        assert not entity.is_bound  # the original stays unbound
+        assert bound == entity and hash(bound) == hash(entity)
+        assert entity(ch) == entity and entity(ch).channel is ch  # __call__
+    bound_q = q(ch)
+    assert bound_q.exchange is not None and bound_q.exchange.channel is ch  # when_bound
+    assert q.exchange is ex and not ex.is_bound
+
+
+def test_maybe_bind_binds_in_place_once_and_revive_moves() -> None:
+    one, two = FakeChannel(), FakeChannel()
+    q = Queue("q", Exchange("ex"), "k")
+    assert q.maybe_bind(None) is q and not q.is_bound
+    assert q.maybe_bind(one) is q and q.channel is one
+    assert q.maybe_bind(two) is q and q.channel is one  # already bound: unchanged
+    q.revive(two)
+    assert q.channel is two
+    assert q.exchange is not None and q.exchange.channel is two
+    unbound = Queue("q")
+    unbound.revive(two)
+    assert not unbound.is_bound
+    # bound at construction, as kombu's channel= argument
+    assert Queue("q", channel=one).channel is one
+    assert Exchange("ex", channel=one).channel is one
+
+
+def test_only_channels_bind() -> None:
+    class Connection:
+        async def open_channel(self) -> None: ...
+
+    with pytest.raises(TypeError, match="open_channel"):
+        Queue("q").bind(Connection())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bind to a Channel"):
+        Exchange("ex")(object())  # type: ignore[arg-type]
+
+
+def test_bound_repr_names_the_channel() -> None:
+    ch = PublishingChannel()
+    assert repr(Exchange("ex", "topic")(ch)) == "<Exchange 'ex'(topic) bound to chan:7>"
+    assert repr(Queue("q")(ch)) == "<Queue 'q' bound to chan:7>"
+    assert str(Exchange("ex", "topic")) == "Exchange ex(topic)"
+    assert str(binding("ex", "rk")) == "ex->rk"
+
+
+@pytest.mark.anyio
+async def test_bound_entities_use_their_channel_or_the_one_given() -> None:
+    bound_ch, other = FakeChannel(), FakeChannel()
+    q = Queue("q", Exchange("ex"), "k")(bound_ch)
+    await q.declare()
+    await q.purge()
+    await q.declare(channel=other)
+    assert bound_ch.methods() == ["exchange_declare", "queue_declare", "queue_bind", "queue_purge"]
+    assert other.methods() == ["exchange_declare", "queue_declare", "queue_bind"]
+    with pytest.raises(NotBoundError):
+        await Queue("q").purge()
+    with pytest.raises(NotBoundError):
+        await Exchange("ex").declare()
+    assert await maybe_declare(Exchange("ex2")(other)) is True  # kombu: no channel needed
+    assert other.calls[-1][:2] == ("exchange_declare", "ex2")
+    with pytest.raises(NotBoundError):
+        await maybe_declare(Exchange("ex3"))
+
+
+@pytest.mark.anyio
+async def test_a_channel_passed_where_kombu_has_a_flag_is_a_type_error() -> None:
+    """trio_msg's old form, queue.declare(channel), would be kombu's nowait=channel."""
+    ch = FakeChannel()
+    for call in (
+        lambda: Queue("q").declare(ch),  # type: ignore[arg-type]
+        lambda: Queue("q").queue_declare(ch),  # type: ignore[arg-type]
+        lambda: Queue("q").purge(ch),  # type: ignore[arg-type]
+        lambda: Queue("q").delete(ch),  # type: ignore[arg-type]
+        lambda: Exchange("x").declare(ch),  # type: ignore[arg-type]
+        lambda: Exchange("x").delete(ch),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(TypeError, match="channel="):
+            await call()
+    assert ch.calls == []
+
+
+@pytest.mark.anyio
+async def test_nowait_is_accepted_and_still_waits() -> None:
+    ch = FakeChannel()
+    q = Queue("q", Exchange("ex"), "k")(ch)
+    assert await q.declare(nowait=True) == "q"
+    assert await q.purge(nowait=True) == 7
+    assert await q.delete(nowait=True) == 3
+    await q.exchange.delete(nowait=True)  # type: ignore[union-attr]
+    assert ch.methods()[-3:] == ["queue_purge", "queue_delete", "exchange_delete"]
+
+
+@pytest.mark.anyio
+async def test_queue_get_prepares_accept_and_uses_no_ack_default() -> None:
+    ch = PublishingChannel()
+    await Queue("q")(ch).get()
+    await Queue("q", no_ack=True)(ch).get(accept=["json", "text/plain"])
+    await Queue("q", no_ack=True)(ch).get(no_ack=False, accept="application/json")
+    assert [c[2] for c in ch.calls] == [
+        {"no_ack": False, "accept": None},
+        {"no_ack": True, "accept": frozenset({"application/json", "text/plain"})},
+        {"no_ack": False, "accept": frozenset({"application/json"})},
+    ]
+
+
+@pytest.mark.anyio
+async def test_consume_is_not_supported_and_cancel_cancels() -> None:
+    ch = PublishingChannel()
+    q = Queue("q")(ch)
+    with pytest.raises(NotSupported, match="Consumer"):
+        await q.consume(callback=lambda *a: None)
+    await q.cancel("ctag")
+    assert ch.calls == [("basic_cancel", "ctag")]
+
+
+def test_exchange_message_is_kombus() -> None:
+    ex = Exchange("ex", delivery_mode="transient")
+    m = ex.Message("héllo", properties={"reply_to": "r"}, priority=3, headers={"h": 1})
+    assert m.body == "héllo".encode()
+    p = m.properties
+    assert (p.content_encoding, p.delivery_mode, p.priority, p.reply_to, p.headers) == (
+        "utf-8",
+        TRANSIENT_DELIVERY_MODE,
+        3,
+        "r",
+        {"h": 1},
+    )
+    raw = Exchange("ex").Message(b"\x00", content_type="application/x-thing")
+    assert raw.body == b"\x00"
+    assert raw.properties.delivery_mode == PERSISTENT_DELIVERY_MODE  # kombu's default
+    assert raw.properties.content_encoding is None
+    assert Exchange("ex").Message("x", content_encoding="latin-1").body == b"x"
+    with pytest.raises(TypeError, match="does not serialize"):
+        Exchange("ex").Message({"a": 1})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unknown message properties: bogus"):
+        Exchange("ex").Message("x", properties={"bogus": 1})
+
+
+@pytest.mark.anyio
+async def test_exchange_publish() -> None:
+    ch = PublishingChannel()
+    ex = Exchange("ex")(ch)
+    await ex.publish("a", routing_key="rk")
+    await ex.publish(ex.Message(b"b"), mandatory=True, exchange="other")
+    await ex.publish(b"c", routing_key="rk", exchange=Exchange("third"))
+    assert [(c[1], c[2], c[3], c[5]) for c in ch.calls] == [
+        (b"a", "ex", "rk", False),
+        (b"b", "other", "", True),
+        (b"c", "third", "rk", False),
+    ]
+    with pytest.raises(TypeError, match=r"Exchange\.Message"):
+        await ex.publish(123)  # type: ignore[arg-type]
+    with pytest.raises(NotBoundError):
+        await Exchange("ex").publish("x")
+
+
+def test_as_dict_round_trips_and_pickles() -> None:
+    ex = Exchange("ex", "topic", durable=False, arguments={"alternate-exchange": "ae"})
+    assert Exchange(**ex.as_dict()) == ex
+    q = Queue(
+        "q",
+        ex,
+        "k",
+        binding_arguments={"b": 1},
+        message_ttl=1.5,
+        max_priority=5,
+        dead_letter_exchange="dlx",
+        alias="video",
+        no_ack=True,
+    )
+    d = q.as_dict()
+    assert d["alias"] == "video" and d["message_ttl"] == 1.5 and d["exchange"] is ex
+    assert Queue(**d) == q
+    q2 = Queue("q2", bindings=[binding(ex, "a"), binding("other", "b")])
+    assert Queue(**q2.as_dict()) == q2
+    rec = q2.as_dict(recurse=True)
+    assert rec["bindings"][0]["exchange"]["name"] == "ex"
+    for entity in (ex, q, q2, binding(ex, "a", {"x": 1})):
+        assert pickle.loads(pickle.dumps(entity)) == entity
+    bound = q(FakeChannel())
+    assert not copy.copy(bound).is_bound  # kombu: a copy is unbound
+    assert copy.copy(bound) == q
+    assert not copy.copy(ex(FakeChannel())).is_bound
+
+
+def test_from_dict_follows_kombu() -> None:
+    q = Queue.from_dict(
+        "video",
+        exchange="media",
+        exchange_type="topic",
+        binding_key="video.#",
+        durable=False,
+        exchange_durable=True,
+        queue_arguments={"x-max-length": 10},
+        expires=30,
+        unknown_option="ignored",
+    )
+    assert q.name == "video" and q.routing_key == "video.#"
+    assert q.exchange == Exchange("media", "topic", durable=True)
+    assert q.durable is False
+    assert q.queue_arguments == {"x-max-length": 10, "x-expires": 30000}
+    plain = Queue.from_dict("plain")
+    assert plain.exchange is not None and plain.exchange.is_default
+    assert plain.durable is True
+    assert Queue.ContentDisallowed is ContentDisallowed
+    assert Exchange.PERSISTENT_DELIVERY_MODE == 2
+
+
+@pytest.mark.anyio
+async def test_the_declaration_cache_keeps_no_channel() -> None:
+    ch = FakeChannel()
+    ex = Exchange("ex")(ch)
+    assert await maybe_declare(ex) is True
+    assert await maybe_declare(Exchange("ex"), ch) is False  # the same value: cached
+    (cached,) = ch.connection.declared_entities
+    assert cached == ex and not cached.is_bound  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_maybe_declare_retry_is_not_supported() -> None:
+    ch = FakeChannel()
+    with pytest.raises(NotSupported, match="revive=True"):
+        await maybe_declare(Exchange("ex"), ch, retry=True)
+    with pytest.raises(NotSupported):
+        await maybe_declare(Exchange("ex"), ch, max_retries=3)
+    assert ch.calls == []

@@ -759,3 +759,94 @@ def test_ssl_context_as_ssl() -> None:
 def test_ssl_field_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="connect"):
         ConnectionParameters(ssl={"ca_certs": "/x"})  # type: ignore[arg-type]
+
+
+# --- failover as kombu writes it ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "alternates"),
+    [
+        ("amqp://u:p@h1:5673,h2,h3:7000/vh", None),
+        ("amqp://u:p@h1:5673/vh;amqp://u:p@h2/vh;amqp://u:p@h3:7000/vh", None),
+        ("amqp://u:p@h1:5673/vh ; amqp://u:p@h2,h3:7000/vh", None),
+        (["amqp://u:p@h1:5673/vh", "amqp://u:p@h2/vh", "amqp://u:p@h3:7000/vh"], None),
+        ("amqp://u:p@h1:5673/vh", ["amqp://u:p@h2/vh", "amqp://u:p@h3:7000/vh"]),
+        (["amqp://u:p@h1:5673/vh;amqp://u:p@h2/vh"], ["amqp://u:p@h3:7000/vh"]),
+    ],
+)
+def test_failover_url_forms_give_the_same_hosts(
+    url: str | list[str], alternates: list[str] | None
+) -> None:
+    p = parse_url(url, alternates=alternates)
+    assert p.addresses == (("h1", 5673), ("h2", 5672), ("h3", 7000))
+    assert (p.username, p.password, p.vhost) == ("u", "p", "vh")
+
+
+def test_failover_hosts_are_tried_once_each() -> None:
+    # kombu users often list the first URL again in alternates
+    p = parse_url("amqp://h1,h2:5672", alternates=["amqp://h1:5672", "amqp://h3"])
+    assert p.addresses == (("h1", 5672), ("h2", 5672), ("h3", 5672))
+    # the default port stays "the scheme's default" until ssl is known
+    assert parse_url("amqp://h1;amqp://h2", ssl=True).addresses == (("h1", 5671), ("h2", 5671))
+
+
+@pytest.mark.parametrize(
+    ("second", "field"),
+    [
+        ("amqps://u:pw0rd@h2/vh", "ssl"),
+        ("amqp://other:pw0rd@h2/vh", "username"),
+        ("amqp://u@h2/vh", "password"),
+        ("amqp://h2/vh", "password, username"),
+        ("amqp://u:pw0rd@h2/", "vhost"),
+        ("amqp://u:pw0rd@h2/vh?heartbeat=5", "heartbeat"),
+    ],
+)
+def test_failover_urls_must_agree_but_for_hosts(second: str, field: str) -> None:
+    with pytest.raises(ValueError, match=f"URL #2 of 2 differs from the first in {field}:"):
+        parse_url(f"amqp://u:pw0rd@h1/vh;{second}")
+
+
+def test_failover_url_errors_never_leak_any_password() -> None:
+    other = "0ther-Pa55"
+    cases = [
+        f"amqp://u:{SECRET}@h1/;amqp://u:{other}@h2/",  # differ in password
+        f"amqp://u:{SECRET}@h1/;amqp://u:{other}@h2:x/",  # bad port
+        f"amqp://u:{SECRET}@h1/;amqp://u:{other[:3]}/{other[3:]}@h2/",  # unencoded '/'
+    ]
+    for url in cases:
+        with pytest.raises(ValueError) as info:
+            parse_url(url)
+        rendered = "".join(traceback.format_exception(info.value))
+        for fragment in (SECRET, other, other[:3], other[3:]):
+            assert fragment not in rendered, (url, rendered)
+    with pytest.raises(ValueError) as info:
+        parse_url(f"amqp://u:{SECRET}@h1/", alternates=[f"amqp://u:{other}@h2/"])
+    assert SECRET not in str(info.value)
+    assert other not in str(info.value)
+    p = parse_url(f"amqp://u:{SECRET}@h1/;amqp://u:{SECRET}@h2/")
+    assert SECRET not in repr(p)
+    assert SECRET not in str(p)
+
+
+def test_failover_url_form_errors() -> None:
+    with pytest.raises(ValueError, match="URL #2 of 2 is empty"):
+        parse_url("amqp://h1;")
+    with pytest.raises(ValueError, match="empty"):
+        parse_url([])
+    with pytest.raises(TypeError, match="as str"):
+        parse_url(["amqp://h1", 5])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="alternates"):
+        parse_url("amqp://h1", alternates=5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="URL #2 of 2: unsupported URL scheme"):
+        parse_url("amqp://h1;redis://h2")
+
+
+def test_failover_strategy_validation() -> None:
+    assert parse_url("amqp://h").failover_strategy == "round-robin"
+    assert parse_url("amqp://h", failover_strategy="shuffle").failover_strategy == "shuffle"
+    assert ConnectionParameters(failover_strategy=iter).failover_strategy is iter
+    with pytest.raises(ValueError, match="unknown failover_strategy 'random'"):
+        parse_url("amqp://h", failover_strategy="random")
+    with pytest.raises(TypeError, match="failover_strategy must be"):
+        ConnectionParameters(failover_strategy=5)  # type: ignore[arg-type]
