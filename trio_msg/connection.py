@@ -381,7 +381,7 @@ class Connection:
                 if params.memory is not None:
                     from ._broker import attach
 
-                    addresses = []  # no network: the embedded broker
+                    addresses = iter(())  # no network: the embedded broker
                     self._stream = await attach(params.memory, tg)
                     self._wire = make_wire(self._stream)
                     self.address = ("memory", 0)

@@ -1173,7 +1173,7 @@ class Consumer:
         not added."""
         await checkpoint()
         if self._channel is not None and self.auto_declare:
-            await queue.declare(self._channel)
+            await queue.declare(channel=self._channel)
         for i, known in enumerate(self.queues):
             if known.name == queue.name and queue.name:
                 self.queues[i] = queue

@@ -230,7 +230,7 @@ async def test_a_consumer_goes_on_after_a_redeclare_on_its_channel_fails(
     async with Consumer(conn, queues=[queue], prefetch_count=5) as consumer:
         other = Queue(queue.name, durable=False, expires=120, max_length=5)
         with anyio.fail_after(TIMEOUT), pytest.raises(PreconditionFailed):
-            await other.declare(consumer.channel)
+            await other.declare(channel=consumer.channel)
         with anyio.fail_after(TIMEOUT), pytest.raises(PreconditionFailed):
             await consumer.__anext__()
         async with Producer(conn) as producer:

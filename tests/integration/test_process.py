@@ -38,8 +38,8 @@ async def queues(broker_url: str, unique_name: str) -> AsyncIterator[tuple[Queue
         dead_letter_routing_key=dead.name,
     )
     async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:
-        await dead.declare(ch)
-        await work.declare(ch)
+        await dead.declare(channel=ch)
+        await work.declare(channel=ch)
     yield work, dead
     with anyio.fail_after(TIMEOUT):
         async with trio_msg.connect(broker_url) as conn, conn.channel() as ch:

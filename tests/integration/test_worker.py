@@ -231,7 +231,7 @@ async def test_handler_error_rejects_or_requeues(
     caplog.set_level(logging.INFO, logger="trio_msg.worker")
     with anyio.fail_after(TIMEOUT):
         async with conn.channel() as ch:
-            await dead.declare(ch)
+            await dead.declare(channel=ch)
         # requeue_on_error=False: rejected, so dead-lettered.
         worker = Worker(conn, [queue], handler)
         await publish(conn, queue, ["poison"])
