@@ -61,7 +61,7 @@ async def test_a_refused_publish_raises_not_found_then_the_producer_goes_on(
     conn: trio_msg.Connection, queue: Queue, unique_name: str
 ) -> None:
     async with Producer(conn) as producer:
-        await queue.declare(producer.channel)
+        await queue.declare(channel=producer.channel)
         with anyio.fail_after(TIMEOUT), pytest.raises(NotFound) as info:
             await producer.publish(b"lost", exchange=unique_name + ".missing", routing_key="x")
         assert (info.value.class_id, info.value.method_id) == (60, 40)  # basic.publish
@@ -78,7 +78,7 @@ async def test_without_confirms_the_refusal_is_raised_by_the_next_publish(
     conn: trio_msg.Connection, queue: Queue, unique_name: str
 ) -> None:
     async with Producer(conn, confirm=False) as producer:
-        await queue.declare(producer.channel)
+        await queue.declare(channel=producer.channel)
         closed = producer.channel
         assert await producer.publish(b"lost", exchange=unique_name + ".missing") is None
         with anyio.fail_after(TIMEOUT):
@@ -109,7 +109,7 @@ async def test_a_redeclare_with_other_arguments_raises_then_the_producer_goes_on
     conn: trio_msg.Connection, queue: Queue
 ) -> None:
     async with Producer(conn) as producer:
-        await queue.declare(producer.channel)
+        await queue.declare(channel=producer.channel)
         other = Queue(queue.name, durable=False, expires=120, max_length=5)
         with anyio.fail_after(TIMEOUT), pytest.raises(PreconditionFailed):
             await producer.publish(b"lost", routing_key=queue.name, declare=[other])
@@ -123,7 +123,7 @@ async def test_a_pipeline_resolves_every_pending_publish_when_the_channel_closes
 ) -> None:
     missing = unique_name + ".missing"
     async with Producer(conn) as producer:
-        await queue.declare(producer.channel)
+        await queue.declare(channel=producer.channel)
         with anyio.fail_after(TIMEOUT):
             async with producer.pipeline(100) as pipe:
                 results = [await pipe.publish(b"%d" % i, routing_key=queue.name) for i in range(20)]
@@ -154,7 +154,7 @@ async def test_unknown_outcomes_of_bystanders_are_retried(
     left unknown; the refused publish itself is not retried."""
     missing = unique_name + ".missing"
     async with trio_msg.connect(broker_url, revive=FAST) as conn, Producer(conn) as producer:
-        await queue.declare(producer.channel)
+        await queue.declare(channel=producer.channel)
         with anyio.fail_after(TIMEOUT):
             async with producer.pipeline(100) as pipe:
                 for i in range(50):
@@ -179,7 +179,7 @@ async def test_a_producer_on_a_callers_channel_says_it_needs_a_new_one(
         with pytest.raises(ChannelNotOpen, match="revive"):
             await producer.publish(b"x", routing_key=queue.name)
         async with conn.channel() as fresh:
-            await queue.declare(fresh)
+            await queue.declare(channel=fresh)
             await producer.revive(fresh)
             with anyio.fail_after(TIMEOUT):
                 await producer.publish(b"next", routing_key=queue.name)
@@ -190,7 +190,7 @@ async def test_a_consumer_whose_channel_is_closed_gets_the_error_then_messages_a
     conn: trio_msg.Connection, queue: Queue
 ) -> None:
     async with Producer(conn) as producer:
-        await queue.declare(producer.channel)
+        await queue.declare(channel=producer.channel)
         for i in range(3):
             await producer.publish(b"%d" % i, routing_key=queue.name)
     async with Consumer(conn, queues=[queue], prefetch_count=2) as consumer:
@@ -249,7 +249,7 @@ async def test_a_delivery_in_flight_when_the_broker_closes_the_channel_is_droppe
     RabbitMQ may put it on the wire after its channel.close.  The client
     drops it (the broker redelivers it) and the connection goes on."""
     async with Producer(conn) as producer:
-        await queue.declare(producer.channel)
+        await queue.declare(channel=producer.channel)
         for i in range(2):
             await producer.publish(b"%d" % i, routing_key=queue.name)
     async with Consumer(conn, queues=[queue], prefetch_count=1) as consumer:
