@@ -2,10 +2,11 @@
 
 One task consumes from the queue ``hello`` while another publishes
 ``"Hello World!"`` to it; the consumer prints what it received and the
-program ends.  Run it with a broker at ``TRIO_MSG_URL`` (default
-``amqp://guest:guest@127.0.0.1:5672//``)::
+program ends.  Run it as it is, on the embedded broker (``memory://``,
+no RabbitMQ needed), or with ``TRIO_MSG_URL`` pointing at RabbitMQ::
 
     python examples/hello_world.py
+    TRIO_MSG_URL=amqp://guest:guest@127.0.0.1:5672// python examples/hello_world.py
 
 https://www.rabbitmq.com/tutorials/tutorial-one-python
 """
@@ -19,7 +20,8 @@ import trio
 import trio_msg
 from trio_msg import Consumer, Producer, Queue
 
-URL = os.environ.get("TRIO_MSG_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# No TRIO_MSG_URL: the embedded broker (memory://), no RabbitMQ needed.
+URL = os.environ.get("TRIO_MSG_URL", "memory://")
 
 # Messages published to the default exchange with routing key "hello" go to
 # the queue called "hello".

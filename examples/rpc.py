@@ -21,7 +21,8 @@ import trio
 import trio_msg
 from trio_msg import Consumer, Producer, Queue
 
-URL = os.environ.get("TRIO_MSG_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# No TRIO_MSG_URL: the embedded broker (memory://), no RabbitMQ needed.
+URL = os.environ.get("TRIO_MSG_URL", "memory://")
 
 rpc_queue = Queue("rpc_queue", durable=False)
 

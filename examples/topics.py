@@ -16,7 +16,8 @@ import trio
 import trio_msg
 from trio_msg import Consumer, Exchange, Producer, Queue, binding
 
-URL = os.environ.get("TRIO_MSG_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# No TRIO_MSG_URL: the embedded broker (memory://), no RabbitMQ needed.
+URL = os.environ.get("TRIO_MSG_URL", "memory://")
 
 topic_logs = Exchange("topic_logs", type="topic", durable=False, auto_delete=True)
 

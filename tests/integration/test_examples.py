@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from _broker import BROKER_URL, close_connection_by_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,9 +17,14 @@ EXAMPLES = ROOT / "examples"
 TIMEOUT = 30
 
 
-def run_example(name: str) -> list[str]:
-    """Run examples/<name>.py as ``python examples/<name>.py`` would; return its output lines."""
-    env = dict(os.environ, TRIO_MSG_URL=BROKER_URL, PYTHONUNBUFFERED="1")
+def run_example(name: str, url: str | None = BROKER_URL) -> list[str]:
+    """Run examples/<name>.py as ``python examples/<name>.py`` would, with
+    ``TRIO_MSG_URL=url`` (None: unset, so the tutorials use the embedded
+    broker); return its output lines."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("TRIO_MSG_URL", None)
+    if url is not None:
+        env["TRIO_MSG_URL"] = url
     # Import trio_msg from this checkout, whatever is installed.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.run(
@@ -46,14 +52,16 @@ def example_constant(name: str, constant: str) -> Any:
     raise LookupError(f"{constant} not found in {name}.py")
 
 
-def test_hello_world() -> None:
-    lines = run_example("hello_world")
+@pytest.mark.parametrize("url", [BROKER_URL, None], ids=["rabbitmq", "memory"])
+def test_hello_world(url: str | None) -> None:
+    lines = run_example("hello_world", url)
     assert sorted(lines) == [" [x] Received 'Hello World!'", " [x] Sent 'Hello World!'"]
 
 
-def test_work_queues() -> None:
+@pytest.mark.parametrize("url", [BROKER_URL, None], ids=["rabbitmq", "memory"])
+def test_work_queues(url: str | None) -> None:
     tasks = example_constant("work_queues", "TASKS")
-    lines = run_example("work_queues")
+    lines = run_example("work_queues", url)
     for task in tasks:
         assert f" [x] Sent {task!r}" in lines
         received = [line for line in lines if line.endswith(f"Received {task!r}")]
@@ -65,8 +73,9 @@ def test_work_queues() -> None:
     assert "worker 2 did" in lines[-1]
 
 
-def test_publish_subscribe() -> None:
-    lines = run_example("publish_subscribe")
+@pytest.mark.parametrize("url", [BROKER_URL, None], ids=["rabbitmq", "memory"])
+def test_publish_subscribe(url: str | None) -> None:
+    lines = run_example("publish_subscribe", url)
     for line in ["info: Hello World!", "warning: disk 80% full", "error: disk full"]:
         assert f" [x] Sent {line!r}" in lines
         assert f" [subscriber 1] {line}" in lines
@@ -74,8 +83,9 @@ def test_publish_subscribe() -> None:
     assert lines[-1] == "Both subscribers got every line"
 
 
-def test_routing() -> None:
-    lines = run_example("routing")
+@pytest.mark.parametrize("url", [BROKER_URL, None], ids=["rabbitmq", "memory"])
+def test_routing(url: str | None) -> None:
+    lines = run_example("routing", url)
     errors_only = [line for line in lines if line.startswith(" [errors only] error:")]
     everything = [line for line in lines if line.startswith(" [everything] ") and ":" in line]
     assert errors_only == [
@@ -87,8 +97,9 @@ def test_routing() -> None:
     assert " [everything] got its 5 messages" in lines
 
 
-def test_topics() -> None:
-    lines = run_example("topics")
+@pytest.mark.parametrize("url", [BROKER_URL, None], ids=["rabbitmq", "memory"])
+def test_topics(url: str | None) -> None:
+    lines = run_example("topics", url)
 
     def seen(name: str) -> set[str]:
         prefix = f" [{name}] "
@@ -105,8 +116,9 @@ def test_topics() -> None:
     assert " [kernel or critical] got its 3 messages" in lines
 
 
-def test_rpc() -> None:
-    lines = run_example("rpc")
+@pytest.mark.parametrize("url", [BROKER_URL, None], ids=["rabbitmq", "memory"])
+def test_rpc(url: str | None) -> None:
+    lines = run_example("rpc", url)
     for n, result in [(0, 0), (1, 1), (10, 55), (20, 6765)]:
         assert f" [.] fib({n})" in lines  # the server's side
         assert f" [.] Got fib({n}) = {result}" in lines  # the client's
