@@ -21,12 +21,14 @@ broker), every task waiting on it gets the error, and the owning
 
 from __future__ import annotations
 
+import functools
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
-from typing import Any, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Any, ParamSpec, cast
 
 import anyio
 import anyio.abc
@@ -38,12 +40,12 @@ from ._protocol import events as ev
 from ._protocol.connection import AMQPConnection
 from ._protocol.errors import (
     REPLY_SUCCESS,
-    AuthenticationError,
     ChannelClosed,
     ConnectionClosed,
     ConnectionLost,
     RemoteProtocolError,
     TrioMsgError,
+    WrongProtocol,
 )
 from ._protocol.frames import Buffer
 from ._protocol.state import ConnectionState
@@ -54,6 +56,8 @@ from .entity import DeclarationLedger, Exchange, Queue
 from .errors import ConnectionFailed
 
 __all__ = ["Connection", "connect"]
+
+_P = ParamSpec("_P")
 
 #: Publishers wait while more than this many bytes are queued for the socket.
 HIGH_WATER = 1024 * 1024
@@ -96,6 +100,12 @@ HANDBACK_KEEP = 0.0015
 #: stop for every answer that came a little late.
 POLL_AGAIN = 2
 
+_HANDSHAKE = (
+    ConnectionState.AWAIT_START,
+    ConnectionState.AWAIT_TUNE,
+    ConnectionState.AWAIT_OPEN_OK,
+)
+
 _STREAM_ERRORS = (
     anyio.EndOfStream,
     anyio.BrokenResourceError,
@@ -105,6 +115,46 @@ _STREAM_ERRORS = (
 )
 
 
+class _ConnectContext:
+    """What :func:`connect` returns: the async context manager, which also
+    says how to use it when awaited (``await connect(url)`` is aio-pika's
+    and aiormq's way, and would otherwise fail with a puzzling TypeError)."""
+
+    __slots__ = ("_cm",)
+
+    def __init__(self, cm: AbstractAsyncContextManager[Connection]) -> None:
+        self._cm = cm
+
+    async def __aenter__(self) -> Connection:
+        return await self._cm.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._cm.__aexit__(exc_type, exc, tb)
+
+    def __await__(self) -> Generator[Any, None, Connection]:
+        raise TypeError(
+            "trio_msg.connect() is an async context manager, not a coroutine: "
+            "use 'async with trio_msg.connect(url) as conn:' (the connection "
+            "lives in that block and is closed when it ends)"
+        )
+
+
+def _context(
+    fn: Callable[_P, AbstractAsyncContextManager[Connection]],
+) -> Callable[_P, _ConnectContext]:
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _ConnectContext:
+        return _ConnectContext(fn(*args, **kwargs))
+
+    return wrapper
+
+
+@_context
 @asynccontextmanager
 async def connect(
     url: str = "amqp://guest:guest@localhost:5672//",
@@ -158,8 +208,13 @@ async def connect(
             if policy is not None:
                 conn._spawn_supervisor(tg)
             try:
-                yield conn
+                # The body runs in a scope of its own, which a loss the
+                # connection will not come back from cancels (_end_body):
+                # this block then raises the loss, like a failed nursery.
+                with anyio.CancelScope() as conn._body:
+                    yield conn
             finally:
+                conn._body = None
                 # Shielded: aclose() ends with a checkpoint inside the (by
                 # then cancelled) task group, whose Cancelled would replace
                 # the body's exception and then be swallowed by the group.
@@ -168,11 +223,16 @@ async def connect(
                 conn._stop_tasks()
     except BaseExceptionGroup as group:
         raise _unwrap(group) from None
+    # Here the body ended without an exception of its own, or was cancelled
+    # by the loss (see _end_body); either way a loss is raised, never
+    # swallowed.
+    # (``from __cause__``: keeps the cause, drops the body's Cancelled as
+    # the context, which would only read as a second failure.)
     if policy is not None:
         if conn._fatal is not None:
-            raise conn._fatal
+            raise conn._fatal from conn._fatal.__cause__
     elif conn.error is not None and not _normal_close(conn.error):
-        raise conn.error
+        raise conn.error from conn.error.__cause__
 
 
 def _normal_close(error: BaseException) -> bool:
@@ -241,6 +301,8 @@ class Connection:
         self._polling = params.busy_poll > 0
         self._supervisor_scope: anyio.CancelScope | None = None
         self._supervisor_done = anyio.Event()
+        #: The scope of the ``async with connect()`` body, while it runs.
+        self._body: anyio.CancelScope | None = None
         self._writable_waiters = 0
         self._new_incarnation()
 
@@ -403,6 +465,13 @@ class Connection:
             raise
         if self.error is not None:
             await self._abort()
+            if isinstance(self.error, WrongProtocol) and self.address is not None:
+                # Not a broker at all (an HTTP server, the management port):
+                # the address is wrong, as if nothing listened there.
+                host, port = self.address
+                raise ConnectionFailed(
+                    f"cannot connect to the broker: {host}:{port}: {self.error}"
+                ) from self.error
             raise self.error
 
     async def _connect_tcp(
@@ -592,6 +661,19 @@ class Connection:
             self.error = error
         self._ready.set()
         self._writable.set()
+        self._end_body(error)
+
+    def _end_body(self, error: TrioMsgError | None) -> None:
+        """The connection is gone for good with *error*: cancel the body of
+        its ``async with``, which then raises *error* (see :func:`connect`),
+        unless it is a normal close (reply 200, ours or the broker's).
+        Tasks waiting on the connection were woken with the error first."""
+        if error is None or (
+            isinstance(error, ConnectionClosed) and error.reply_code == REPLY_SUCCESS
+        ):
+            return
+        if self._body is not None:
+            self._body.cancel()
 
     async def wait_connected(self) -> None:
         """Return once the connection is open (at once if it is).
@@ -675,7 +757,9 @@ class Connection:
             if self._stream is not None:
                 with anyio.move_on_after(1):
                     await self._close_stream()
-            self._stop_tasks()
+            # Only the connection's own tasks: the body of ``async with
+            # connect()`` (in the same task group) goes on after aclose().
+            self._stop_incarnation()
             self._ready.set()
         await checkpoint()
 
@@ -1146,16 +1230,14 @@ class Connection:
         if self._terminated.is_set():
             return
         error: TrioMsgError | None = None
-        if self._core.state is not ConnectionState.CLOSING:
+        state = self._core.state
+        if state is not ConnectionState.CLOSING:
             text = redact(_describe(exc), self.params)
-            if self._core.state is ConnectionState.AWAIT_TUNE:
-                error = AuthenticationError(
-                    "the broker closed the connection during authentication "
-                    f"(wrong credentials, or a mechanism it refuses): {text}",
-                    by_peer=True,
-                )
-            else:
-                error = ConnectionLost(f"connection to the broker lost: {text}")
+            # A loss in the handshake is a loss: a broker refusing our
+            # credentials says so with a 403 (we ask for it with the
+            # authentication_failure_close capability).
+            during = " during the handshake" if state in _HANDSHAKE else ""
+            error = ConnectionLost(f"connection to the broker lost{during}: {text}")
         self._core.connection_lost(error)
         self._dispatch_nowait(self._core.next_events())
 
@@ -1237,6 +1319,8 @@ class Connection:
             self._kick()
             self._notify_writable()
             self._writable.set()
+            if self.retry_policy is None and not self._closing:
+                self._end_body(event.error)  # after waking its waiters: they get the error
 
 
 class Signal:
