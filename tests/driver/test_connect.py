@@ -51,7 +51,8 @@ async def test_cancelled_connect_leaves_nothing_open(
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
-    "hang_up_after", ["ProtocolHeader", "Connection.StartOk", "Connection.TuneOk", "Connection.Open"]
+    "hang_up_after",
+    ["ProtocolHeader", "Connection.StartOk", "Connection.TuneOk", "Connection.Open"],
 )
 async def test_hang_up_during_the_handshake_is_a_loss(
     broker: FakeBroker, hang_up_after: str
