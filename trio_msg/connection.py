@@ -15,8 +15,9 @@ handshake, and starts three tasks in the connection's own task group:
 - the **heartbeat** task calls the core's ``tick(now)`` when it is due.
 
 When the connection dies (socket error, heartbeat timeout, a close from the
-broker), every task waiting on it gets the error, and the owning
-``async with`` raises it: one exception, never a bare ExceptionGroup.
+broker) and will not come back, every task waiting on it gets the error,
+the rest of the body of the owning ``async with`` is cancelled, and the
+block raises it: one exception, never a bare ExceptionGroup.
 """
 
 from __future__ import annotations
@@ -187,6 +188,22 @@ async def connect(
 
     The first connection is never retried: a broker that cannot be reached
     when the program starts is an error the caller should see.
+
+    The body of the ``async with`` lives with the connection, as a
+    nursery's body with its children: when the connection dies for good
+    (not reviving, a loss revive cannot cure, or the retries ran out), the
+    tasks waiting on it get the error first, then the rest of the body is
+    cancelled and the block raises the loss at once, even if the body was
+    not using the connection.  An exception of the body's own passes
+    unchanged.  A normal close (:meth:`Connection.aclose`, or the broker's
+    close with reply 200) cancels nothing.  See docs/cancellation.rst.
+
+    It is an async context manager only: ``await connect(url)`` raises a
+    TypeError saying to use ``async with``.  A socket that ends during the
+    handshake raises :class:`~trio_msg.errors.ConnectionLost` (a refused
+    login is the broker's 403: :class:`~trio_msg.errors.AuthenticationError`);
+    a server that does not speak AMQP 0-9-1 raises
+    :class:`~trio_msg.errors.ConnectionFailed` quoting what it sent.
 
     ``busy_poll`` (seconds, 0.0005 by default; 0 turns it off): on plain
     TCP, a task about to wait for the broker's answer polls the socket for
@@ -736,7 +753,11 @@ class Connection:
         """Close the connection: ``connection.close``, wait (bounded) for
         ``close-ok``, close the socket; a reviving connection stops
         reviving.  Idempotent.  Always closes, even when cancelled: the
-        cancellation is delivered afterwards."""
+        cancellation is delivered afterwards.
+
+        Inside ``async with connect()`` it returns and the body goes on;
+        operations on the closed connection then raise
+        :class:`~trio_msg.errors.ConnectionClosed` ("closed by client")."""
         with anyio.CancelScope(shield=True):
             self._closing = True
             if self._supervisor_scope is not None:
