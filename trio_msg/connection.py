@@ -26,10 +26,10 @@ import functools
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any, ParamSpec, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, cast
 
 import anyio
 import anyio.abc
@@ -137,12 +137,14 @@ class _ConnectContext:
     ) -> bool | None:
         return await self._cm.__aexit__(exc_type, exc, tb)
 
-    def __await__(self) -> Generator[Any, None, Connection]:
-        raise TypeError(
-            "trio_msg.connect() is an async context manager, not a coroutine: "
-            "use 'async with trio_msg.connect(url) as conn:' (the connection "
-            "lives in that block and is closed when it ends)"
-        )
+    if not TYPE_CHECKING:  # (so that type checkers flag the await too)
+
+        def __await__(self):
+            raise TypeError(
+                "trio_msg.connect() is an async context manager, not a coroutine: "
+                "use 'async with trio_msg.connect(url) as conn:' (the connection "
+                "lives in that block and is closed when it ends)"
+            )
 
 
 def _context(

@@ -318,22 +318,24 @@ async def _setup(
 async def test_forced_close_raises_connection_forced(proxy: TcpProxy, unique_name: str) -> None:
     watch = _Watch()
     with anyio.fail_after(15), pytest.raises(ConnectionForced) as info:
-        async with connect(_via(proxy), connection_name=unique_name) as conn:
-            async with anyio.create_task_group() as tg:
-                ch, pub_ch, receive, q = await _setup(watch, conn)
-                proxy.stall()
-                result = await pub_ch.basic_publish(b"x", "", q)
-                assert result is not None
-                tg.start_soon(watch.run, "declare", lambda: ch.queue_declare(q, passive=True))
-                tg.start_soon(watch.run, "open_channel", conn.open_channel)
-                tg.start_soon(watch.run, "sink", lambda: _drain(receive))
-                tg.start_soon(watch.run, "confirm", result.wait)
-                await anyio.sleep(0.1)
-                await anyio.to_thread.run_sync(
-                    close_connection_by_name, unique_name, "trio_msg forced-close test"
-                )
-                proxy.resume()
-                await anyio.sleep_forever()  # the loss cancels the body
+        async with (
+            connect(_via(proxy), connection_name=unique_name) as conn,
+            anyio.create_task_group() as tg,
+        ):
+            ch, pub_ch, receive, q = await _setup(watch, conn)
+            proxy.stall()
+            result = await pub_ch.basic_publish(b"x", "", q)
+            assert result is not None
+            tg.start_soon(watch.run, "declare", lambda: ch.queue_declare(q, passive=True))
+            tg.start_soon(watch.run, "open_channel", conn.open_channel)
+            tg.start_soon(watch.run, "sink", lambda: _drain(receive))
+            tg.start_soon(watch.run, "confirm", result.wait)
+            await anyio.sleep(0.1)
+            await anyio.to_thread.run_sync(
+                close_connection_by_name, unique_name, "trio_msg forced-close test"
+            )
+            proxy.resume()
+            await anyio.sleep_forever()  # the loss cancels the body
     assert not conn.is_open
     exc = info.value
     assert type(exc) is ConnectionForced
