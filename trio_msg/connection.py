@@ -241,7 +241,9 @@ async def connect(
                     await conn.aclose()
                 conn._stop_tasks()
     except BaseExceptionGroup as group:
-        raise _unwrap(group) from None
+        error = _unwrap(group)
+        # (keeps the exception's own cause; only the group is hidden)
+        raise error from error.__cause__
     # Here the body ended without an exception of its own, or was cancelled
     # by the loss (see _end_body); either way a loss is raised, never
     # swallowed.

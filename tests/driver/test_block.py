@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
+import trio
+import trio.testing
 from pamqp import commands as C
 
 from trio_msg import Producer
@@ -22,12 +24,11 @@ from trio_msg.errors import (
     ConnectionFailed,
     ConnectionForced,
     ConnectionLost,
+    HeartbeatTimeout,
     TrioMsgError,
 )
 
 from .fake_broker import URL, FakeBroker, Received
-
-pytestmark = pytest.mark.anyio
 
 #: Retries at once: the tests run on asyncio too, without a virtual clock.
 NO_WAIT = RetryPolicy(max_retries=2, interval_start=0, interval_step=0)
@@ -47,6 +48,7 @@ LOSSES: dict[str, tuple[Callable[[FakeBroker], Awaitable[None]], type[TrioMsgErr
 }
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("loss", list(LOSSES))
 async def test_a_loss_cancels_a_body_that_does_not_use_the_connection(
     broker: FakeBroker, loss: str
@@ -66,6 +68,7 @@ async def test_a_loss_cancels_a_body_that_does_not_use_the_connection(
     assert info.value.__suppress_context__ or info.value.__context__ is None
 
 
+@pytest.mark.anyio
 async def test_a_reviving_connection_that_runs_out_of_retries_ends_its_block(
     broker: FakeBroker,
 ) -> None:
@@ -81,6 +84,7 @@ async def test_a_reviving_connection_that_runs_out_of_retries_ends_its_block(
     assert broker.connects == 1 + 2
 
 
+@pytest.mark.anyio
 async def test_a_reviving_connection_that_comes_back_leaves_the_body_alone(
     broker: FakeBroker,
 ) -> None:
@@ -97,6 +101,7 @@ async def test_a_reviving_connection_that_comes_back_leaves_the_body_alone(
     assert broker.connects == 3
 
 
+@pytest.mark.anyio
 async def test_nested_task_groups_in_the_body_are_cancelled_and_the_loss_raised(
     broker: FakeBroker,
 ) -> None:
@@ -120,6 +125,7 @@ async def test_nested_task_groups_in_the_body_are_cancelled_and_the_loss_raised(
     assert sorted(cancelled) == ["a", "b", "body"]
 
 
+@pytest.mark.anyio
 async def test_a_body_that_swallows_the_cancellation_still_raises_the_loss(
     broker: FakeBroker,
 ) -> None:
@@ -133,6 +139,7 @@ async def test_a_body_that_swallows_the_cancellation_still_raises_the_loss(
                     pass  # bad manners, but no silent exit for all that
 
 
+@pytest.mark.anyio
 async def test_the_bodys_own_exception_passes_unchanged(broker: FakeBroker) -> None:
     class Mine(Exception):
         pass
@@ -148,13 +155,18 @@ async def test_the_bodys_own_exception_passes_unchanged(broker: FakeBroker) -> N
     assert str(info.value) == "cleanup failed"
 
 
+@pytest.mark.anyio
 async def test_an_exception_before_any_loss_passes_unchanged(broker: FakeBroker) -> None:
+    cause = LookupError("why")
     async with broker:
-        with pytest.raises(KeyError):
+        with pytest.raises(KeyError) as info:
             async with connect(URL, revive=False):
-                raise KeyError("mine")
+                raise KeyError("mine") from cause
+    assert info.value.args == ("mine",)
+    assert info.value.__cause__ is cause
 
 
+@pytest.mark.anyio
 async def test_a_task_waiting_on_the_connection_gets_the_loss(broker: FakeBroker) -> None:
     """The body waiting on the connection gets the error itself, as before,
     and the block raises that same error."""
@@ -178,6 +190,7 @@ async def test_a_task_waiting_on_the_connection_gets_the_loss(broker: FakeBroker
     assert caught == [info.value]
 
 
+@pytest.mark.anyio
 async def test_a_normal_close_by_the_broker_does_not_cancel_the_body(
     broker: FakeBroker,
 ) -> None:
@@ -195,6 +208,7 @@ async def test_a_normal_close_by_the_broker_does_not_cancel_the_body(
     assert info.value.reply_code == 200 and info.value.by_peer
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("revive", [False, True])
 async def test_aclose_in_the_body_returns_and_the_body_goes_on(
     broker: FakeBroker, revive: bool
@@ -225,6 +239,7 @@ async def test_aclose_in_the_body_returns_and_the_body_goes_on(
     assert broker.sessions == 1  # a reviving connection closed does not come back
 
 
+@pytest.mark.anyio
 async def test_reviving_after_a_cut_in_the_login(broker: FakeBroker) -> None:
     """The reconnect's socket ends in the middle of the login: a loss, which
     the policy retries, not a refused password that ends the connection."""
@@ -248,11 +263,13 @@ async def test_reviving_after_a_cut_in_the_login(broker: FakeBroker) -> None:
     assert broker.sessions == 3
 
 
+@pytest.mark.anyio
 async def test_awaiting_connect_says_to_use_async_with() -> None:
     with pytest.raises(TypeError, match=r"async with trio_msg\.connect\(url\) as conn"):
         await connect(URL)  # type: ignore[misc]
 
 
+@pytest.mark.anyio
 async def test_connect_is_still_an_async_context_manager(broker: FakeBroker) -> None:
     async with broker:
         cm = connect(URL, revive=False)
@@ -264,6 +281,7 @@ async def test_connect_is_still_an_async_context_manager(broker: FakeBroker) -> 
     assert "revive" in (connect.__doc__ or "")
 
 
+@pytest.mark.anyio
 async def test_the_loss_of_a_connection_during_an_rpc_on_the_first_channel(
     broker: FakeBroker,
 ) -> None:
@@ -287,3 +305,42 @@ async def test_the_loss_of_a_connection_during_an_rpc_on_the_first_channel(
                 assert opening.value is conn.error
                 await anyio.sleep_forever()
     assert info.value.reply_code == 504
+
+
+# --- in virtual time (trio's autojump clock) ---------------------------------------
+
+
+@pytest.mark.trio
+async def test_a_silent_broker_ends_a_sleeping_body_after_two_heartbeats(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    broker.heartbeat = 10
+    async with broker:
+        with pytest.raises(HeartbeatTimeout):
+            async with connect(URL, heartbeat=10, revive=False):
+                broker.silent = True
+                start = trio.current_time()
+                try:
+                    await trio.sleep(3600)
+                finally:
+                    elapsed = trio.current_time() - start
+    assert 15 <= elapsed <= 25  # two intervals after the last byte heard, not on exit
+
+
+@pytest.mark.trio
+async def test_the_block_ends_as_soon_as_revive_gives_up(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    broker.serve_again = True
+    policy = RetryPolicy(max_retries=3, interval_start=1, interval_step=1)
+    async with broker:
+        with pytest.raises(ConnectionFailed, match="after 3 attempts"):
+            async with connect(URL, revive=policy):
+                broker.refuse = 100
+                start = trio.current_time()
+                await broker.hang_up()
+                try:
+                    await trio.sleep(3600)
+                finally:
+                    elapsed = trio.current_time() - start
+    assert elapsed == pytest.approx(1 + 2 + 3, abs=0.01)
