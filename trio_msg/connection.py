@@ -234,9 +234,9 @@ async def connect(
                     yield conn
             finally:
                 conn._body = None
-                # Shielded: aclose() ends with a checkpoint inside the (by
-                # then cancelled) task group, whose Cancelled would replace
-                # the body's exception and then be swallowed by the group.
+                # Shielded: aclose() ends with a checkpoint, whose Cancelled
+                # (the caller's scope may be cancelled) would replace the
+                # body's exception and then be swallowed by the group.
                 with anyio.CancelScope(shield=True):
                     await conn.aclose()
                 conn._stop_tasks()
@@ -245,10 +245,9 @@ async def connect(
         # (keeps the exception's own cause; only the group is hidden)
         raise error from error.__cause__
     # Here the body ended without an exception of its own, or was cancelled
-    # by the loss (see _end_body); either way a loss is raised, never
-    # swallowed.
-    # (``from __cause__``: keeps the cause, drops the body's Cancelled as
-    # the context, which would only read as a second failure.)
+    # by the loss (see _end_body): either way a loss is raised, never
+    # swallowed.  (``from __cause__`` keeps its cause and hides the body's
+    # Cancelled, which would only read as a second failure.)
     if policy is not None:
         if conn._fatal is not None:
             raise conn._fatal from conn._fatal.__cause__
