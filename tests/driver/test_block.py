@@ -191,6 +191,26 @@ async def test_a_task_waiting_on_the_connection_gets_the_loss(broker: FakeBroker
 
 
 @pytest.mark.anyio
+async def test_a_child_task_that_lets_the_loss_out_is_not_a_group(broker: FakeBroker) -> None:
+    """A task of the body's own task group fails with the loss while the
+    others are cancelled: the block raises the loss, not an ExceptionGroup."""
+    broker.hold.add("Queue.Declare")
+    async with broker:
+        with anyio.fail_after(5), pytest.raises(ConnectionForced) as info:
+            async with (
+                connect(URL, revive=False) as conn,
+                conn.channel() as ch,
+                anyio.create_task_group() as tg,
+            ):
+                tg.start_soon(ch.queue_declare, "q")
+                tg.start_soon(anyio.sleep_forever)
+                await broker.wait_for("Queue.Declare")
+                await _force_close(broker)
+                await anyio.sleep_forever()
+    assert info.value is conn.error
+
+
+@pytest.mark.anyio
 async def test_a_normal_close_by_the_broker_does_not_cancel_the_body(
     broker: FakeBroker,
 ) -> None:
