@@ -15,18 +15,21 @@ handshake, and starts three tasks in the connection's own task group:
 - the **heartbeat** task calls the core's ``tick(now)`` when it is due.
 
 When the connection dies (socket error, heartbeat timeout, a close from the
-broker), every task waiting on it gets the error, and the owning
-``async with`` raises it: one exception, never a bare ExceptionGroup.
+broker) and will not come back, every task waiting on it gets the error,
+the rest of the body of the owning ``async with`` is cancelled, and the
+block raises it: one exception, never a bare ExceptionGroup.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, cast
 
 import anyio
 import anyio.abc
@@ -39,12 +42,12 @@ from ._protocol import events as ev
 from ._protocol.connection import AMQPConnection
 from ._protocol.errors import (
     REPLY_SUCCESS,
-    AuthenticationError,
     ChannelClosed,
     ConnectionClosed,
     ConnectionLost,
     RemoteProtocolError,
     TrioMsgError,
+    WrongProtocol,
 )
 from ._protocol.frames import Buffer
 from ._protocol.state import ConnectionState
@@ -58,6 +61,8 @@ if TYPE_CHECKING:
     from .simple import SimpleBuffer, SimpleQueue
 
 __all__ = ["Connection", "connect"]
+
+_P = ParamSpec("_P")
 
 #: Publishers wait while more than this many bytes are queued for the socket.
 HIGH_WATER = 1024 * 1024
@@ -100,6 +105,12 @@ HANDBACK_KEEP = 0.0015
 #: stop for every answer that came a little late.
 POLL_AGAIN = 2
 
+_HANDSHAKE = (
+    ConnectionState.AWAIT_START,
+    ConnectionState.AWAIT_TUNE,
+    ConnectionState.AWAIT_OPEN_OK,
+)
+
 _STREAM_ERRORS = (
     anyio.EndOfStream,
     anyio.BrokenResourceError,
@@ -109,6 +120,48 @@ _STREAM_ERRORS = (
 )
 
 
+class _ConnectContext:
+    """What :func:`connect` returns: the async context manager, which also
+    says how to use it when awaited (``await connect(url)`` is aio-pika's
+    and aiormq's way, and would otherwise fail with a puzzling TypeError)."""
+
+    __slots__ = ("_cm",)
+
+    def __init__(self, cm: AbstractAsyncContextManager[Connection]) -> None:
+        self._cm = cm
+
+    async def __aenter__(self) -> Connection:
+        return await self._cm.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._cm.__aexit__(exc_type, exc, tb)
+
+    if not TYPE_CHECKING:  # (so that type checkers flag the await too)
+
+        def __await__(self):
+            raise TypeError(
+                "trio_msg.connect() is an async context manager, not a coroutine: "
+                "use 'async with trio_msg.connect(url) as conn:' (the connection "
+                "lives in that block and is closed when it ends)"
+            )
+
+
+def _context(
+    fn: Callable[_P, AbstractAsyncContextManager[Connection]],
+) -> Callable[_P, _ConnectContext]:
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _ConnectContext:
+        return _ConnectContext(fn(*args, **kwargs))
+
+    return wrapper
+
+
+@_context
 @asynccontextmanager
 async def connect(
     url: str | Sequence[str] = "amqp://guest:guest@localhost:5672//",
@@ -150,6 +203,22 @@ async def connect(
     The first connection is never retried: a broker that cannot be reached
     when the program starts is an error the caller should see.
 
+    The body of the ``async with`` lives with the connection, as a
+    nursery's body with its children: when the connection dies for good
+    (not reviving, a loss revive cannot cure, or the retries ran out), the
+    tasks waiting on it get the error first, then the rest of the body is
+    cancelled and the block raises the loss at once, even if the body was
+    not using the connection.  An exception of the body's own passes
+    unchanged.  A normal close (:meth:`Connection.aclose`, or the broker's
+    close with reply 200) cancels nothing.  See docs/cancellation.rst.
+
+    It is an async context manager only: ``await connect(url)`` raises a
+    TypeError saying to use ``async with``.  A socket that ends during the
+    handshake raises :class:`~trio_msg.errors.ConnectionLost` (a refused
+    login is the broker's 403: :class:`~trio_msg.errors.AuthenticationError`);
+    a server that does not speak AMQP 0-9-1 raises
+    :class:`~trio_msg.errors.ConnectionFailed` quoting what it sent.
+
     ``busy_poll`` (seconds, 0.0005 by default; 0 turns it off): on plain
     TCP, a task about to wait for the broker's answer polls the socket for
     that long, yielding to the event loop between tries, before it sleeps.
@@ -170,21 +239,32 @@ async def connect(
             if policy is not None:
                 conn._spawn_supervisor(tg)
             try:
-                yield conn
+                # The body runs in a scope of its own, which a loss the
+                # connection will not come back from cancels (_end_body):
+                # this block then raises the loss, like a failed nursery.
+                with anyio.CancelScope() as conn._body:
+                    yield conn
             finally:
-                # Shielded: aclose() ends with a checkpoint inside the (by
-                # then cancelled) task group, whose Cancelled would replace
-                # the body's exception and then be swallowed by the group.
+                conn._body = None
+                # Shielded: aclose() ends with a checkpoint, whose Cancelled
+                # (the caller's scope may be cancelled) would replace the
+                # body's exception and then be swallowed by the group.
                 with anyio.CancelScope(shield=True):
                     await conn.aclose()
                 conn._stop_tasks()
     except BaseExceptionGroup as group:
-        raise _unwrap(group) from None
+        error = _unwrap(group)
+        # (keeps the exception's own cause; only the group is hidden)
+        raise error from error.__cause__
+    # Here the body ended without an exception of its own, or was cancelled
+    # by the loss (see _end_body): either way a loss is raised, never
+    # swallowed.  (``from __cause__`` keeps its cause and hides the body's
+    # Cancelled, which would only read as a second failure.)
     if policy is not None:
         if conn._fatal is not None:
-            raise conn._fatal
+            raise conn._fatal from conn._fatal.__cause__
     elif conn.error is not None and not _normal_close(conn.error):
-        raise conn.error
+        raise conn.error from conn.error.__cause__
 
 
 def _normal_close(error: BaseException) -> bool:
@@ -254,6 +334,8 @@ class Connection:
         self._polling = params.busy_poll > 0
         self._supervisor_scope: anyio.CancelScope | None = None
         self._supervisor_done = anyio.Event()
+        #: The scope of the ``async with connect()`` body, while it runs.
+        self._body: anyio.CancelScope | None = None
         self._writable_waiters = 0
         self._new_incarnation()
 
@@ -422,6 +504,13 @@ class Connection:
             raise
         if self.error is not None:
             await self._abort()
+            if isinstance(self.error, WrongProtocol) and self.address is not None:
+                # Not a broker at all (an HTTP server, the management port):
+                # the address is wrong, as if nothing listened there.
+                host, port = self.address
+                raise ConnectionFailed(
+                    f"cannot connect to the broker: {host}:{port}: {self.error}"
+                ) from self.error
             raise self.error
 
     async def _connect_tcp(
@@ -611,6 +700,19 @@ class Connection:
             self.error = error
         self._ready.set()
         self._writable.set()
+        self._end_body(error)
+
+    def _end_body(self, error: TrioMsgError | None) -> None:
+        """The connection is gone for good with *error*: cancel the body of
+        its ``async with``, which then raises *error* (see :func:`connect`),
+        unless it is a normal close (reply 200, ours or the broker's).
+        Tasks waiting on the connection were woken with the error first."""
+        if error is None or (
+            isinstance(error, ConnectionClosed) and error.reply_code == REPLY_SUCCESS
+        ):
+            return
+        if self._body is not None:
+            self._body.cancel()
 
     async def wait_connected(self) -> None:
         """Return once the connection is open (at once if it is).
@@ -712,7 +814,11 @@ class Connection:
         """Close the connection: ``connection.close``, wait (bounded) for
         ``close-ok``, close the socket; a reviving connection stops
         reviving.  Idempotent.  Always closes, even when cancelled: the
-        cancellation is delivered afterwards."""
+        cancellation is delivered afterwards.
+
+        Inside ``async with connect()`` it returns and the body goes on;
+        operations on the closed connection then raise
+        :class:`~trio_msg.errors.ConnectionClosed` ("closed by client")."""
         with anyio.CancelScope(shield=True):
             self._closing = True
             if self._supervisor_scope is not None:
@@ -733,7 +839,9 @@ class Connection:
             if self._stream is not None:
                 with anyio.move_on_after(1):
                     await self._close_stream()
-            self._stop_tasks()
+            # Only the connection's own tasks: the body of ``async with
+            # connect()`` (in the same task group) goes on after aclose().
+            self._stop_incarnation()
             self._ready.set()
         await checkpoint()
 
@@ -1204,16 +1312,14 @@ class Connection:
         if self._terminated.is_set():
             return
         error: TrioMsgError | None = None
-        if self._core.state is not ConnectionState.CLOSING:
+        state = self._core.state
+        if state is not ConnectionState.CLOSING:
             text = redact(_describe(exc), self.params)
-            if self._core.state is ConnectionState.AWAIT_TUNE:
-                error = AuthenticationError(
-                    "the broker closed the connection during authentication "
-                    f"(wrong credentials, or a mechanism it refuses): {text}",
-                    by_peer=True,
-                )
-            else:
-                error = ConnectionLost(f"connection to the broker lost: {text}")
+            # A loss in the handshake is a loss: a broker refusing our
+            # credentials says so with a 403 (we ask for it with the
+            # authentication_failure_close capability).
+            during = " during the handshake" if state in _HANDSHAKE else ""
+            error = ConnectionLost(f"connection to the broker lost{during}: {text}")
         self._core.connection_lost(error)
         self._dispatch_nowait(self._core.next_events())
 
@@ -1295,6 +1401,8 @@ class Connection:
             self._kick()
             self._notify_writable()
             self._writable.set()
+            if self.retry_policy is None and not self._closing:
+                self._end_body(event.error)  # after waking its waiters: they get the error
 
 
 class Signal:

@@ -4,13 +4,14 @@ the handshake fails ``connect()`` with a clear error within
 
 from __future__ import annotations
 
+import anyio
 import pytest
 import trio
 import trio.testing
 from pamqp import commands as C
 
 from trio_msg.connection import connect
-from trio_msg.errors import AuthenticationError, ConnectionFailed, InvalidPath
+from trio_msg.errors import AuthenticationError, ConnectionFailed, ConnectionLost, InvalidPath
 
 from .fake_broker import URL, FakeBroker, Received
 
@@ -48,22 +49,56 @@ async def test_cancelled_connect_leaves_nothing_open(
             await broker.wait_closed()
 
 
-@pytest.mark.trio
-async def test_hang_up_after_start_ok_is_an_authentication_error(
-    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "hang_up_after",
+    ["ProtocolHeader", "Connection.StartOk", "Connection.TuneOk", "Connection.Open"],
+)
+async def test_hang_up_during_the_handshake_is_a_loss(
+    broker: FakeBroker, hang_up_after: str
 ) -> None:
-    """RabbitMQ's answer to bad credentials from clients without the
-    authentication_failure_close capability: it just closes the socket."""
+    """A socket that ends in the handshake, even in the middle of the
+    login, is a connection loss, not a refused login: trio_msg asks for
+    authentication_failure_close, and RabbitMQ refuses a login with a 403
+    (test_close_during_the_handshake_names_the_cause; the real broker in
+    tests/integration/test_connection.py)."""
 
-    async def refuse(b: FakeBroker, rec: Received) -> None:
+    async def hang_up(b: FakeBroker, rec: Received) -> None:
         await b.hang_up()
+
+    broker.handlers[hang_up_after] = hang_up
+    async with broker:
+        with pytest.raises(ConnectionLost) as info:
+            with anyio.fail_after(5):
+                async with connect("amqp://guest:s3cret@fake-broker.invalid//", revive=False):
+                    pytest.fail("connected")
+    assert not isinstance(info.value, AuthenticationError)
+    assert "during the handshake" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_a_403_in_the_handshake_is_an_authentication_error(broker: FakeBroker) -> None:
+    async def refuse(b: FakeBroker, rec: Received) -> None:
+        await b.send(
+            0,
+            C.Connection.Close(
+                reply_code=403,
+                reply_text="ACCESS_REFUSED - Login was refused using authentication "
+                "mechanism PLAIN",
+                class_id=0,
+                method_id=0,
+            ),
+        )
 
     broker.handlers["Connection.StartOk"] = refuse
     async with broker:
-        with pytest.raises(AuthenticationError) as info, trio.fail_after(5):
-            async with connect("amqp://guest:s3cret@fake-broker.invalid//"):
-                pass
-        assert "s3cret" not in str(info.value)
+        with pytest.raises(AuthenticationError) as info:
+            with anyio.fail_after(5):
+                async with connect("amqp://guest:s3cret@fake-broker.invalid//", revive=False):
+                    pytest.fail("connected")
+    assert info.value.reply_code == 403
+    assert "s3cret" not in str(info.value)
 
 
 @pytest.mark.trio

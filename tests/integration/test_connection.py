@@ -3,6 +3,7 @@ open, and dying (forced close, cut, silence) with one clear exception."""
 
 from __future__ import annotations
 
+import math
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -317,23 +318,25 @@ async def _setup(
 async def test_forced_close_raises_connection_forced(proxy: TcpProxy, unique_name: str) -> None:
     watch = _Watch()
     with anyio.fail_after(15), pytest.raises(ConnectionForced) as info:
-        async with connect(_via(proxy), connection_name=unique_name, revive=False) as conn:
-            async with anyio.create_task_group() as tg:
-                ch, pub_ch, receive, q = await _setup(watch, conn)
-                proxy.stall()
-                result = await pub_ch.basic_publish(b"x", "", q)
-                assert result is not None
-                tg.start_soon(watch.run, "declare", lambda: ch.queue_declare(q, passive=True))
-                tg.start_soon(watch.run, "open_channel", conn.open_channel)
-                tg.start_soon(watch.run, "sink", lambda: _drain(receive))
-                tg.start_soon(watch.run, "confirm", result.wait)
-                await anyio.sleep(0.1)
-                await anyio.to_thread.run_sync(
-                    close_connection_by_name, unique_name, "trio_msg forced-close test"
-                )
-                proxy.resume()
-            # every waiter has ended; the body itself ends normally
-            assert not conn.is_open
+        async with (
+            connect(_via(proxy), connection_name=unique_name, revive=False) as conn,
+            anyio.create_task_group() as tg,
+        ):
+            ch, pub_ch, receive, q = await _setup(watch, conn)
+            proxy.stall()
+            result = await pub_ch.basic_publish(b"x", "", q)
+            assert result is not None
+            tg.start_soon(watch.run, "declare", lambda: ch.queue_declare(q, passive=True))
+            tg.start_soon(watch.run, "open_channel", conn.open_channel)
+            tg.start_soon(watch.run, "sink", lambda: _drain(receive))
+            tg.start_soon(watch.run, "confirm", result.wait)
+            await anyio.sleep(0.1)
+            await anyio.to_thread.run_sync(
+                close_connection_by_name, unique_name, "trio_msg forced-close test"
+            )
+            proxy.resume()
+            await anyio.sleep_forever()  # the loss cancels the body
+    assert not conn.is_open
     exc = info.value
     assert type(exc) is ConnectionForced
     assert exc.reply_code == 320
@@ -356,7 +359,9 @@ async def test_forced_close_error_raised_in_the_body_is_not_grouped(
         async with connect(broker_url, connection_name=unique_name, revive=False) as conn:
             ch = await conn.open_channel()
             await anyio.to_thread.run_sync(close_connection_by_name, unique_name)
-            with anyio.fail_after(5):
+            # (shielded from the cancellation the loss brings, to raise the
+            # loss from inside the body)
+            with anyio.CancelScope(shield=True), anyio.fail_after(5):
                 while conn.is_open:
                     await anyio.sleep(0.02)
             await ch.queue_declare("", exclusive=True)  # raises inside the body
@@ -404,19 +409,22 @@ async def test_silent_broker_heartbeat_timeout(proxy: TcpProxy) -> None:
     with anyio.fail_after(10), pytest.raises(HeartbeatTimeout) as info:
         async with connect(_via(proxy), heartbeat=1, revive=False) as conn:
             assert conn.heartbeat == 1
-            async with anyio.create_task_group() as tg:
-                ch, pub_ch, receive, q = await _setup(watch, conn)
-                # Heartbeats keep an idle connection alive well past 2 intervals.
-                await anyio.sleep(2.5)
-                assert conn.is_open
-                proxy.stall()
-                stalled_at = anyio.current_time()
-                result = await pub_ch.basic_publish(b"x", "", q)
-                assert result is not None
-                tg.start_soon(watch.run, "declare", lambda: ch.queue_declare(q, passive=True))
-                tg.start_soon(watch.run, "sink", lambda: _drain(receive))
-                tg.start_soon(watch.run, "confirm", result.wait)
-            died_after = anyio.current_time() - stalled_at
+            stalled_at = math.inf
+            try:
+                async with anyio.create_task_group() as tg:
+                    ch, pub_ch, receive, q = await _setup(watch, conn)
+                    # Heartbeats keep an idle connection alive well past 2 intervals.
+                    await anyio.sleep(2.5)
+                    assert conn.is_open
+                    proxy.stall()
+                    stalled_at = anyio.current_time()
+                    result = await pub_ch.basic_publish(b"x", "", q)
+                    assert result is not None
+                    tg.start_soon(watch.run, "declare", lambda: ch.queue_declare(q, passive=True))
+                    tg.start_soon(watch.run, "sink", lambda: _drain(receive))
+                    tg.start_soon(watch.run, "confirm", result.wait)
+            finally:  # (the loss cancels the body)
+                died_after = anyio.current_time() - stalled_at
     # Two silent intervals after the last byte heard; RabbitMQ sends a
     # heartbeat every half interval, so that byte may be 0.5 s older than the
     # stall, and timers on both sides jitter (CI once saw 1.499 s): 1 s is the

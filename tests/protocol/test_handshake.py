@@ -17,10 +17,12 @@ from trio_msg._protocol.errors import (
     ConnectionClosed,
     ConnectionForced,
     ConnectionLost,
+    FrameError,
     HeartbeatTimeout,
     LocalProtocolError,
     MessageStateError,
     NotAllowed,
+    WrongProtocol,
 )
 
 from .peer import Peer, connected, seq, state
@@ -221,13 +223,55 @@ def test_vhost_refused_during_handshake() -> None:
     assert (terminated.error.class_id, terminated.error.method_id) == (10, 40)
 
 
-def test_eof_during_authentication_is_reported_as_such() -> None:
+@pytest.mark.parametrize("after", ["protocol header", "start", "tune"])
+def test_eof_during_the_handshake_is_a_loss_not_a_refused_login(after: str) -> None:
+    """We ask for authentication_failure_close: a broker refusing our
+    credentials says so with a 403 (test_403_during_handshake).  A socket
+    that ends meanwhile is a loss, which a reviving connection retries."""
     peer = Peer()
-    peer.start()
+    peer.conn.initiate()
+    if after != "protocol header":
+        peer.start()
+    if after == "tune":
+        peer.tune()
     peer.conn.connection_lost()
     (terminated,) = peer.events()
-    assert isinstance(terminated.error, ConnectionLost)
-    assert "authentication" in str(terminated.error)
+    assert type(terminated.error) is ConnectionLost
+    assert "during the handshake" in str(terminated.error)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        b"\x16\x03\x01\x00\x2a\x02\x00\x00\x26\x03\x03",  # a TLS server's hello
+    ],
+)
+@pytest.mark.parametrize("split", [False, True])
+def test_a_server_that_does_not_speak_amqp(answer: bytes, split: bool) -> None:
+    """Whatever the first bytes are, if they are no AMQP frame the error says
+    the server does not speak AMQP and quotes them (not "unknown frame type 72")."""
+    conn = AMQPConnection()
+    conn.initiate()
+    conn.data_to_send()
+    with pytest.raises(WrongProtocol) as info:
+        for piece in [answer[:3], answer[3:]] if split else [answer]:
+            conn.receive_data(piece)
+    assert "does not speak AMQP 0-9-1" in str(info.value)
+    assert repr(answer[:7])[:-1] in str(info.value)  # quoted (without the closing quote)
+    assert isinstance(info.value, FrameError)
+    (terminated,) = conn.next_events()
+    assert terminated.error is info.value
+    assert conn.data_to_send() == b""  # no connection.close to a stranger
+
+
+def test_a_server_of_another_amqp_version() -> None:
+    conn = AMQPConnection()
+    conn.initiate()
+    with pytest.raises(WrongProtocol) as info:
+        conn.receive_data(b"AMQP\x00\x01\x00\x00")
+    assert "protocol header b'AMQP\\x00\\x01\\x00\\x00'" in str(info.value)
 
 
 def test_client_close() -> None:

@@ -49,6 +49,7 @@ from .errors import (
     RemoteProtocolError,
     TrioMsgError,
     UnexpectedFrame,
+    WrongProtocol,
     channel_closed,
     connection_closed,
 )
@@ -373,11 +374,14 @@ class AMQPConnection:
         if self.state is ConnectionState.CLOSED:
             return
         if error is None:
-            if self.state is ConnectionState.AWAIT_TUNE:
-                error = ConnectionLost(
-                    "the broker closed the connection during authentication "
-                    "(probably wrong credentials or a mechanism it refuses)"
-                )
+            if self.state in (
+                ConnectionState.AWAIT_START,
+                ConnectionState.AWAIT_TUNE,
+                ConnectionState.AWAIT_OPEN_OK,
+            ):
+                # Not a refused login: the broker refuses with a 403
+                # (authentication_failure_close, which we ask for).
+                error = ConnectionLost("the connection to the broker was lost during the handshake")
             elif self.state is ConnectionState.CLOSING:
                 error = connection_closed(REPLY_SUCCESS, "connection closed", by_peer=False)
             else:
@@ -498,8 +502,21 @@ class AMQPConnection:
         try:
             self._frames(buf)
         except RemoteProtocolError as exc:
-            self._protocol_error(exc)
-            raise
+            error = exc
+            if (
+                self.state is ConnectionState.AWAIT_START
+                and isinstance(exc, FrameError)
+                and not isinstance(exc, WrongProtocol)
+            ):
+                # The first bytes the server sent are no AMQP frame: it is
+                # some other server (HTTP, the management port, ...).
+                error = WrongProtocol(
+                    f"the server does not speak AMQP 0-9-1: it sent {buf[:40]!r} ({exc})"
+                )
+            self._protocol_error(error)
+            if error is exc:
+                raise
+            raise error from exc
 
     def _frames(self, buf: bytes) -> None:
         """Cut ``buf`` into frames and handle them; hand what is left (the
@@ -778,7 +795,7 @@ class AMQPConnection:
 
     def _on_start(self, method: C.Connection.Start) -> None:
         if (method.version_major, method.version_minor) != (0, 9):
-            raise RemoteProtocolError(
+            raise WrongProtocol(
                 f"the server speaks AMQP {method.version_major}-{method.version_minor}, not 0-9-1",
                 COMMAND_INVALID,
             )

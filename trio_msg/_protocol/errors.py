@@ -41,6 +41,7 @@ __all__ = [
     "ResourceLocked",
     "TrioMsgError",
     "UnexpectedFrame",
+    "WrongProtocol",
     "channel_closed",
     "connection_closed",
 ]
@@ -102,6 +103,13 @@ class FrameError(RemoteProtocolError):
 
     def __init__(self, message: str, reply_code: int = FRAME_ERROR) -> None:
         super().__init__(message, reply_code)
+
+
+class WrongProtocol(FrameError):
+    """The peer does not speak AMQP 0-9-1: the first bytes it sent are no
+    AMQP frame (an HTTP server, the management port), or a protocol header
+    offering another version.  The driver reports it as
+    :class:`~trio_msg.errors.ConnectionFailed`."""
 
 
 class UnexpectedFrame(RemoteProtocolError):

@@ -41,7 +41,7 @@ from pamqp import commands as _pcommands
 from pamqp import encode as _pencode
 
 from ._build import fast_constructor
-from .errors import CHANNEL_ERROR, FRAME_ERROR, FrameError, LocalProtocolError
+from .errors import CHANNEL_ERROR, FRAME_ERROR, FrameError, LocalProtocolError, WrongProtocol
 
 __all__ = [
     "FRAME_BODY",
@@ -114,7 +114,7 @@ def check_frame_header(
     """
     if frame_type not in _KNOWN_FRAME_TYPES:
         if data[pos : pos + 4] == b"AMQP":
-            raise FrameError(
+            raise WrongProtocol(
                 "the server does not speak AMQP 0-9-1: it answered with "
                 f"protocol header {bytes(data[pos : pos + 8])!r}"
             )
