@@ -23,6 +23,7 @@ The connection never waits for a watcher.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
@@ -316,6 +317,8 @@ class Observer:
         self._connected_at: float | None = None
         self._connected_total = 0.0
         self._lost_at: float | None = None
+        #: Where the connection was last open (for the lines of a revival).
+        self._last_where = params.host
 
     # --- for users -----------------------------------------------------------
 
@@ -324,7 +327,7 @@ class Observer:
 
     def statistics(self, conn: Connection) -> ConnectionStatistics:
         counts = self.counts
-        now = anyio.current_time()
+        now = time.monotonic()
         connected_for = None if self._connected_at is None else now - self._connected_at
         return ConnectionStatistics(
             state=self.state,
@@ -371,9 +374,10 @@ class Observer:
 
     def ready(self, conn: Connection) -> None:
         """An incarnation is open (and, after a loss, replayed)."""
-        now = anyio.current_time()
+        now = time.monotonic()
         self._connected_at = now
         self.state = "open"
+        self._last_where = self._where(conn)
         logger.info(
             "connected to %s (incarnation %d): heartbeat %d s, frame_max %d, channel_max %d",
             self._where(conn),
@@ -404,7 +408,7 @@ class Observer:
         :meth:`attempt_failed`."""
         if self._connected_at is None:
             return
-        now = anyio.current_time()
+        now = time.monotonic()
         self._connected_total += now - self._connected_at
         self._connected_at = None
         if conn._closing:
@@ -429,7 +433,9 @@ class Observer:
         self._attempt = attempt
         self.attempts += 1
         if attempt == 1:
-            logger.info("reviving the connection (first attempt in %.3g s)", delay)
+            logger.info(
+                "reviving the connection to %s (first attempt in %.3g s)", self._last_where, delay
+            )
         else:
             logger.debug("revive attempt %d in %.3g s", attempt, delay)
         self._emit(Reviving(attempt, delay, last))
@@ -442,7 +448,9 @@ class Observer:
         """A reviving connection ends for good with *error*."""
         self.last_error = error
         if self._lost_at is not None:
-            logger.warning("gave up reviving the connection: %s", self._text(error))
+            logger.warning(
+                "gave up reviving the connection to %s: %s", self._last_where, self._text(error)
+            )
         self._close(error)
 
     def blocking(self, event: ev.ConnectionBlocked | ev.ConnectionUnblocked) -> None:
@@ -458,7 +466,7 @@ class Observer:
         if self._closed is not None:
             return
         if self._connected_at is not None:
-            self._connected_total += anyio.current_time() - self._connected_at
+            self._connected_total += time.monotonic() - self._connected_at
             self._connected_at = None
         logger.info("connection to %s closed", self._where(conn))
         self._close(None)

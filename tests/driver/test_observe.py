@@ -140,7 +140,7 @@ async def test_a_revival_is_lost_reviving_revived_and_the_end_closed(
     ]
     assert [line for line in info if not line.startswith("revive attempt")] == [
         f"connected to {where} (incarnation 1): {tune}",
-        "reviving the connection (first attempt in 0.01 s)",
+        f"reviving the connection to {where} (first attempt in 0.01 s)",
         f"connected to {where} (incarnation 2): {tune}",
         line_starting(info, f"connection to {where} revived after 2 attempts in "),
         f"connection to {where} closed",
@@ -152,6 +152,34 @@ async def test_a_revival_is_lost_reviving_revived_and_the_end_closed(
 def line_starting(lines: list[str], prefix: str) -> str:
     (line,) = [line for line in lines if line.startswith(prefix)]
     return line
+
+
+async def test_giving_up_reviving_is_a_warning_and_closed(
+    broker: FakeBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_msg")
+    broker.serve_again = True
+    recorder = Recorder()
+    policy = RetryPolicy(max_retries=2, interval_start=0.01, interval_step=0.01)
+    async with broker, anyio.create_task_group() as tg:
+        with pytest.raises(ConnectionFailed) as info:
+            async with connect(URL, revive=policy) as conn:
+                await tg.start(recorder.run, conn)
+                broker.refuse = 100
+                await broker.hang_up()
+                with anyio.fail_after(10), pytest.raises(ConnectionFailed):
+                    await conn.wait_connected()
+    lost, first, second, closed = recorder.events
+    assert isinstance(lost, Lost) and lost.reviving
+    assert isinstance(first, Reviving) and isinstance(second, Reviving)
+    assert [first.attempt, second.attempt] == [1, 2]
+    assert closed == Closed(info.value)
+    assert conn.statistics().state == "closed"
+    assert conn.statistics().reconnect_attempts == 2
+    lost_line, gave_up = records(caplog, logging.WARNING)
+    assert "lost (reviving)" in lost_line
+    assert gave_up.startswith("gave up reviving the connection to fake-broker.invalid:5672")
+    assert "gave up reconnecting after 2 attempts" in gave_up
 
 
 async def test_a_loss_without_revive_is_lost_then_closed(
