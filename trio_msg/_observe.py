@@ -207,14 +207,6 @@ class Counters:
         self.acked = 0
         self.rejected = 0
 
-    def confirmations(self, outcome: ev.Outcome, count: int) -> None:
-        if outcome is ev.Outcome.ACK:
-            self.confirmed += count
-        elif outcome is ev.Outcome.NACK:
-            self.nacked += count
-        else:
-            self.unknown += count
-
 
 # --- watchers ----------------------------------------------------------------
 

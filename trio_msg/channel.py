@@ -278,9 +278,16 @@ class Channel:
 
     def _on_confirmation(self, event: ev.Confirmation) -> None:
         publishes = self._publishes
+        outcome = event.outcome
+        counts = self._counts
+        if outcome is ev.Outcome.ACK:
+            counts.confirmed += len(event.delivery_tags)
+        elif outcome is ev.Outcome.NACK:
+            counts.nacked += len(event.delivery_tags)
+        else:
+            counts.unknown += len(event.delivery_tags)
         # UNKNOWN comes only as the channel closes: say why.
-        reason = self._core.error if event.outcome is ev.Outcome.UNKNOWN else None
-        self._counts.confirmations(event.outcome, len(event.delivery_tags))
+        reason = self._core.error if outcome is ev.Outcome.UNKNOWN else None
         for tag in event.delivery_tags:
             result = publishes.pop(tag, None)
             if result is not None:
