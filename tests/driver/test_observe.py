@@ -352,3 +352,29 @@ async def test_no_log_line_per_message(
                 await message.ack()
             assert len(caplog.records) == before
         assert conn.statistics().delivered == 200
+
+
+async def test_channel_detail_is_debug(
+    broker: FakeBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_msg")
+    async with broker, connect(URL) as conn:
+        ch = await conn.open_channel()
+        await broker.send(ch.channel_id, C.Channel.Flow(active=False))
+        await broker.send(ch.channel_id, C.Channel.Flow(active=True))
+        await broker.close_channel(ch.channel_id, 406, "PRECONDITION_FAILED - nope")
+        with anyio.fail_after(5):
+            while ch.is_open:
+                await anyio.sleep(0.001)
+    channel_lines = [
+        (r.levelno, r.getMessage()) for r in caplog.records if r.name == "trio_msg.channel"
+    ]
+    assert channel_lines == [
+        (logging.DEBUG, f"channel {ch.channel_id} opened"),
+        (logging.DEBUG, f"the broker paused publishing on channel {ch.channel_id}"),
+        (logging.DEBUG, f"the broker resumed publishing on channel {ch.channel_id}"),
+        (
+            logging.DEBUG,
+            f"channel {ch.channel_id} closed: PreconditionFailed: (406) PRECONDITION_FAILED - nope",
+        ),
+    ]
