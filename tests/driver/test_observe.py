@@ -375,6 +375,7 @@ async def test_channel_detail_is_debug(
         (logging.DEBUG, f"the broker resumed publishing on channel {ch.channel_id}"),
         (
             logging.DEBUG,
-            f"channel {ch.channel_id} closed: PreconditionFailed: (406) PRECONDITION_FAILED - nope",
+            f"channel {ch.channel_id} closed: PreconditionFailed: "
+            "(406) PRECONDITION_FAILED - nope [closed by broker]",
         ),
     ]
