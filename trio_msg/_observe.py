@@ -230,6 +230,7 @@ class Watcher:
         self._events: deque[ConnectionEvent] = deque()
         self._missed = 0
         self._done = False
+        self._active = False
         self._wake: anyio.Event | None = None
 
     def __repr__(self) -> str:
@@ -245,11 +246,15 @@ class Watcher:
             self._wake.set()
 
     async def __aenter__(self) -> Watcher:
+        if self._active:
+            raise RuntimeError("this watcher is already in use: call conn.watch() again")
+        self._active = True
         self._observer._subscribe(self)
         try:
             await checkpoint()
         except BaseException:
             self._observer._unsubscribe(self)
+            self._active = False
             raise
         return self
 
@@ -260,6 +265,7 @@ class Watcher:
         tb: TracebackType | None,
     ) -> None:
         self._observer._unsubscribe(self)
+        self._active = False
         await cancel_shielded_checkpoint()
 
     def __aiter__(self) -> Watcher:
@@ -269,6 +275,8 @@ class Watcher:
         """The next event; waits for one.  Cancellation: stops waiting; no
         event is lost."""
         await checkpoint()
+        if not self._active:
+            raise RuntimeError("iterate a watcher inside 'async with conn.watch() as events'")
         while True:
             if self._missed:
                 count, self._missed = self._missed, 0

@@ -249,10 +249,15 @@ async def test_watching_a_closed_connection_yields_closed_and_ends(broker: FakeB
             assert [event async for event in events] == [Closed(None)]
 
 
-async def test_watch_refuses_a_bad_buffer_size(broker: FakeBroker) -> None:
+async def test_watch_refuses_a_bad_buffer_size_and_iteration_outside_its_block(
+    broker: FakeBroker,
+) -> None:
     async with broker, connect(URL) as conn:
         with pytest.raises(ValueError, match="buffer_size"):
             conn.watch(buffer_size=0)
+        watcher = conn.watch()
+        with pytest.raises(RuntimeError, match="async with"):
+            await anext(watcher)  # it would never see an event
 
 
 # --- statistics -------------------------------------------------------------------
