@@ -377,10 +377,10 @@ class Observer:
         now = time.monotonic()
         self._connected_at = now
         self.state = "open"
-        self._last_where = self._where(conn)
+        where = self._last_where = self._where(conn)
         logger.info(
             "connected to %s (incarnation %d): heartbeat %d s, frame_max %d, channel_max %d",
-            self._where(conn),
+            where,
             conn.incarnation,
             conn.heartbeat,
             conn.frame_max,
@@ -395,7 +395,7 @@ class Observer:
         self.reconnects += 1
         logger.info(
             "connection to %s revived after %d attempt%s in %.3f s",
-            self._where(conn),
+            where,
             attempts,
             "s" * (attempts != 1),
             downtime,
@@ -418,6 +418,8 @@ class Observer:
         if reviving:
             self.state = "reviving"
             self._lost_at = now
+        else:
+            self.state = "closed"  # (Closed follows, now or from the supervisor)
         logger.warning(
             "connection to %s lost (%s): %s",
             self._where(conn),
