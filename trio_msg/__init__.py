@@ -7,6 +7,18 @@ on asyncio through anyio, over a sans-IO protocol core built on pamqp.
 import importlib
 from typing import Any
 
+from ._observe import (
+    Blocked,
+    Closed,
+    ConnectionEvent,
+    ConnectionStatistics,
+    Lost,
+    Missed,
+    Revived,
+    Reviving,
+    Unblocked,
+    Watcher,
+)
 from ._params import ConnectionParameters, parse_url
 from ._protocol.events import Outcome
 from ._protocol.frames import BasicProperties
@@ -24,13 +36,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BasicProperties",
+    "Blocked",
     "Channel",
+    "Closed",
     "Connection",
+    "ConnectionEvent",
     "ConnectionParameters",
+    "ConnectionStatistics",
     "Consumer",
     "Exchange",
+    "Lost",
     "Message",
     "MessageState",
+    "Missed",
     "Outcome",
     "Pipeline",
     "Producer",
@@ -38,9 +56,13 @@ __all__ = [
     "Queue",
     "QueueDeclareOk",
     "RetryPolicy",
+    "Revived",
+    "Reviving",
     "SimpleBuffer",
     "SimpleQueue",
     "TrioMsgError",
+    "Unblocked",
+    "Watcher",
     "Worker",
     "__version__",
     "binding",

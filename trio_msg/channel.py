@@ -220,6 +220,10 @@ class Channel:
         #: in confirm mode), oldest first; bounded to the last 1000.
         self.returns: deque[ev.Returned] = deque(maxlen=1000)
         self.on_return: Callable[[ev.Returned], None] | None = None
+        #: The connection's message counters (``Connection.statistics()``).
+        self._counts = connection._observer.counts
+        #: The queue of each consumer tag, for the log line of a server-sent cancel.
+        self._consumer_queues: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<trio_msg.Channel {self.channel_id} {self._core.state.value}>"
@@ -290,6 +294,7 @@ class Channel:
     # --- events routed here by the connection's reader -----------------------
 
     def _on_opened(self) -> None:
+        self.connection._observer.channel_opened(self.channel_id)
         self._opened.set()
 
     def _on_reply(self, event: ev.RpcReply) -> None:
@@ -309,13 +314,14 @@ class Channel:
         if sink is None:
             # A consumer that is being cancelled: give the message back.
             self._give_back(event.delivery_tag)
-            return True
-        try:
-            sink.send_nowait(event)
-        except anyio.WouldBlock:
-            return False
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._drop_consumer(event.consumer_tag, event.delivery_tag)
+        else:
+            try:
+                sink.send_nowait(event)
+            except anyio.WouldBlock:
+                return False  # (counted by _deliver_waiting)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._drop_consumer(event.consumer_tag, event.delivery_tag)
+        self._counts.delivered += 1
         return True
 
     async def _deliver_waiting(self, event: ev.Delivery) -> None:
@@ -323,6 +329,7 @@ class Channel:
         up (TCP back-pressure, see the Consumer's docs).  Meanwhile the
         broker's heartbeats sit unread, and the heartbeat task must not take
         that silence for a dead peer."""
+        self._counts.delivered += 1
         sink = self._sinks.get(event.consumer_tag)
         if sink is None:
             self._give_back(event.delivery_tag)
@@ -345,6 +352,7 @@ class Channel:
         (a closing channel's messages go back to the queue by themselves)."""
         if self._core.is_open and self._core.is_unsettled(delivery_tag):
             self._core.reject(delivery_tag, requeue=True)
+            self._counts.rejected += 1
             self.connection._kick()
 
     def _on_confirmation(self, event: ev.Confirmation) -> None:
@@ -354,6 +362,10 @@ class Channel:
             pending = [r for tag in event.delivery_tags if (r := publishes.pop(tag, None))]
             self._resolve_closed(pending, self._core.error)
             return
+        if event.outcome is ev.Outcome.ACK:
+            self._counts.confirmed += len(event.delivery_tags)
+        else:
+            self._counts.nacked += len(event.delivery_tags)
         for tag in event.delivery_tags:
             result = publishes.pop(tag, None)
             if result is not None:
@@ -374,16 +386,20 @@ class Channel:
             bool(refused)
             or (getattr(error, "class_id", 0), getattr(error, "method_id", 0)) != _BASIC_PUBLISH
         )
+        counts = self._counts
         for result in pending:
             result.reason = error
             if result in refused:
+                counts.nacked += 1
                 result._resolve(ev.Outcome.NACK)
             else:
+                counts.unknown += 1
                 if bystanders:
                     result._innocent = True
                 result._resolve(ev.Outcome.UNKNOWN)
 
     def _on_return(self, event: ev.Returned) -> None:
+        self._counts.returned += 1
         if event.publish_tag is not None:
             result = self._publishes.get(event.publish_tag)
             if result is not None:
@@ -395,6 +411,9 @@ class Channel:
             self.returns.append(event)
 
     def _on_consumer_cancelled(self, consumer_tag: str) -> None:
+        self.connection._observer.consumer_cancelled(
+            self.channel_id, consumer_tag, self._consumer_queues.pop(consumer_tag, None)
+        )
         sink = self._sinks.pop(consumer_tag, None)
         notify = self._consumer_errors.pop(consumer_tag, None)
         if notify is not None:
@@ -407,6 +426,7 @@ class Channel:
             sink.close()
 
     def _on_flow(self, active: bool) -> None:
+        self.connection._observer.channel_flow(self.channel_id, active)
         if active:
             self._flow.set()
         elif self._flow.is_set():
@@ -415,6 +435,7 @@ class Channel:
     def _on_closed(self, error: TrioMsgError) -> None:
         if self._closed.is_set():
             return  # closed here already (a close that timed out)
+        self.connection._observer.channel_closed(self.channel_id, error)
         self.error = error
         if self._waiters or self._consumer_errors:
             self._error_told = True
@@ -635,6 +656,7 @@ class Channel:
             sink,
         )
         tag = str(reply.method.consumer_tag)
+        self._consumer_queues[tag] = queue
         if on_cancel is not None:
             self._consumer_errors[tag] = on_cancel
         return tag
@@ -651,6 +673,7 @@ class Channel:
             nonlocal sink
             token = core.basic_cancel(consumer_tag)
             self._consumer_errors.pop(consumer_tag, None)
+            self._consumer_queues.pop(consumer_tag, None)
             sink = self._sinks.pop(consumer_tag, None)
             return token
 
@@ -672,6 +695,7 @@ class Channel:
         m = reply.method
         if not isinstance(m, C.Basic.GetOk):
             return None
+        self._counts.delivered += 1
         return Message(
             self,
             body=reply.body or b"",
@@ -748,6 +772,7 @@ class Channel:
         self._check()
         conn = self.connection
         tag = self._core.publish(exchange, routing_key, body, properties, mandatory=mandatory)
+        self._counts.published += 1
         if urgent and tag is not None:
             conn._kick()
         else:
@@ -762,13 +787,24 @@ class Channel:
     # go out at once when the consumer waits for its next delivery.
 
     def _ack(self, delivery_tag: int, multiple: bool) -> None:
-        self._core.ack(delivery_tag, multiple)
+        core = self._core
+        if multiple:
+            before = core.unsettled_count
+            core.ack(delivery_tag, multiple)
+            self._counts.acked += before - core.unsettled_count
+        else:
+            core.ack(delivery_tag, multiple)
+            self._counts.acked += 1
         self.connection._kick_lazy()
 
     def _nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
-        self._core.nack(delivery_tag, multiple, requeue)
+        core = self._core
+        before = core.unsettled_count
+        core.nack(delivery_tag, multiple, requeue)
+        self._counts.rejected += before - core.unsettled_count
         self.connection._kick_lazy()
 
     def _reject(self, delivery_tag: int, requeue: bool) -> None:
         self._core.reject(delivery_tag, requeue)
+        self._counts.rejected += 1
         self.connection._kick_lazy()

@@ -37,6 +37,7 @@ from anyio.lowlevel import checkpoint
 
 from ._failover import FailoverCycle
 from ._lowlevel import current_checkpoints
+from ._observe import WATCH_BUFFER, ConnectionStatistics, Observer, Watcher
 from ._params import ConnectionParameters, make_ssl_context, parse_url, redact, sni_hostname
 from ._protocol import events as ev
 from ._protocol.connection import AMQPConnection
@@ -337,6 +338,8 @@ class Connection:
         #: The scope of the ``async with connect()`` body, while it runs.
         self._body: anyio.CancelScope | None = None
         self._writable_waiters = 0
+        #: Log lines, watchers and statistics (see :mod:`trio_msg._observe`).
+        self._observer = Observer(params)
         self._new_incarnation()
 
     def _new_incarnation(self) -> None:
@@ -586,6 +589,7 @@ class Connection:
     def _mark_ready(self) -> None:
         self.incarnation += 1
         self._ready.set()
+        self._observer.ready(self)
 
     # --- revival -------------------------------------------------------------
 
@@ -625,6 +629,7 @@ class Connection:
         last: TrioMsgError = lost
         attempts = 0
         for wait in self.retry_policy.intervals():
+            self._observer.attempt(attempts + 1, wait, last)
             await anyio.sleep(wait)
             attempts += 1
             self._new_incarnation()
@@ -632,6 +637,7 @@ class Connection:
                 await self._open(self._tg, rotate=True)
                 await self._replay()
             except TrioMsgError as exc:
+                self._observer.attempt_failed(attempts, exc)
                 await self._end_incarnation()
                 if not is_revivable(exc):
                     return exc
@@ -695,6 +701,7 @@ class Connection:
         )
 
     def _give_up(self, error: TrioMsgError) -> None:
+        self._observer.gave_up(error)
         self._fatal = error
         if self.error is None:
             self.error = error
@@ -732,6 +739,33 @@ class Connection:
             if self._ready.is_set() and self._core.is_open and self.error is None:
                 return
             await self._ready.wait()
+
+    # --- watching ------------------------------------------------------------
+
+    def statistics(self) -> ConnectionStatistics:
+        """A snapshot of the connection: its state, incarnation, revivals,
+        last error, time connected, and counters of messages published,
+        confirmed, nacked, returned, delivered and acked (see
+        :class:`~trio_msg.ConnectionStatistics`).  Cheap: call it as often
+        as you like."""
+        return self._observer.statistics(self)
+
+    def watch(self, buffer_size: int = WATCH_BUFFER) -> Watcher:
+        """Watch the connection's changes of state from a task::
+
+            async with conn.watch() as events:
+                async for event in events:
+                    ...   # Lost, Reviving, Revived, Blocked, Unblocked, Closed
+
+        Events are buffered for the watcher from the ``async with`` on; a
+        watcher that falls more than ``buffer_size`` events behind loses the
+        oldest and reads a :class:`~trio_msg.Missed` first.  The connection
+        never waits for a watcher.  Iteration ends after
+        :class:`~trio_msg.Closed`.  See docs/revive.rst.
+
+        Cancellation: a cancelled wait for the next event loses no event.
+        """
+        return self._observer.watch(buffer_size)
 
     # --- channels ------------------------------------------------------------
 
@@ -843,6 +877,7 @@ class Connection:
             # connect()`` (in the same task group) goes on after aclose().
             self._stop_incarnation()
             self._ready.set()
+            self._observer.closed(self)
         await checkpoint()
 
     async def _drain(self, bound: float) -> None:
@@ -1389,8 +1424,10 @@ class Connection:
             self._opened.set()
         elif isinstance(event, ev.ConnectionBlocked | ev.ConnectionUnblocked):
             self._notify_writable()
+            self._observer.blocking(event)
         elif isinstance(event, ev.ConnectionTerminated):
             self.error = event.error
+            self._observer.terminated(self, event.error)
             if self.retry_policy is not None and not self._closing and self._ready.is_set():
                 self._ready = anyio.Event()  # until revived, or given up
             self._terminated.set()

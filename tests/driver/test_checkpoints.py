@@ -22,6 +22,7 @@ import trio.testing
 from pamqp import commands as C
 
 from trio_msg import (
+    Blocked,
     Channel,
     Connection,
     Consumer,
@@ -32,6 +33,7 @@ from trio_msg import (
     Producer,
     PublishResult,
     Queue,
+    Watcher,
 )
 from trio_msg._protocol.events import Delivery
 from trio_msg.connection import connect
@@ -39,7 +41,7 @@ from trio_msg.errors import MessageStateError
 
 from .fake_broker import URL, FakeBroker
 
-CLASSES = (Connection, Channel, PublishResult, Producer, Pipeline, Consumer, Message)
+CLASSES = (Connection, Channel, PublishResult, Producer, Pipeline, Consumer, Message, Watcher)
 
 
 async def check(name: str, call: Callable[[], Awaitable[Any]]) -> Any:
@@ -190,6 +192,15 @@ async def test_consumer(broker: FakeBroker) -> None:
         async with conn.channel() as ch, Consumer(ch, queues=[]) as empty:
             await check("Consumer.declare", empty.declare)  # no queues
             assert await check("Consumer.purge", empty.purge) == 0
+
+
+@pytest.mark.trio
+async def test_watcher(broker: FakeBroker) -> None:
+    async with broker, connect(URL) as conn, conn.watch() as events:
+        await broker.send(0, C.Connection.Blocked(reason="memory"))
+        await trio.testing.wait_all_tasks_blocked()
+        # (an event is buffered: it checkpoints all the same)
+        assert await check("Watcher.__anext__", events.__anext__) == Blocked("memory")
 
 
 def test_every_public_async_method_is_covered() -> None:

@@ -1282,6 +1282,11 @@ class AMQPChannel:
         self._settle(delivery_tag, False, "reject")
         self.connection._write(fr.encode_ack(self.id, 90, delivery_tag, int(requeue)))
 
+    @property
+    def unsettled_count(self) -> int:
+        """How many deliveries received in ack mode are not settled yet."""
+        return len(self._unsettled)
+
     def is_unsettled(self, delivery_tag: int) -> bool:
         unsettled = self._unsettled
         i = bisect_left(unsettled, delivery_tag)
