@@ -201,8 +201,8 @@ async def test_statistics_match_the_broker_and_nothing_is_logged_per_message(
     try:
         async with trio_msg.connect(broker_url, revive=False) as conn:
             async with conn.channel() as ch:
-                await queue.declare(ch)
-                await full.declare(ch)
+                await queue.declare(channel=ch)
+                await full.declare(channel=ch)
             async with Producer(conn) as producer:
                 before = len(caplog.records)
                 for i in range(50):
