@@ -48,8 +48,10 @@ NOT_ALLOWED = 530
 NOT_IMPLEMENTED = 540
 INTERNAL_ERROR = 541
 NO_ROUTE = 312
+CONNECTION_FORCED = 320
 
 _NAMES = {
+    CONNECTION_FORCED: "CONNECTION_FORCED",
     ACCESS_REFUSED: "ACCESS_REFUSED",
     NOT_FOUND: "NOT_FOUND",
     RESOURCE_LOCKED: "RESOURCE_LOCKED",
@@ -67,6 +69,7 @@ _NAMES = {
 #: Reply codes that close the whole connection; the others close a channel.
 CONNECTION_CODES = frozenset(
     {
+        CONNECTION_FORCED,
         FRAME_ERROR,
         SYNTAX_ERROR,
         COMMAND_INVALID,
@@ -470,6 +473,13 @@ class Broker:
         self.queues: dict[str, Queue] = {}
         #: Direct reply-to keys and the channels whose consumer they reach.
         self.replies: dict[str, Any] = {}
+        #: A resource alarm's reason while one is on (publishers are blocked).
+        self.alarm: str | None = None
+        #: Scripted by tests: confirms held back until released, publishes
+        #: refused with a nack.
+        self.holding_confirms = False
+        self.held_confirms: list[tuple[Any, Any, Any]] = []
+        self.nacking = False
         self._seq = 0
         for ex_name, ex_type in (
             ("", "direct"),
@@ -1002,6 +1012,17 @@ class Broker:
             self.remove_queue(queue)
         else:
             self.dispatch(queue)
+
+    def cancel_consumers(self, queue: Queue) -> int:
+        """Cancel every consumer of ``queue`` from the broker's side
+        (``basic.cancel`` to each), as RabbitMQ does when a queue's leader
+        moves; the queue and its messages stay."""
+        consumers = list(queue.consumers)
+        queue.consumers.clear()
+        queue.active = None
+        for consumer in consumers:
+            consumer.cancelled_by_server(queue)
+        return len(consumers)
 
     def connection_gone(self, owner: object) -> None:
         """Exclusive queues go with the connection that declared them."""
