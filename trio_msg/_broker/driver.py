@@ -116,6 +116,13 @@ class BrokerServer:
                 async def reader() -> None:
                     try:
                         while not conn.closed:
+                            if conn.paused:
+                                # A resource alarm: read nothing until it is
+                                # over (TCP pushes back on the client).
+                                resumed = anyio.Event()
+                                conn.on_resume = resumed.set
+                                await resumed.wait()
+                                continue
                             data = await stream.receive(65536)
                             conn.receive_data(data, self.clock())
                             if conn.has_output:
@@ -155,6 +162,7 @@ class BrokerServer:
                         if conn.has_output:
                             wake.set()
 
+                conn.on_abort = tg.cancel_scope.cancel
                 tg.start_soon(reader)
                 tg.start_soon(writer)
                 tg.start_soon(ticker)
@@ -163,6 +171,26 @@ class BrokerServer:
             self.connections.remove(conn)
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
+
+    # --- scripting (what trio_msg.testing uses) ------------------------------
+
+    def set_alarm(self, reason: str | None) -> None:
+        """Raise a resource alarm (``reason``), or end it (``None``): while
+        it is on, a connection that publishes gets ``connection.blocked`` and
+        is not read until the alarm is over, as RabbitMQ does."""
+        self.broker.alarm = reason
+        if reason is None:
+            for conn in list(self.connections):
+                conn.alarm_cleared()
+
+    def hold_confirms(self, hold: bool) -> None:
+        """Hold publisher confirms back (``True``) or send every held one,
+        in order (``False``)."""
+        self.broker.holding_confirms = hold
+        if not hold:
+            held, self.broker.held_confirms = self.broker.held_confirms, []
+            for conn, channel, confirm in held:
+                conn.send_held_confirm(channel, confirm)
 
     async def serve_tcp(
         self,

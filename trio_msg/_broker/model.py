@@ -48,8 +48,10 @@ NOT_ALLOWED = 530
 NOT_IMPLEMENTED = 540
 INTERNAL_ERROR = 541
 NO_ROUTE = 312
+CONNECTION_FORCED = 320
 
 _NAMES = {
+    CONNECTION_FORCED: "CONNECTION_FORCED",
     ACCESS_REFUSED: "ACCESS_REFUSED",
     NOT_FOUND: "NOT_FOUND",
     RESOURCE_LOCKED: "RESOURCE_LOCKED",
@@ -67,6 +69,7 @@ _NAMES = {
 #: Reply codes that close the whole connection; the others close a channel.
 CONNECTION_CODES = frozenset(
     {
+        CONNECTION_FORCED,
         FRAME_ERROR,
         SYNTAX_ERROR,
         COMMAND_INVALID,
@@ -89,6 +92,29 @@ UNSUPPORTED_QUEUE_ARGUMENTS = frozenset(
         "x-quorum-initial-group-size",
         "x-stream-max-segment-size-bytes",
     }
+)
+
+#: The queue arguments RabbitMQ (3.10) compares when a queue is declared
+#: again, in the order it compares them; others may differ.
+EQUIVALENCE_ARGUMENTS = (
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-single-active-consumer",
+    "x-queue-type",
+    "x-quorum-initial-group-size",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    "x-initial-cluster-size",
+    "x-queue-leader-locator",
 )
 
 EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
@@ -117,11 +143,26 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def inequivalent(arg: str, kind: str, name: str, received: Any, current: Any) -> AMQPError:
+def _locked(name: str) -> AMQPError:
     return AMQPError(
-        PRECONDITION_FAILED,
-        f"inequivalent arg '{arg}' for {kind} '{name}' in vhost '/': "
-        f"received {_show_arg(received)} but current is {_show_arg(current)}",
+        RESOURCE_LOCKED,
+        f"cannot obtain exclusive access to locked queue '{name}' in vhost '/'. "
+        "It could be originally declared on another connection or the exclusive "
+        "property value does not match that of the original declaration.",
+    )
+
+
+def inequivalent(arg: str, kind: str, name: str, received: Any, current: Any) -> AMQPError:
+    """RabbitMQ's "inequivalent arg" refusal.  Two values of one type are
+    shown bare ('1'); otherwise each is shown with its type, or as none.
+    RabbitMQ names the field-table type the client sent; this broker keeps
+    decoded values only, and names the type by the value's kind."""
+    if received is not None and current is not None and type(received) is type(current):
+        shown = f"received '{_show(received)}' but current is '{_show(current)}'"
+    else:
+        shown = f"received {_show_arg(received)} but current is {_show_arg(current)}"
+    return AMQPError(
+        PRECONDITION_FAILED, f"inequivalent arg '{arg}' for {kind} '{name}' in vhost '/': {shown}"
     )
 
 
@@ -129,12 +170,14 @@ def _show_arg(value: Any) -> str:
     if value is None:
         return "none"
     if isinstance(value, bool):
-        return f"'{_show(value)}'"
-    if isinstance(value, int):
-        return f"the value '{value}' of type 'long'"
-    if isinstance(value, str | bytes):
-        return f"the value '{_show(value)}' of type 'longstr'"
-    return f"'{_show(value)}'"
+        kind = "bool"
+    elif isinstance(value, int):
+        kind = "long"
+    elif isinstance(value, str | bytes):
+        kind = "longstr"
+    else:
+        kind = type(value).__name__
+    return f"the value '{_show(value)}' of type '{kind}'"
 
 
 @dataclass(slots=True)
@@ -470,6 +513,13 @@ class Broker:
         self.queues: dict[str, Queue] = {}
         #: Direct reply-to keys and the channels whose consumer they reach.
         self.replies: dict[str, Any] = {}
+        #: A resource alarm's reason while one is on (publishers are blocked).
+        self.alarm: str | None = None
+        #: Scripted by tests: confirms held back until released, publishes
+        #: refused with a nack.
+        self.holding_confirms = False
+        self.held_confirms: list[tuple[Any, Any, Any]] = []
+        self.nacking = False
         self._seq = 0
         for ex_name, ex_type in (
             ("", "direct"),
@@ -531,11 +581,12 @@ class Broker:
         ):
             if received != have:
                 raise inequivalent(arg, "exchange", name, received, have)
-        for key in set(arguments) | set(current.arguments):
-            if arguments.get(key) != current.arguments.get(key):
-                raise inequivalent(
-                    key, "exchange", name, arguments.get(key), current.arguments.get(key)
-                )
+        # RabbitMQ compares only the arguments it acts on.
+        key = "alternate-exchange"
+        if arguments.get(key) != current.arguments.get(key):
+            raise inequivalent(
+                key, "exchange", name, arguments.get(key), current.arguments.get(key)
+            )
 
     def delete_exchange(self, name: str, *, if_unused: bool) -> None:
         if name == "" or name.startswith("amq."):
@@ -590,12 +641,7 @@ class Broker:
         if queue is None:
             raise AMQPError(NOT_FOUND, f"no queue '{name}' in vhost '/'")
         if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
-            raise AMQPError(
-                RESOURCE_LOCKED,
-                f"cannot obtain exclusive access to locked queue '{name}' in vhost '/'. "
-                "It could be originally declared on another connection or the exclusive "
-                "property value does not match that of the original declaration.",
-            )
+            raise _locked(name)
         return queue
 
     def declare_queue(
@@ -625,12 +671,14 @@ class Broker:
             self.touch(current)
             for arg, received, have in (
                 ("durable", durable, current.durable),
-                ("exclusive", exclusive, current.exclusive_owner is not None),
                 ("auto_delete", auto_delete, current.auto_delete),
             ):
                 if received != have:
                     raise inequivalent(arg, "queue", name, received, have)
-            for key in set(arguments) | set(current.arguments):
+            if exclusive != (current.exclusive_owner is not None):
+                raise _locked(name)
+            # RabbitMQ compares only the arguments it acts on, in this order.
+            for key in EQUIVALENCE_ARGUMENTS:
                 if arguments.get(key) != current.arguments.get(key):
                     raise inequivalent(
                         key, "queue", name, arguments.get(key), current.arguments.get(key)
@@ -713,12 +761,10 @@ class Broker:
         arguments: dict[str, Any],
         owner: object,
     ) -> None:
-        if kind == "queue" and destination not in self.queues:
-            raise AMQPError(NOT_FOUND, f"no queue '{destination}' in vhost '/'")
-        if kind == "exchange" and destination not in self.exchanges:
-            raise AMQPError(NOT_FOUND, f"no exchange '{destination}' in vhost '/'")
+        # RabbitMQ 3.10: unbinding what is not there (the binding, its queue
+        # or its exchange) succeeds.
         if source not in self.exchanges:
-            raise AMQPError(NOT_FOUND, f"no exchange '{source}' in vhost '/'")
+            return
         binding = Binding(source, destination, kind, routing_key, dict(arguments))
         exchange = self.exchanges[source]
         before = len(exchange.bindings)
@@ -1002,6 +1048,17 @@ class Broker:
             self.remove_queue(queue)
         else:
             self.dispatch(queue)
+
+    def cancel_consumers(self, queue: Queue) -> int:
+        """Cancel every consumer of ``queue`` from the broker's side
+        (``basic.cancel`` to each), as RabbitMQ does when a queue's leader
+        moves; the queue and its messages stay."""
+        consumers = list(queue.consumers)
+        queue.consumers.clear()
+        queue.active = None
+        for consumer in consumers:
+            consumer.cancelled_by_server(queue)
+        return len(consumers)
 
     def connection_gone(self, owner: object) -> None:
         """Exclusive queues go with the connection that declared them."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pamqp import base as _pbase
@@ -49,6 +49,8 @@ from .model import (
 )
 
 __all__ = ["REPLY_TO", "ServerConnection"]
+
+_PUBLISH_ID = struct.pack(">I", C.Basic.Publish.index)
 
 #: The pseudo-queue of RabbitMQ's direct reply-to.
 REPLY_TO = "amq.rabbitmq.reply-to"
@@ -360,7 +362,15 @@ class ServerConnection:
         self.on_output: Callable[[], None] | None = None
         #: Why the connection ended, once it has.
         self.close_reason: str | None = None
+        #: Whether connection.blocked was sent (and unblocked not yet).
         self.blocked = False
+        self.blocked_capable = False
+        self._paused = False
+        self._held: list[fr.Frame] = []
+        #: Called when a paused connection may be read again.
+        self.on_resume: Callable[[], None] | None = None
+        #: Called to drop the stream at once (:meth:`abort`).
+        self.on_abort: Callable[[], None] | None = None
 
     # --- output -------------------------------------------------------------------
 
@@ -429,10 +439,27 @@ class ServerConnection:
             if not data:
                 return
         self.reader.feed(data)
+        self._run_frames(self.reader.frames())
+
+    def _run_frames(self, frames: Iterable[fr.Frame]) -> None:
         try:
-            for frame_type, channel, payload in self.reader.frames():
+            for frame in frames:
                 if self.state == _CLOSED:
                     return
+                if self.paused:
+                    self._held.append(frame)
+                    continue
+                frame_type, channel, payload = frame
+                if (
+                    frame_type == fr.FRAME_METHOD
+                    and payload[:4] == _PUBLISH_ID
+                    and self.broker.alarm is not None
+                ):
+                    # A resource alarm: the broker stops reading a connection
+                    # that publishes, and says so (connection.blocked).
+                    self._pause()
+                    self._held.append(frame)
+                    continue
                 self._frame(frame_type, channel, payload)
         except FrameError as exc:
             self._fail(AMQPError(exc.reply_code or FRAME_ERROR, str(exc)))
@@ -447,12 +474,49 @@ class ServerConnection:
         else:
             self._connection_error(exc, None)
 
+    # --- resource alarms (connection.blocked) ------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        """The broker does not read this connection now (a resource alarm):
+        the driver stops reading its stream until :attr:`on_resume`."""
+        return self._paused
+
+    def _pause(self) -> None:
+        self._paused = True
+        if self.blocked_capable and not self.blocked:
+            self.blocked = True
+            self.send_method(0, C.Connection.Blocked(reason=self.broker.alarm or ""))
+
+    def alarm_cleared(self) -> None:
+        """The broker's alarm is over: say so to a blocked client, and go on
+        with what it sent meanwhile."""
+        if self.blocked and self.state not in (_CLOSED, _CLOSING):
+            self.send_method(0, C.Connection.Unblocked())
+        self.blocked = False
+        if not self._paused:
+            return
+        self._paused = False
+        held, self._held = self._held, []
+        self._run_frames(held)
+        if not self._paused:
+            self._run_frames(self.reader.frames())
+        if not self._paused and self.on_resume is not None:
+            self.on_resume()
+
+    def abort(self) -> None:
+        """Drop the connection without a word (its socket closed), as a
+        network failure or a killed broker would."""
+        if self.on_abort is not None:
+            self.on_abort()
+        self._end("connection dropped by the broker")
+
     def tick(self, now: float) -> None:
         """Heartbeats: send one when nothing was sent for half the interval;
         end the connection when the client was silent for two."""
         if self.state not in (_RUNNING, _OPEN) or not self.heartbeat:
             return
-        if now - self.last_received > 2 * self.heartbeat:
+        if now - self.last_received > 2 * self.heartbeat and not self._paused:
             self._end(f"missed heartbeats from client, timeout: {self.heartbeat}s")
             return
         if now - self.last_sent >= self.heartbeat / 2:
@@ -581,7 +645,13 @@ class ServerConnection:
                 self.broker.exchange(exchange)
                 channel.tx_publishes.append((exchange, routing_key, props, body, method.mandatory))
                 return
-            accepted = channel.publish(exchange, routing_key, props, body, bool(method.mandatory))
+            if self.broker.nacking and channel.confirming:
+                self.broker.exchange(exchange)
+                accepted = False  # scripted: the broker could not take it
+            else:
+                accepted = channel.publish(
+                    exchange, routing_key, props, body, bool(method.mandatory)
+                )
         except AMQPError as exc:
             if exc.connection:
                 self._connection_error(exc, method)
@@ -591,7 +661,15 @@ class ServerConnection:
         if channel.confirming:
             channel.publish_seq += 1
             answer = C.Basic.Ack if accepted else C.Basic.Nack
-            self.send_method(channel.number, answer(delivery_tag=channel.publish_seq))
+            confirm = answer(delivery_tag=channel.publish_seq)
+            if self.broker.holding_confirms:
+                self.broker.held_confirms.append((self, channel, confirm))
+            else:
+                self.send_method(channel.number, confirm)
+
+    def send_held_confirm(self, channel: _Channel, confirm: _pbase.Frame) -> None:
+        if channel.open and self.channels.get(channel.number) is channel:
+            self.send_method(channel.number, confirm)
 
     # --- errors -------------------------------------------------------------------
 
@@ -665,6 +743,7 @@ class ServerConnection:
         self.client_properties = props
         caps = props.get("capabilities") or {}
         self.cancel_notify = bool(caps.get("consumer_cancel_notify"))
+        self.blocked_capable = bool(caps.get("connection.blocked"))
         self.auth_failure_close = bool(caps.get("authentication_failure_close"))
         mechanism = _text(method.mechanism)
         response = method.response
