@@ -6,6 +6,7 @@ in its own virtualenv built from this project's own ``pyproject.toml``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tarfile
 import zipfile
@@ -37,12 +38,17 @@ def tests(session: nox.Session, backend: str) -> None:
     """The test suite against the real RabbitMQ, on one anyio backend."""
     install(session, "test")
     args = session.posargs or []
-    # The protocol core is backend-free, and the command line runs its own
-    # trio: run them once, in the trio half.
+    # The protocol core is backend-free, and the command line and the
+    # differential test (pika against two brokers) run their own loops: run
+    # them once, in the trio half.
     skip = (
         []
         if backend == "trio"
-        else ["--ignore=tests/protocol", "--ignore=tests/integration/test_cli.py"]
+        else [
+            "--ignore=tests/protocol",
+            "--ignore=tests/integration/test_cli.py",
+            "--ignore=tests/integration/test_differential.py",
+        ]
     )
     session.run(
         "pytest",
@@ -82,6 +88,23 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks", *session.posargs)
     if not session.posargs:  # the full run: the latency floor too (about two minutes)
         session.run("python", "-m", "benchmarks.floor")
+
+
+@nox.session(python=PYTHON)
+def differential(session: nox.Session) -> None:
+    """The differential test of the embedded broker against RabbitMQ, long:
+    ``TRIO_MSG_DIFFERENTIAL_EXAMPLES`` sequences (2000 unless set)."""
+    install(session, "test")
+    examples = os.environ.get("TRIO_MSG_DIFFERENTIAL_EXAMPLES", "2000")
+    session.run(
+        "pytest",
+        "-s",
+        "-p",
+        "no:logging",
+        "tests/integration/test_differential.py",
+        *session.posargs,
+        env={"TRIO_MSG_DIFFERENTIAL_EXAMPLES": examples},
+    )
 
 
 @nox.session(python=PYTHON)
