@@ -235,7 +235,15 @@ class _Channel:
 
     def settle(self, what: str, tag: int, multiple: bool, requeue: bool) -> None:
         if multiple:
-            tags = [t for t in self.unacked if t <= tag] if tag else list(self.unacked)
+            if tag:
+                # (tags are added in increasing order: stop at the first above)
+                tags = []
+                for t in self.unacked:
+                    if t > tag:
+                        break
+                    tags.append(t)
+            else:
+                tags = list(self.unacked)
         else:
             if tag not in self.unacked:
                 raise AMQPError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
