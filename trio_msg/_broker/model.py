@@ -601,16 +601,18 @@ class Broker:
     def _remove_exchange(self, exchange: Exchange) -> None:
         del self.exchanges[exchange.name]
         exchange.bindings.clear()
-        # bindings where it is the destination
-        for other in list(self.exchanges.values()):
-            before = len(other.bindings)
-            other.bindings = [
-                b
-                for b in other.bindings
-                if not (b.kind == "exchange" and b.destination == exchange.name)
+        self._unbind_destination("exchange", exchange.name)
+
+    def _unbind_destination(self, kind: str, name: str) -> None:
+        """Remove every binding to the queue or exchange ``name`` (it is
+        gone); a source left without bindings auto-deletes."""
+        for source in list(self.exchanges.values()):
+            before = len(source.bindings)
+            source.bindings = [
+                b for b in source.bindings if not (b.kind == kind and b.destination == name)
             ]
-            if before != len(other.bindings):
-                self._maybe_auto_delete_exchange(other)
+            if before != len(source.bindings):
+                self._maybe_auto_delete_exchange(source)
 
     def _maybe_auto_delete_exchange(self, exchange: Exchange) -> None:
         if exchange.auto_delete and not exchange.bindings and exchange.name in self.exchanges:
@@ -719,15 +721,7 @@ class Broker:
         for consumer in list(queue.consumers):
             consumer.cancelled_by_server(queue)
         queue.consumers.clear()
-        for exchange in list(self.exchanges.values()):
-            before = len(exchange.bindings)
-            exchange.bindings = [
-                b
-                for b in exchange.bindings
-                if not (b.kind == "queue" and b.destination == queue.name)
-            ]
-            if before != len(exchange.bindings):
-                self._maybe_auto_delete_exchange(exchange)
+        self._unbind_destination("queue", queue.name)
         return count
 
     def purge_queue(self, name: str, owner: object) -> int:

@@ -832,29 +832,28 @@ class ServerConnection:
         if not m.nowait:
             channel.send(C.Exchange.DeleteOk())
 
-    def _exchange_bind(self, channel: _Channel, m: C.Exchange.Bind) -> None:
-        self.broker.bind(
-            "exchange",
-            _text(m.destination),
-            _text(m.source),
+    def _binding(self, channel: _Channel, m: Any) -> None:
+        """exchange.bind / unbind and queue.bind / unbind: one shape."""
+        if isinstance(m, C.Exchange.Bind | C.Exchange.Unbind):
+            kind, destination, source = "exchange", m.destination, m.source
+        else:
+            kind, destination, source = "queue", m.queue, m.exchange
+        act = (
+            self.broker.bind
+            if isinstance(m, C.Exchange.Bind | C.Queue.Bind)
+            else self.broker.unbind
+        )
+        act(
+            kind,
+            _text(destination),
+            _text(source),
             _text(m.routing_key),
             dict(m.arguments or {}),
             self,
         )
-        if not m.nowait:
-            channel.send(C.Exchange.BindOk())
-
-    def _exchange_unbind(self, channel: _Channel, m: C.Exchange.Unbind) -> None:
-        self.broker.unbind(
-            "exchange",
-            _text(m.destination),
-            _text(m.source),
-            _text(m.routing_key),
-            dict(m.arguments or {}),
-            self,
-        )
-        if not m.nowait:
-            channel.send(C.Exchange.UnbindOk())
+        # (queue.unbind has no nowait)
+        if not getattr(m, "nowait", False):
+            channel.send(_BIND_OK[type(m)]())
 
     def _queue_declare(self, channel: _Channel, m: C.Queue.Declare) -> None:
         queue = self.broker.declare_queue(
@@ -876,29 +875,6 @@ class ServerConnection:
                     consumer_count=len(queue.consumers),
                 )
             )
-
-    def _queue_bind(self, channel: _Channel, m: C.Queue.Bind) -> None:
-        self.broker.bind(
-            "queue",
-            _text(m.queue),
-            _text(m.exchange),
-            _text(m.routing_key),
-            dict(m.arguments or {}),
-            self,
-        )
-        if not m.nowait:
-            channel.send(C.Queue.BindOk())
-
-    def _queue_unbind(self, channel: _Channel, m: C.Queue.Unbind) -> None:
-        self.broker.unbind(
-            "queue",
-            _text(m.queue),
-            _text(m.exchange),
-            _text(m.routing_key),
-            dict(m.arguments or {}),
-            self,
-        )
-        channel.send(C.Queue.UnbindOk())
 
     def _queue_purge(self, channel: _Channel, m: C.Queue.Purge) -> None:
         count = self.broker.purge_queue(_text(m.queue), self)
@@ -1068,16 +1044,23 @@ class ServerConnection:
         channel.send(C.Tx.RollbackOk())
 
 
+_BIND_OK: dict[type[_pbase.Frame], type[_pbase.Frame]] = {
+    C.Exchange.Bind: C.Exchange.BindOk,
+    C.Exchange.Unbind: C.Exchange.UnbindOk,
+    C.Queue.Bind: C.Queue.BindOk,
+    C.Queue.Unbind: C.Queue.UnbindOk,
+}
+
 _HANDLERS: dict[type[_pbase.Frame], Callable[[ServerConnection, _Channel, Any], None]] = {
     C.Channel.Close: ServerConnection._channel_close,
     C.Channel.Flow: ServerConnection._channel_flow,
     C.Exchange.Declare: ServerConnection._exchange_declare,
     C.Exchange.Delete: ServerConnection._exchange_delete,
-    C.Exchange.Bind: ServerConnection._exchange_bind,
-    C.Exchange.Unbind: ServerConnection._exchange_unbind,
+    C.Exchange.Bind: ServerConnection._binding,
+    C.Exchange.Unbind: ServerConnection._binding,
     C.Queue.Declare: ServerConnection._queue_declare,
-    C.Queue.Bind: ServerConnection._queue_bind,
-    C.Queue.Unbind: ServerConnection._queue_unbind,
+    C.Queue.Bind: ServerConnection._binding,
+    C.Queue.Unbind: ServerConnection._binding,
     C.Queue.Purge: ServerConnection._queue_purge,
     C.Queue.Delete: ServerConnection._queue_delete,
     C.Basic.Qos: ServerConnection._basic_qos,
