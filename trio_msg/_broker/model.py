@@ -196,6 +196,9 @@ class StoredMessage:
     expires_at: float | None = None
     #: Its priority level in a priority queue (0 in others).
     level: int = 0
+    #: Its content header's payload as published (None: encode
+    #: ``properties`` afresh, which dead-lettering changed).
+    header: bytes | None = None
 
     def __lt__(self, other: StoredMessage) -> bool:
         return self.seq < other.seq
@@ -845,12 +848,14 @@ class Broker:
         routing_key: str,
         properties: BasicProperties,
         body: bytes,
+        header: bytes | None = None,
     ) -> bool:
         """Put a published message in each queue; False when a queue refused
         it (``x-overflow`` ``reject-publish``: the publisher gets a nack)."""
         ttl = message_ttl(properties.expiration)
         headers = properties.headers
         if headers and "BCC" in headers:
+            header = None
             properties = dataclasses.replace(
                 properties, headers={k: v for k, v in headers.items() if k != "BCC"}
             )
@@ -884,6 +889,7 @@ class Broker:
                     body,
                     expires_at=None if expires is None else now + expires / 1000,
                     level=level,
+                    header=header,
                 )
             )
             self.dispatch(queue)

@@ -78,6 +78,69 @@ _CLOSING = "closing"  # connection.close sent, waiting for close-ok
 _CLOSED = "closed"
 
 
+_SHORT = struct.Struct(">B")
+_DELIVER_ID = struct.pack(">I", C.Basic.Deliver.index)
+_FRAME_HEAD = struct.Struct(">BHI")
+_TAG_BITS = struct.Struct(">QB")
+
+
+class _Publish:
+    """``basic.publish`` as read by :func:`_decode` (the one method that
+    comes once per message: pamqp's generic decoder is kept off it)."""
+
+    __slots__ = ("exchange", "immediate", "mandatory", "routing_key")
+    index = C.Basic.Publish.index
+    name = "Basic.Publish"
+
+    def __init__(self, exchange: str, routing_key: str, mandatory: bool, immediate: bool) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.mandatory = mandatory
+        self.immediate = immediate
+
+
+def _decode(payload: bytes) -> Any:
+    """A method frame's payload: ``basic.publish`` by hand, the rest by
+    :func:`~trio_msg._protocol.frames.decode_method`."""
+    if payload[:4] != _PUBLISH_ID:
+        return fr.decode_method(payload)
+    try:
+        pos = 6  # method id, ticket
+        size = payload[pos]
+        exchange = payload[pos + 1 : pos + 1 + size].decode()
+        pos += 1 + size
+        size = payload[pos]
+        routing_key = payload[pos + 1 : pos + 1 + size].decode()
+        pos += 1 + size
+        bits = payload[pos]
+        if pos + 1 != len(payload) or len(exchange.encode()) != payload[6]:
+            raise ValueError("length mismatch")
+    except (IndexError, ValueError, UnicodeDecodeError) as exc:
+        raise FrameError(f"cannot decode Basic.Publish: {exc!r}") from None
+    return _Publish(exchange, routing_key, bool(bits & 1), bool(bits & 2))
+
+
+def _shortstr(value: str) -> bytes:
+    raw = value.encode()
+    return _SHORT.pack(len(raw)) + raw
+
+
+def _deliver_frame(
+    channel: int, consumer_tag: str, tag: int, redelivered: bool, exchange: str, key: str
+) -> bytes:
+    """A whole ``basic.deliver`` method frame."""
+    payload = b"".join(
+        (
+            _DELIVER_ID,
+            _shortstr(consumer_tag),
+            _TAG_BITS.pack(tag, redelivered),
+            _shortstr(exchange),
+            _shortstr(key),
+        )
+    )
+    return _FRAME_HEAD.pack(fr.FRAME_METHOD, channel, len(payload)) + payload + b"\xce"
+
+
 def _ids(method: _pbase.Frame) -> tuple[int, int]:
     index = method.index
     return index >> 16, index & 0xFFFF
@@ -168,6 +231,7 @@ class _Channel:
         # the publish whose content is coming
         self.publishing: C.Basic.Publish | None = None
         self.properties: fr.BasicProperties | None = None
+        self.header = b""  # its content header's payload, as sent
         self.body_size = 0
         self.body: list[bytes] = []
         self.received = 0
@@ -184,18 +248,18 @@ class _Channel:
             self.unacked[tag] = _Unacked(queue, message, consumer)
             consumer.unacked += 1
             queue.unacked += 1
-        self.connection.send_method(
-            self.number,
-            fr.make_method(
-                C.Basic.Deliver,
-                consumer_tag=consumer.tag,
-                delivery_tag=tag,
-                redelivered=message.redelivered,
-                exchange=message.exchange,
-                routing_key=message.routing_key,
-            ),
+        connection = self.connection
+        connection._push(
+            _deliver_frame(
+                self.number,
+                consumer.tag,
+                tag,
+                message.redelivered,
+                message.exchange,
+                message.routing_key,
+            )
         )
-        self.connection.send_content(self.number, message.body, message.properties)
+        connection.send_stored(self.number, message)
 
     def can_deliver(self) -> bool:
         return self.open and (not self.global_prefetch or len(self.unacked) < self.global_prefetch)
@@ -277,8 +341,11 @@ class _Channel:
         properties: fr.BasicProperties,
         body: bytes,
         mandatory: bool,
+        header: bytes | None = None,
     ) -> bool:
-        """Route and enqueue one message; False when a queue refused it."""
+        """Route and enqueue one message; False when a queue refused it.
+        ``header``: the content header's payload as published, kept to be
+        sent again with each delivery (its properties unchanged)."""
         broker = self.broker
         message_ttl(properties.expiration)  # a bad one is refused before routing
         if properties.reply_to == REPLY_TO:
@@ -286,6 +353,7 @@ class _Channel:
             if self.reply_key is None:
                 raise AMQPError(PRECONDITION_FAILED, "fast reply consumer does not exist")
             properties = dataclasses.replace(properties, reply_to=self.reply_key)
+            header = None
         if exchange == "" and routing_key.startswith(REPLY_TO + "."):
             target = broker.replies.get(routing_key)
             if target is not None:
@@ -305,7 +373,7 @@ class _Channel:
                 )
             )
             self.connection.send_content(self.number, body, properties)
-        return broker.enqueue(queues, exchange, routing_key, properties, body)
+        return broker.enqueue(queues, exchange, routing_key, properties, body, header)
 
     def deliver_reply(
         self, exchange: str, routing_key: str, properties: fr.BasicProperties, body: bytes
@@ -362,6 +430,8 @@ class ServerConnection:
         self.auth_failure_close = False
         self.user = ""
         self._out: list[fr.Buffer] = []
+        #: Decoded properties by their bytes (a stream repeats a few).
+        self._properties: dict[bytes, Any] = {}
         self._header_buf = b""
         self.last_received = now
         self.last_sent = now
@@ -390,6 +460,20 @@ class ServerConnection:
 
     def send_method(self, channel: int, method: _pbase.Frame) -> None:
         self._push(fr.encode_method(channel, method))
+
+    def send_stored(self, channel: int, message: StoredMessage) -> None:
+        """A stored message's content: its content header as the publisher
+        sent it, where its properties are unchanged, and its body."""
+        header = message.header
+        if header is None:
+            self.send_content(channel, message.body, message.properties)
+            return
+        self._push(
+            _FRAME_HEAD.pack(fr.FRAME_HEADER, channel, len(header)),
+            header,
+            b"\xce",
+            *fr._body_frames(channel, message.body, self.frame_max),
+        )
 
     def send_content(self, channel: int, body: bytes, properties: fr.BasicProperties) -> None:
         self._push(*fr.encode_content(channel, body, properties, self.frame_max))
@@ -591,7 +675,7 @@ class ServerConnection:
             return
         channel = self.channels.get(number)
         if frame_type == fr.FRAME_METHOD:
-            method = fr.decode_method(payload)
+            method = _decode(payload)
             if channel is not None and channel.publishing is not None:
                 raise AMQPError(
                     UNEXPECTED_FRAME,
@@ -618,10 +702,11 @@ class ServerConnection:
         if frame_type == fr.FRAME_HEADER:
             if channel.publishing is None or channel.properties is not None:
                 raise AMQPError(UNEXPECTED_FRAME, "content header without a publish")
-            class_id, size, props = fr.decode_content_header(payload)
+            class_id, size, props = fr.decode_content_header(payload, self._properties)
             if class_id != 60:
                 raise AMQPError(FRAME_ERROR, f"content header for class {class_id}")
             channel.properties = props
+            channel.header = payload
             channel.body_size = size
             channel.body = []
             channel.received = 0
@@ -658,7 +743,7 @@ class ServerConnection:
                 accepted = False  # scripted: the broker could not take it
             else:
                 accepted = channel.publish(
-                    exchange, routing_key, props, body, bool(method.mandatory)
+                    exchange, routing_key, props, body, bool(method.mandatory), channel.header
                 )
         except AMQPError as exc:
             if exc.connection:
@@ -668,16 +753,16 @@ class ServerConnection:
             return
         if channel.confirming:
             channel.publish_seq += 1
-            answer = C.Basic.Ack if accepted else C.Basic.Nack
-            confirm = answer(delivery_tag=channel.publish_seq)
+            # basic.ack (method 80) or basic.nack (120), neither multiple
+            confirm = fr.encode_ack(channel.number, 80 if accepted else 120, channel.publish_seq, 0)
             if self.broker.holding_confirms:
                 self.broker.held_confirms.append((self, channel, confirm))
             else:
-                self.send_method(channel.number, confirm)
+                self._push(confirm)
 
-    def send_held_confirm(self, channel: _Channel, confirm: _pbase.Frame) -> None:
+    def send_held_confirm(self, channel: _Channel, confirm: bytes) -> None:
         if channel.open and self.channels.get(channel.number) is channel:
-            self.send_method(channel.number, confirm)
+            self._push(confirm)
 
     # --- errors -------------------------------------------------------------------
 
@@ -984,7 +1069,7 @@ class ServerConnection:
                 message_count=len(queue.ready),
             )
         )
-        self.send_content(channel.number, message.body, message.properties)
+        self.send_stored(channel.number, message)
 
     def _settle(
         self, channel: _Channel, what: str, tag: int, multiple: bool, requeue: bool
@@ -1067,6 +1152,7 @@ _HANDLERS: dict[type[_pbase.Frame], Callable[[ServerConnection, _Channel, Any], 
     C.Basic.Consume: ServerConnection._basic_consume,
     C.Basic.Cancel: ServerConnection._basic_cancel,
     C.Basic.Publish: ServerConnection._basic_publish,
+    _Publish: ServerConnection._basic_publish,
     C.Basic.Get: ServerConnection._basic_get,
     C.Basic.Ack: ServerConnection._basic_ack,
     C.Basic.Nack: ServerConnection._basic_nack,
