@@ -161,13 +161,15 @@ class TcpProxy:
         """One-way loss the other way: keep reading what the server sends but discard it."""
         self._dropping_s2c = enabled
 
-    def truncate_after(self, n_bytes: int | None, *, client_to_server: bool = False) -> None:
+    def truncate_after(
+        self, n_bytes: int | None, *, client_to_server: bool = False, live: bool = True
+    ) -> None:
         """Forward only the next ``n_bytes`` server->client on each connection, then cut it.
 
-        Applies to live connections (counting from now) and to each new one
-        (from its start) until ``truncate_after(None)`` or ``heal()``.  With
-        ``client_to_server=True`` it counts (and cuts) what the client sends
-        instead.
+        Applies to live connections (counting from now; not with
+        ``live=False``) and to each new one (from its start) until
+        ``truncate_after(None)`` or ``heal()``.  With ``client_to_server=True``
+        it counts (and cuts) what the client sends instead.
         """
         if n_bytes is not None and n_bytes < 0:
             raise ValueError("n_bytes must be >= 0")
@@ -175,7 +177,7 @@ class TcpProxy:
             self._truncate_c2s = n_bytes
         else:
             self._truncate = n_bytes
-        for link in list(self._links):
+        for link in list(self._links) if live else []:
             if client_to_server:
                 link.c2s_budget = n_bytes
             else:

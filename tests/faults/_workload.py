@@ -57,18 +57,20 @@ async def workload(
     before: int = 20,
     after: int = 20,
     separate: bool = False,
+    producer_url: str | None = None,
     persistent: bool = False,
     prefetch: int = 10,
     timeout: float = 60,
     **conn_options: Any,
 ) -> Run:
     """Run the workload against *url* (both sides on one connection, or one
-    each with ``separate``); returns the :class:`Run` (its ledger filled in)."""
+    each with ``separate``, or the producer's to ``producer_url``); returns
+    the :class:`Run` (its ledger filled in)."""
     conn_options.setdefault("revive", FAST)
     delivery_mode = 2 if persistent else 1
     with anyio.fail_after(timeout):
-        async with trio_msg.connect(url, **conn_options) as pconn:
-            if separate:
+        async with trio_msg.connect(producer_url or url, **conn_options) as pconn:
+            if separate or producer_url is not None:
                 async with trio_msg.connect(url, **conn_options) as cconn:
                     return await _work(
                         pconn, cconn, queue, ledger, faults, before, after, delivery_mode, prefetch
