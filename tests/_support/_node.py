@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from _broker import (
+    DEFAULT_MEMORY_WATERMARK,
     BrokerUnavailable,
     RabbitmqctlError,
     check_broker,
@@ -87,6 +88,8 @@ class PrivateNode:
         self.pid_file = self.dir / "pid"
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
         self._lock: IO[str] | None = None
+        #: the memory watermark last set through :meth:`set_memory_watermark`
+        self.watermark = DEFAULT_MEMORY_WATERMARK
         #: how many times the node was (re)started by this object
         self.starts = 0
 
@@ -208,8 +211,41 @@ class PrivateNode:
     @contextlib.contextmanager
     def memory_alarm(self) -> Iterator[None]:
         """A memory alarm on this node for the block; always cleared after."""
+        self.watermark = "0"
         with memory_alarm(node=self.name):
             yield
+        self.watermark = DEFAULT_MEMORY_WATERMARK
+
+    def set_memory_watermark(self, value: str) -> None:
+        """``set_vm_memory_high_watermark``: "0" raises the memory alarm,
+        ``DEFAULT_MEMORY_WATERMARK`` clears it."""
+        self.watermark = value
+        self.ctl("set_vm_memory_high_watermark", value)
+
+    def healthy(self) -> bool:
+        """Running, answering AMQP, and no alarm set through this object (cheap:
+        no rabbitmqctl call)."""
+        if self.pid() is None or self.watermark != DEFAULT_MEMORY_WATERMARK:
+            return False
+        try:
+            check_broker("127.0.0.1", self.port, timeout=2)
+        except BrokerUnavailable:
+            return False
+        return True
+
+    def heal(self) -> None:
+        """Put the node right: started, app running, watermark restored."""
+        if self.healthy():
+            return
+        if self.pid() is None:
+            self.start(fresh=False)
+        self.ctl("await_startup", "--timeout", "30", timeout=40)
+        if self.watermark != DEFAULT_MEMORY_WATERMARK:
+            self.set_memory_watermark(DEFAULT_MEMORY_WATERMARK)
+        try:
+            check_broker("127.0.0.1", self.port, timeout=2)
+        except BrokerUnavailable:
+            self.start_app()
 
     # -------------------------------------------------------------- internals
 

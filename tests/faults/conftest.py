@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from _broker import RabbitmqctlError, _restore_watermark, alarms
+from _broker import RabbitmqctlError
 from _fixtures import _require_broker, broker_url, proxy, trio_proxy, unique_name
 from _ledger import Ledger
 from _node import NodeError, PrivateNode
@@ -74,13 +74,8 @@ def node(private_node: PrivateNode) -> Iterator[PrivateNode]:
 
 
 def _heal(node: PrivateNode) -> None:
-    if node.pid() is None:
-        node.start(fresh=False)
     try:
-        if alarms(node=node.name):
-            _restore_watermark(15, node.name)
-        node.ctl("await_startup", "--timeout", "30", timeout=40)
-        node.start_app()
+        node.heal()
     except (RabbitmqctlError, NodeError) as exc:
         raise NodeError(f"could not put the private node right again: {exc}") from exc
 
