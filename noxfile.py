@@ -1,7 +1,8 @@
-"""Sessions: tests (one per backend), lint, typecheck, docs, bench.
+"""Sessions: tests (one per backend), lint, typecheck, docs, bench, soak.
 
 ``nox -s tests`` runs the suite on trio and then on asyncio; each half runs
 in its own virtualenv built from this project's own ``pyproject.toml``.
+``bench`` and ``soak`` are not in the default run.
 """
 
 from __future__ import annotations
@@ -61,3 +62,16 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks", *session.posargs)
     if not session.posargs:  # the full run: the latency floor too (about two minutes)
         session.run("python", "-m", "benchmarks.floor")
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """Ten minutes of random faults under a producer and a consumer, on a private
+    RabbitMQ node (tests/faults/soak.py; see docs/reliability.rst).
+
+    ``nox -s soak -- --duration 60 --seed 1`` for a shorter run; any option of
+    soak.py may follow ``--``.
+    """
+    session.install("-e", ".[test]")
+    args = session.posargs or ["--duration", "600"]
+    session.run("python", "tests/faults/soak.py", *args)
