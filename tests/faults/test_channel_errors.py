@@ -135,6 +135,7 @@ async def test_in_flight_publishes_of_a_closed_channel_are_unknown(
                 async with anyio.create_task_group() as tg:
                     for i in range(20):
                         tg.start_soon(publish, i)
+                    await anyio.wait_all_tasks_blocked()  # all 20 sent, waiting
                     with pytest.raises((NotFound, MessageOutcomeUnknown)):
                         await producer.publish("x", exchange=unique_name + ".missing")
             assert len(outcomes) == 20
