@@ -41,11 +41,14 @@ class Run:
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll *predicate* (every 10 ms) until true; fail after *timeout* seconds."""
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.01)
-    del what  # (named for the traceback)
+    """Poll *predicate* (every 10 ms) until true; ``TimeoutError`` naming
+    *what* after *timeout* seconds."""
+    try:
+        with anyio.fail_after(timeout):
+            while not predicate():
+                await anyio.sleep(0.01)
+    except TimeoutError:
+        raise TimeoutError(f"{what}: not within {timeout} s") from None
 
 
 async def workload(

@@ -3,6 +3,8 @@ private node fixture."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import anyio.abc
 import pytest
@@ -96,9 +98,9 @@ async def test_half_close(proxy: TcpProxy, client_to_server: bool) -> None:
     assert proxy.errors == []
 
 
-async def _wait(predicate: object) -> None:
+async def _wait(predicate: Callable[[], bool]) -> None:
     with anyio.fail_after(5):
-        while not predicate():  # type: ignore[operator]
+        while not predicate():
             await anyio.sleep(0.01)
 
 
