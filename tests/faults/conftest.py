@@ -4,7 +4,7 @@ Network faults go through the TCP proxy (tests/_support/_proxy.py) to the
 shared node on 5672.  Broker restarts and resource alarms run on a private
 node the suite starts itself (tests/_support/_node.py) on port 5680 + n: the
 first test that needs it starts it (about 10 s), it serves the rest of the
-session, and a finalizer stops it at the end, failed run or not.  If it
+session, and its teardown stops it at the end, failed run or not.  If it
 cannot be started the tests that need it fail (never skip) with the reason.
 
 Every test here is marked ``faults`` and ``integration``.
@@ -13,7 +13,7 @@ Every test here is marked ``faults`` and ``integration``.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +21,12 @@ from _broker import RabbitmqctlError
 from _fixtures import _require_broker, broker_url, proxy, trio_proxy, unique_name
 from _ledger import Ledger
 from _node import NodeError, PrivateNode
-from _proxy import TcpProxy, tcp_proxy
 
 __all__ = [
     "_require_broker",
     "broker_url",
     "ledger",
     "node",
-    "node_proxy",
     "private_node",
     "proxy",
     "trio_proxy",
@@ -78,13 +76,6 @@ def _heal(node: PrivateNode) -> None:
         node.heal()
     except (RabbitmqctlError, NodeError) as exc:
         raise NodeError(f"could not put the private node right again: {exc}") from exc
-
-
-@pytest.fixture
-async def node_proxy(anyio_backend: str, node: PrivateNode) -> AsyncIterator[TcpProxy]:
-    """A TCP proxy to the private node."""
-    async with tcp_proxy("127.0.0.1", node.port) as p:
-        yield p
 
 
 @pytest.fixture
