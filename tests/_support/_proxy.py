@@ -154,11 +154,17 @@ class TcpProxy:
         self._flowing.set()
 
     def drop_client_to_server(self, enabled: bool = True) -> None:
-        """One-way loss: keep reading what the client sends but discard it."""
+        """One-way loss: keep reading what the client sends but discard it.
+
+        The bytes are gone for good, mid-stream: unlike a real loss (TCP
+        retransmits), a connection that lived through a drop may have lost
+        whole frames without either side noticing.  Lift a drop after the
+        connection was declared dead, or ``cut()`` it when healing."""
         self._dropping_c2s = enabled
 
     def drop_server_to_client(self, enabled: bool = True) -> None:
-        """One-way loss the other way: keep reading what the server sends but discard it."""
+        """One-way loss the other way: keep reading what the server sends but
+        discard it (see ``drop_client_to_server`` about healing)."""
         self._dropping_s2c = enabled
 
     def truncate_after(

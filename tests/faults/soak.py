@@ -33,6 +33,7 @@ import argparse
 import bisect
 import json
 import random
+import signal
 import statistics
 import sys
 import time
@@ -170,6 +171,9 @@ class Soak:
             self.proxy.drop_server_to_client()
         await self._hold()
         self.proxy.heal()
+        # Bytes thrown away mid-stream leave a connection no TCP loss could
+        # (TCP retransmits): one the heartbeat has not ended yet is cut.
+        self.proxy.cut()
 
     async def refuse(self) -> None:
         self.proxy.refuse_new()
@@ -316,6 +320,13 @@ async def run(args: argparse.Namespace, node: PrivateNode) -> dict[str, Any]:
                 proxy.heal()
                 await anyio.to_thread.run_sync(node.heal)
                 soak.stop_publishing.set()
+                # the publish in progress has this long to finish
+                work.cancel_scope.deadline = anyio.current_time() + args.drain
+            if work.cancel_scope.cancelled_caught:
+                soak.escaped.append(
+                    {"side": "producer", "at_s": round(soak.now(), 3),
+                     "error": f"a publish still waiting {args.drain} s after the faults ended"}
+                )  # fmt: skip
             print(f"[{soak.now():7.1f}] faults over; draining", flush=True)
             drained = False
             with anyio.move_on_after(args.drain):
@@ -348,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is None:
         args.seed = random.randrange(2**32)
     print(f"soak: {args.duration:.0f} s, seed {args.seed}, backend {args.backend}", flush=True)
+    # SIGTERM (timeout, CI) unwinds like Ctrl-C, so the private node is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     node = PrivateNode.start_free(prefer=1)
     try:
         print(f"soak: private node {node.name} on port {node.port}", flush=True)
