@@ -8,7 +8,7 @@ from collections.abc import Callable
 import anyio
 import anyio.abc
 import pytest
-from _broker import PROTOCOL_HEADER
+from _broker import PROTOCOL_HEADER, alarms, memory_alarm
 from _ledger import Ledger
 from _node import PrivateNode
 from _proxy import TcpProxy
@@ -130,3 +130,20 @@ def test_private_node_is_ours_and_answers(private_node: PrivateNode) -> None:
     assert private_node.name.startswith("trio_msg_faults_")
     # the CLI reaches it (the cookie question, settled)
     assert private_node.ctl("eval", "node().").strip().strip("'") == private_node.name
+
+
+def test_memory_alarm_is_raised_and_always_restored(node: PrivateNode) -> None:
+    """The alarm helper, on the private node (alarms are node-wide: never on
+    the shared one)."""
+    assert alarms(node=node.name) == "", "a resource alarm is already in force"
+    seen: list[str] = []
+
+    def fail_inside_an_alarm() -> None:
+        with memory_alarm(node=node.name):
+            seen.append(alarms(node=node.name))
+            raise RuntimeError("inside")
+
+    with pytest.raises(RuntimeError, match="inside"):
+        fail_inside_an_alarm()
+    assert "memory" in seen[0].lower()
+    assert alarms(node=node.name) == ""
