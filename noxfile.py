@@ -1,7 +1,9 @@
-"""Sessions: tests (one per backend), lint, typecheck, docs, package, bench.
+"""Sessions: tests (one per backend), lint, typecheck, docs, package, bench, soak,
+differential.
 
 ``nox -s tests`` runs the suite on trio and then on asyncio; each half runs
 in its own virtualenv built from this project's own ``pyproject.toml``.
+``bench`` and ``soak`` are not in the default run.
 """
 
 from __future__ import annotations
@@ -147,3 +149,16 @@ def package(session: nox.Session) -> None:
         if not where or str(venv) not in where:
             session.error(f"trio_msg was not imported from the wheel: {where!r}")
         session.run(py, "hello_world.py", external=True, env={"PYTHONPATH": ""})
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """Ten minutes of random faults under a producer and a consumer, on a private
+    RabbitMQ node (tests/faults/soak.py; see docs/reliability.rst).
+
+    ``nox -s soak -- --duration 60 --seed 1`` for a shorter run; any option of
+    soak.py may follow ``--``.
+    """
+    install(session, "test")
+    args = session.posargs or ["--duration", "600"]
+    session.run("python", "tests/faults/soak.py", *args)

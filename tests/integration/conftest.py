@@ -1,19 +1,19 @@
-"""Integration tests: the real RabbitMQ (see _broker.py) and a fault-injecting proxy.
+"""Integration tests: the real RabbitMQ (see tests/_support/_broker.py) and a
+fault-injecting proxy (tests/_support/_proxy.py).
 
+The fixtures live in tests/_support/_fixtures.py, shared with tests/faults.
 A missing broker fails the whole run (``pytest.exit``, return code 3) with a
 message saying how to start one; it never turns into skips.
 """
 
 from __future__ import annotations
 
-import re
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from _broker import BROKER_HOST, BROKER_PORT, BROKER_URL, BrokerUnavailable, check_broker
-from _proxy import TcpProxy, tcp_proxy
+from _fixtures import _require_broker, broker_url, proxy, trio_proxy, unique_name
+
+__all__ = ["_require_broker", "broker_url", "proxy", "trio_proxy", "unique_name"]
 
 _HERE = Path(__file__).resolve().parent
 
@@ -22,39 +22,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _HERE in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.integration)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _require_broker() -> None:
-    try:
-        check_broker()
-    except BrokerUnavailable as exc:
-        pytest.exit(str(exc), returncode=3)
-
-
-@pytest.fixture(scope="session")
-def broker_url() -> str:
-    """The AMQP URL of the broker under test (TRIO_MSG_TEST_URL)."""
-    return BROKER_URL
-
-
-@pytest.fixture
-async def proxy(anyio_backend: str) -> AsyncIterator[TcpProxy]:
-    """A started TCP proxy to the broker; connect to 127.0.0.1:``proxy.port``."""
-    async with tcp_proxy(BROKER_HOST, BROKER_PORT) as p:
-        yield p
-
-
-@pytest.fixture
-async def trio_proxy() -> AsyncIterator[TcpProxy]:
-    """The same, for ``@pytest.mark.trio`` tests (pytest-trio runs it; ``proxy``
-    needs ``anyio_backend`` and so cannot serve trio-marked tests)."""
-    async with tcp_proxy(BROKER_HOST, BROKER_PORT) as p:
-        yield p
-
-
-@pytest.fixture
-def unique_name(request: pytest.FixtureRequest) -> str:
-    """A per-test unique name for queues and exchanges."""
-    test = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name).strip("_")
-    return f"trio_msg.test.{test}.{uuid.uuid4().hex[:8]}"

@@ -20,12 +20,10 @@ from _broker import (
     BROKER_URL,
     PROTOCOL_HEADER,
     BrokerUnavailable,
-    alarms,
     check_broker,
     close_connection_by_name,
     close_connection_by_port,
     list_connections,
-    memory_alarm,
 )
 from _proxy import TcpProxy, tcp_proxy
 
@@ -395,18 +393,3 @@ async def test_close_by_port_through_the_proxy(proxy: TcpProxy, unique_name: str
         if conn.is_open:
             await anyio.to_thread.run_sync(conn.close)
     await proxy.wait_connections(0)
-
-
-def test_memory_alarm_is_raised_and_always_restored() -> None:
-    assert alarms() == "", "a resource alarm is already in force on the broker"
-    seen: list[str] = []
-
-    def fail_inside_an_alarm() -> None:
-        with memory_alarm():
-            seen.append(alarms())
-            raise RuntimeError("inside")
-
-    with pytest.raises(RuntimeError, match="inside"):
-        fail_inside_an_alarm()
-    assert "memory" in seen[0].lower()
-    assert alarms() == ""

@@ -3,8 +3,10 @@
 Everything here is synchronous (sockets and ``subprocess`` with timeouts); async
 tests call the ``rabbitmqctl`` helpers through ``anyio.to_thread.run_sync``.
 
-See docs in /work/shared/rabbitmq.md: never stop, restart or reconfigure the
-node from a test, and always restore the memory watermark.
+Never stop, restart or reconfigure the shared node from a test, and always
+restore the memory watermark.  Every ``rabbitmqctl`` helper takes ``node=``
+(a node name for ``rabbitmqctl -n``): tests/faults points them at its private
+node (``_node.PrivateNode``), which it may hurt as it likes.
 """
 
 from __future__ import annotations
@@ -127,7 +129,9 @@ RABBITMQCTL = os.environ.get("TRIO_MSG_RABBITMQCTL", "rabbitmqctl")
 RABBITMQ_DIAGNOSTICS = os.environ.get("TRIO_MSG_RABBITMQ_DIAGNOSTICS", "rabbitmq-diagnostics")
 
 
-def _run(tool: str, *args: str, timeout: float = 30.0) -> str:
+def _run(tool: str, *args: str, timeout: float = 30.0, node: str | None = None) -> str:
+    if node is not None:
+        args = ("-n", node, *args)
     if shutil.which(tool) is None:
         raise RabbitmqctlError(
             f"{tool!r} is not on the PATH: the forced-close and alarm helpers need the "
@@ -146,9 +150,9 @@ def _run(tool: str, *args: str, timeout: float = 30.0) -> str:
     return proc.stdout
 
 
-def rabbitmqctl(*args: str, timeout: float = 30.0) -> str:
-    """Run ``rabbitmqctl ARGS`` and return its stdout (raises ``RabbitmqctlError``)."""
-    return _run(RABBITMQCTL, *args, timeout=timeout)
+def rabbitmqctl(*args: str, timeout: float = 30.0, node: str | None = None) -> str:
+    """Run ``rabbitmqctl [-n NODE] ARGS`` and return its stdout (raises ``RabbitmqctlError``)."""
+    return _run(RABBITMQCTL, *args, timeout=timeout, node=node)
 
 
 _LIST_FIELDS = ("pid", "name", "peer_port", "client_properties", "user")
@@ -167,7 +171,7 @@ def _connection_name(client_properties: str) -> str | None:
     return _ESCAPE_RE.sub(r"\1", match.group(1))
 
 
-def list_connections(*, timeout: float = 30.0) -> list[dict[str, Any]]:
+def list_connections(*, timeout: float = 30.0, node: str | None = None) -> list[dict[str, Any]]:
     """The broker's client connections, as ``rabbitmqctl list_connections`` sees them.
 
     Each dict has ``pid`` (str, what ``close_connection`` takes), ``name`` (str,
@@ -176,7 +180,7 @@ def list_connections(*, timeout: float = 30.0) -> list[dict[str, Any]]:
     ``user`` (str) and ``client_properties`` (the raw Erlang-ish text).
     """
     out = rabbitmqctl(
-        "list_connections", "-q", "--no-table-headers", *_LIST_FIELDS, timeout=timeout
+        "list_connections", "-q", "--no-table-headers", *_LIST_FIELDS, timeout=timeout, node=node
     )
     result: list[dict[str, Any]] = []
     for line in out.splitlines():
@@ -205,10 +209,11 @@ def _close_matching(
     predicate: Any,
     reason: str,
     wait: float,
+    node: str | None,
 ) -> list[dict[str, Any]]:
     deadline = time.monotonic() + wait
     while True:
-        matches = [c for c in list_connections() if predicate(c)]
+        matches = [c for c in list_connections(node=node) if predicate(c)]
         if matches:
             break
         if time.monotonic() >= deadline:
@@ -216,16 +221,20 @@ def _close_matching(
         time.sleep(0.2)
     for conn in matches:
         try:
-            rabbitmqctl("close_connection", conn["pid"], reason)
+            rabbitmqctl("close_connection", conn["pid"], reason, node=node)
         except RabbitmqctlError:
             # It may have gone away on its own between listing and closing.
-            if any(c["pid"] == conn["pid"] for c in list_connections()):
+            if any(c["pid"] == conn["pid"] for c in list_connections(node=node)):
                 raise
     return matches
 
 
 def close_connection_by_name(
-    connection_name: str, reason: str = "closed by trio_msg test", *, wait: float = 5.0
+    connection_name: str,
+    reason: str = "closed by trio_msg test",
+    *,
+    wait: float = 5.0,
+    node: str | None = None,
 ) -> list[dict[str, Any]]:
     """Force-close (320 CONNECTION_FORCED) the connection(s) with this connection_name.
 
@@ -239,35 +248,41 @@ def close_connection_by_name(
             return bool(c["connection_name"] == connection_name)
         return f'"{connection_name}"' in c["client_properties"]
 
-    return _close_matching(f"connection_name {connection_name!r}", predicate, reason, wait)
+    return _close_matching(f"connection_name {connection_name!r}", predicate, reason, wait, node)
 
 
 def close_connection_by_port(
-    port: int, reason: str = "closed by trio_msg test", *, wait: float = 5.0
+    port: int,
+    reason: str = "closed by trio_msg test",
+    *,
+    wait: float = 5.0,
+    node: str | None = None,
 ) -> list[dict[str, Any]]:
     """Force-close the connection whose client side uses local port ``port``.
 
     Through a proxy that is the proxy's upstream port (``TcpProxy.upstream_ports``),
     not the client's own.
     """
-    return _close_matching(f"peer port {port}", lambda c: c["peer_port"] == port, reason, wait)
+    return _close_matching(
+        f"peer port {port}", lambda c: c["peer_port"] == port, reason, wait, node
+    )
 
 
 # ------------------------------------------------------------------------- alarms
 
 
-def alarms(*, timeout: float = 30.0) -> str:
+def alarms(*, timeout: float = 30.0, node: str | None = None) -> str:
     """The text of ``rabbitmq-diagnostics -q alarms`` (empty string when clear)."""
-    out = _run(RABBITMQ_DIAGNOSTICS, "-q", "alarms", timeout=timeout).strip()
+    out = _run(RABBITMQ_DIAGNOSTICS, "-q", "alarms", timeout=timeout, node=node).strip()
     if not out or "no alarms" in out:
         return ""
     return out
 
 
-def _wait_alarms(want_clear: bool, timeout: float) -> str:
+def _wait_alarms(want_clear: bool, timeout: float, node: str | None = None) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        text = alarms()
+        text = alarms(node=node)
         if (text == "") == want_clear:
             return text
         if time.monotonic() >= deadline:
@@ -276,13 +291,15 @@ def _wait_alarms(want_clear: bool, timeout: float) -> str:
         time.sleep(0.2)
 
 
-def wait_alarm_cleared(timeout: float = 15.0) -> None:
+def wait_alarm_cleared(timeout: float = 15.0, *, node: str | None = None) -> None:
     """Poll ``rabbitmq-diagnostics -q alarms`` until the node reports none."""
-    _wait_alarms(True, timeout)
+    _wait_alarms(True, timeout, node)
 
 
 @contextmanager
-def memory_alarm(*, wait_raised: bool = True, timeout: float = 15.0) -> Iterator[None]:
+def memory_alarm(
+    *, wait_raised: bool = True, timeout: float = 15.0, node: str | None = None
+) -> Iterator[None]:
     """Raise a node-wide memory alarm for the duration of the block.
 
     ``set_vm_memory_high_watermark 0``; on exit, ALWAYS (finally) restores
@@ -290,20 +307,22 @@ def memory_alarm(*, wait_raised: bool = True, timeout: float = 15.0) -> Iterator
     ``wait_raised`` the block starts only once the alarm is reported.
     """
     try:
-        rabbitmqctl("set_vm_memory_high_watermark", "0", timeout=timeout)
+        rabbitmqctl("set_vm_memory_high_watermark", "0", timeout=timeout, node=node)
         if wait_raised:
-            _wait_alarms(False, timeout)
+            _wait_alarms(False, timeout, node)
         yield
     finally:
-        _restore_watermark(timeout)
-        wait_alarm_cleared(timeout)
+        _restore_watermark(timeout, node)
+        wait_alarm_cleared(timeout, node=node)
 
 
-def _restore_watermark(timeout: float) -> None:
+def _restore_watermark(timeout: float, node: str | None = None) -> None:
     # Alarms are node-wide: one left in force breaks every later test, so retry.
     for attempt in range(3):
         try:
-            rabbitmqctl("set_vm_memory_high_watermark", DEFAULT_MEMORY_WATERMARK, timeout=timeout)
+            rabbitmqctl(
+                "set_vm_memory_high_watermark", DEFAULT_MEMORY_WATERMARK, timeout=timeout, node=node
+            )
             return
         except RabbitmqctlError:
             if attempt == 2:
