@@ -1125,7 +1125,15 @@ class Consumer:
             self._tags.clear()
             self._no_ack_tags.clear()
             self._error = None
-            channel = await connection.open_channel()
+            try:
+                channel = await connection.open_channel()
+            except TrioMsgError as exc:
+                # lost again while the channel opened: wait for the next one
+                if connection._may_revive(exc):
+                    if reopen_only:
+                        self._reopen_only = reopen_only = False
+                    continue
+                raise
             self._channel = channel
             try:
                 if self.auto_declare and not reopen_only:

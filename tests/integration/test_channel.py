@@ -7,7 +7,6 @@ from typing import Any
 
 import anyio
 import pytest
-from _broker import memory_alarm
 
 from trio_msg._protocol.events import Delivery, Outcome, Returned
 from trio_msg._protocol.frames import BasicProperties
@@ -431,52 +430,3 @@ async def test_many_channels(conn: Connection) -> None:
         for i in range(20):
             tg.start_soon(work, i)
     assert sorted(results, key=int) == [str(i) for i in range(20)]
-
-
-# ---------------------------------------------------------------- blocked
-
-
-async def test_publish_waits_while_the_broker_is_blocked(conn: Connection, ch: Channel) -> None:
-    q = (await ch.queue_declare("", exclusive=True)).queue
-    await ch.confirm_select()
-    alarm: Any = memory_alarm()
-    await anyio.to_thread.run_sync(alarm.__enter__)
-    try:
-        # The broker blocks a connection when it next publishes.
-        first = await ch.basic_publish(b"trigger", "", q)
-        assert first is not None
-        with anyio.fail_after(5):
-            while not _blocked(conn):
-                await anyio.sleep(0.02)
-        with anyio.move_on_after(0.5) as waited:
-            await ch.basic_publish(b"while blocked", "", q)
-            pytest.fail("a publish went through while the broker blocked us")
-        assert waited.cancelled_caught
-        late: list[PublishResult | None] = []
-        with anyio.fail_after(20):
-            async with anyio.create_task_group() as tg:
-
-                async def publish_late() -> None:
-                    late.append(await ch.basic_publish(b"after the alarm", "", q))
-
-                tg.start_soon(publish_late)
-                await anyio.sleep(0.1)
-                assert late == []  # still waiting
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(alarm.__exit__, None, None, None)
-                alarm = None
-    finally:
-        if alarm is not None:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(alarm.__exit__, None, None, None)
-    assert not _blocked(conn)
-    [result] = late
-    assert result is not None
-    with anyio.fail_after(10):
-        assert await first.wait() is Outcome.ACK
-        assert await result.wait() is Outcome.ACK
-    # the cancelled publish queued nothing
-    bodies = []
-    while (msg := await ch.basic_get(q, no_ack=True)) is not None:
-        bodies.append(msg.body)
-    assert bodies == [b"trigger", b"after the alarm"]
