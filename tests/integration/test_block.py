@@ -87,7 +87,7 @@ async def test_aclose_in_the_body_returns_and_the_body_goes_on(
     with anyio.fail_after(10):
         async with connect(broker_url, revive=False) as conn:
             ch = await conn.open_channel()
-            await ch.queue_declare(unique_name, auto_delete=True)
+            await ch.queue_declare(unique_name, exclusive=True)  # gone with the connection
             await conn.aclose()
             reached.append("after aclose")
             with pytest.raises(ConnectionClosed, match="closed by client"):
