@@ -467,7 +467,10 @@ class Connection:
                     from ._broker import attach
 
                     addresses = iter(())  # no network: the embedded broker
-                    self._stream = await attach(params.memory, tg)
+                    self._stream, serve = attach(params.memory)
+                    # shielded like the reader and writer: the broker's side
+                    # must answer the close handshake of a cancelled block
+                    self._spawn(tg, serve)
                     self._wire = make_wire(self._stream)
                     self.address = ("memory", 0)
                 for host, port in addresses:

@@ -12,7 +12,7 @@ Connections to ``memory://NAME`` in one process share the broker ``NAME``
 
 from __future__ import annotations
 
-import anyio.abc
+from collections.abc import Awaitable, Callable
 
 from .driver import BrokerServer, MemoryStream, memory_stream_pair
 from .model import AMQPError, Broker
@@ -44,9 +44,13 @@ def drop_broker(name: str) -> None:
     _BROKERS.pop(name, None)
 
 
-async def attach(name: str, tg: anyio.abc.TaskGroup) -> MemoryStream:
-    """A client stream to the broker ``name``, served by a task in ``tg``."""
+def attach(name: str) -> tuple[MemoryStream, Callable[[], Awaitable[None]]]:
+    """A client stream to the broker ``name``, and the function that serves
+    its other end (the caller runs it in the connection's task group)."""
     client, server_side = memory_stream_pair()
-    tg.start_soon(get_broker(name).serve_stream, server_side)
-    await anyio.lowlevel.checkpoint()
-    return client
+    server = get_broker(name)
+
+    async def serve() -> None:
+        await server.serve_stream(server_side)
+
+    return client, serve
