@@ -26,13 +26,11 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
 from typing import Any, NoReturn, TextIO
 
 import trio
 
 from ._protocol.errors import ChannelClosed, ConnectionClosed, ConnectionLost, TrioMsgError
-from .channel import Channel
 from .connection import Connection, connect
 from .entity import Queue
 from .errors import ConnectionFailed, MessageNacked, Unroutable
@@ -325,12 +323,6 @@ def _emit(line: str) -> None:
 # --- commands ----------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def _channel(conn: Connection) -> AsyncIterator[Channel]:
-    async with conn.channel() as channel:
-        yield channel
-
-
 async def _lines(body: str, count: int) -> AsyncIterator[str]:
     """BODY *count* times, or with ``-`` each line of standard input, read in
     a worker thread so the connection is served while the input waits."""
@@ -427,7 +419,7 @@ async def cmd_consume(conn: Connection, args: argparse.Namespace) -> None:
 
 
 async def cmd_get(conn: Connection, args: argparse.Namespace) -> None:
-    async with _channel(conn) as channel:
+    async with conn.channel() as channel:
         message = await channel.basic_get(args.queue, accept=DISPLAY_ACCEPT)
         if message is None:
             raise Nothing(f"queue {args.queue!r} is empty")
@@ -440,7 +432,7 @@ async def cmd_get(conn: Connection, args: argparse.Namespace) -> None:
 
 async def cmd_declare(conn: Connection, args: argparse.Namespace) -> None:
     arguments = dict(args.argument) or None
-    async with _channel(conn) as channel:
+    async with conn.channel() as channel:
         if args.kind == "exchange":
             await channel.exchange_declare(
                 args.name,
@@ -472,7 +464,7 @@ async def cmd_declare(conn: Connection, args: argparse.Namespace) -> None:
 
 async def cmd_bind(conn: Connection, args: argparse.Namespace) -> None:
     arguments = dict(args.argument) or None
-    async with _channel(conn) as channel:
+    async with conn.channel() as channel:
         method: Callable[[str, str, str, dict[str, Any] | None], Awaitable[None]]
         if args.kind == "queue":
             method = channel.queue_bind if args.command == "bind" else channel.queue_unbind
@@ -482,13 +474,13 @@ async def cmd_bind(conn: Connection, args: argparse.Namespace) -> None:
 
 
 async def cmd_purge(conn: Connection, args: argparse.Namespace) -> None:
-    async with _channel(conn) as channel:
+    async with conn.channel() as channel:
         count = await channel.queue_purge(args.queue)
     _emit(json.dumps({"queue": args.queue, "purged": count}))
 
 
 async def cmd_delete(conn: Connection, args: argparse.Namespace) -> None:
-    async with _channel(conn) as channel:
+    async with conn.channel() as channel:
         if args.kind == "exchange":
             if args.if_empty:
                 raise CliError("--if-empty applies to queues only", 2)
@@ -504,7 +496,7 @@ async def cmd_bench(conn: Connection, args: argparse.Namespace) -> None:
     if args.size < 0:
         raise CliError("--size must be 0 or more", 2)
     body = b"x" * args.size
-    async with _channel(conn) as channel:
+    async with conn.channel() as channel:
         name = (await channel.queue_declare("", durable=False, exclusive=True)).queue
         queue = Queue(name, durable=False, exclusive=True)
         progress = Progress("publish", args.count)

@@ -495,3 +495,24 @@ async def test_higher_priority_consumers_get_messages_first(conn: trio_msg.Conne
         got_low = await receive(low, 3)
         assert [m.payload for m in got_high] == ["0", "1"]
         assert [m.payload for m in got_low] == ["2", "3", "4"]
+
+
+async def test_an_exclusive_consumer_has_the_queue_to_itself(conn: trio_msg.Connection) -> None:
+    async with conn.channel() as ch:
+        await ch.queue_declare("ex", durable=False)
+    async with conn.channel() as ch, conn.channel() as other:
+        tag = await ch.basic_consume("ex", _Sink(), exclusive=True)
+        assert tag.startswith("amq.ctag-")
+        with pytest.raises(AccessRefused, match="queue 'ex' in vhost '/' in exclusive use"):
+            await other.basic_consume("ex", _Sink())
+
+
+class _Sink:
+    def send_nowait(self, item: object) -> None:
+        pass
+
+    async def send(self, item: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -1020,17 +1020,14 @@ class Broker:
             queue._next = (chosen + 1) % n
             consumers[chosen].take(queue, ready.popleft())
 
+    def check_consumer(self, queue: Queue, consumer: ConsumerPort) -> None:
+        """403 if ``consumer`` may not join ``queue``: it wants the queue to
+        itself and others consume from it, or another has it to itself."""
+        if (consumer.exclusive and queue.consumers) or any(c.exclusive for c in queue.consumers):
+            raise AMQPError(ACCESS_REFUSED, f"queue '{queue.name}' in vhost '/' in exclusive use")
+
     def add_consumer(self, queue: Queue, consumer: ConsumerPort) -> None:
-        if consumer.exclusive and queue.consumers:
-            raise AMQPError(
-                ACCESS_REFUSED,
-                f"queue '{queue.name}' in vhost '/' in exclusive use",
-            )
-        if any(c.exclusive for c in queue.consumers):
-            raise AMQPError(
-                ACCESS_REFUSED,
-                f"queue '{queue.name}' in vhost '/' in exclusive use",
-            )
+        self.check_consumer(queue, consumer)
         queue.consumers.append(consumer)
         queue.had_consumer = True
         queue.last_used = self.clock()

@@ -383,18 +383,11 @@ class _Channel:
             return
         tag = self.next_tag
         self.next_tag += 1
-        self.connection.send_method(
-            self.number,
-            fr.make_method(
-                C.Basic.Deliver,
-                consumer_tag=self.reply_tag,
-                delivery_tag=tag,
-                redelivered=False,
-                exchange=exchange,
-                routing_key=routing_key,
-            ),
+        connection = self.connection
+        connection._push(
+            _deliver_frame(self.number, self.reply_tag, tag, False, exchange, routing_key)
         )
-        self.connection.send_content(self.number, body, properties)
+        connection.send_content(self.number, body, properties)
 
 
 class ServerConnection:
@@ -1017,8 +1010,8 @@ class ServerConnection:
         consumer = _Consumer(
             channel, queue, tag, bool(m.no_ack), bool(m.exclusive), channel.prefetch, arguments
         )
-        if (consumer.exclusive and queue.consumers) or any(c.exclusive for c in queue.consumers):
-            raise AMQPError(ACCESS_REFUSED, f"queue '{queue.name}' in vhost '/' in exclusive use")
+        # refused before consume-ok is sent (the model checks again, to the same effect)
+        self.broker.check_consumer(queue, consumer)
         channel.consumers[tag] = consumer
         if not m.nowait:
             channel.send(fr.make_method(C.Basic.ConsumeOk, consumer_tag=tag))
