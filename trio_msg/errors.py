@@ -1,37 +1,91 @@
 """Every exception trio_msg raises, in one place.
 
-The protocol and close errors live in the sans-IO core
-(:mod:`trio_msg._protocol.errors`) and are re-exported here; the errors
-below belong to the messaging layer.
+This is the public home of all of them: ``from trio_msg.errors import
+NotFound``.  The protocol and close errors are defined by the sans-IO core
+(``trio_msg._protocol.errors``, which imports nothing outside the standard
+library) and re-exported here; the others belong to the messaging layer.
+Each class's ``__module__`` is this module, so tracebacks, reprs and pickles
+name ``trio_msg.errors.NotFound``, never the core's internal path.
 """
 
 from __future__ import annotations
 
 import queue as _queue
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from trio_msg._protocol.errors import *  # noqa: F403
-from trio_msg._protocol.errors import TrioMsgError
-from trio_msg._protocol.errors import __all__ as _protocol_all
+from trio_msg._protocol import errors as _core
+from trio_msg._protocol.errors import (
+    AccessRefused,
+    AuthenticationError,
+    ChannelClosed,
+    ChannelError,
+    ChannelNotOpen,
+    CommandInvalid,
+    ConnectionClosed,
+    ConnectionForced,
+    ConnectionLost,
+    FrameError,
+    HeartbeatTimeout,
+    InternalError,
+    InvalidPath,
+    LocalProtocolError,
+    MessageStateError,
+    NotAllowed,
+    NotFound,
+    NotImplementedByBroker,
+    PreconditionFailed,
+    ProtocolError,
+    RemoteProtocolError,
+    ResourceError,
+    ResourceLocked,
+    TrioMsgError,
+    UnexpectedFrame,
+    WrongProtocol,
+)
 
 if TYPE_CHECKING:
     from trio_msg.channel import PublishResult
 
 __all__ = [
-    *_protocol_all,
+    "AccessRefused",
+    "AuthenticationError",
+    "ChannelClosed",
+    "ChannelError",
+    "ChannelNotOpen",
+    "CommandInvalid",
     "CompressionError",
+    "ConnectionClosed",
     "ConnectionFailed",
+    "ConnectionForced",
+    "ConnectionLost",
     "ConsumerCancelled",
     "ContentDisallowed",
     "DecodeError",
     "Empty",
     "EncodeError",
+    "FrameError",
+    "HeartbeatTimeout",
+    "InternalError",
+    "InvalidPath",
+    "LocalProtocolError",
     "MessageNacked",
     "MessageOutcomeUnknown",
+    "MessageStateError",
+    "NotAllowed",
     "NotBoundError",
+    "NotFound",
+    "NotImplementedByBroker",
     "NotSupported",
+    "PreconditionFailed",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "ResourceError",
+    "ResourceLocked",
     "SerializerNotInstalled",
+    "TrioMsgError",
+    "UnexpectedFrame",
     "Unroutable",
+    "WrongProtocol",
 ]
 
 
@@ -125,9 +179,24 @@ class Unroutable(TrioMsgError):
         self.routing_key = routing_key
         self.message = message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # ``args`` holds the formatted message; rebuild from the fields.
+        fields = (self.reply_text, self.reply_code, self.exchange, self.routing_key, self.message)
+        return type(self), fields, self.__dict__
+
 
 class Empty(TrioMsgError, _queue.Empty):
     """:meth:`SimpleQueue.get <trio_msg.simple.SimpleQueue.get>` found no
     message in time (or ``get_nowait`` found none at once).  A subclass of
     the standard library's :class:`queue.Empty`, which is what kombu raises,
     so ``except queue.Empty`` keeps working."""
+
+
+# The core's classes are presented as this module's own (see the docstring).
+# The sans-IO core stays free of any import from the rest of the package;
+# it is this module that claims them.
+for _name in _core.__all__:
+    _obj = getattr(_core, _name)
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj

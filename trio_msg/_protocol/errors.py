@@ -15,6 +15,9 @@ This module imports nothing but the standard library.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 __all__ = [
     "AccessRefused",
     "AuthenticationError",
@@ -151,6 +154,13 @@ class _Closed(TrioMsgError):
         self.by_peer = by_peer
         side = "broker" if by_peer else "client"
         super().__init__(f"({self.reply_code}) {reply_text} [closed by {side}]")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from the fields, not from ``args`` (the formatted message),
+        # so a pickled close unpickles with the same text and attributes.
+        rebuild = functools.partial(type(self), by_peer=self.by_peer)
+        fields = (self.reply_text, self.reply_code, self.class_id, self.method_id)
+        return rebuild, fields, self.__dict__
 
 
 class ConnectionClosed(_Closed):
