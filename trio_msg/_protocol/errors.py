@@ -1,16 +1,19 @@
 """The error family shared by the sans-IO core and the driver.
 
-Every exception trio_msg raises derives from :class:`TrioMsgError`.  Faults in
-the byte stream are :class:`ProtocolError`, split (as in h11) into
-:class:`LocalProtocolError` (we were about to break the protocol, or were
-asked to) and :class:`RemoteProtocolError` (the peer broke it).  Both carry the
-AMQP reply code that describes the fault.
+Every exception trio_msg raises derives from
+:exc:`~trio_msg.errors.TrioMsgError`.  Faults in the byte stream are
+:exc:`~trio_msg.errors.ProtocolError`, split (as in h11) into
+:exc:`~trio_msg.errors.LocalProtocolError` (we were about to break the
+protocol, or were asked to) and :exc:`~trio_msg.errors.RemoteProtocolError`
+(the peer broke it).  Both carry the AMQP reply code that describes the fault.
 
 Closes map to one class per AMQP reply code: :func:`connection_closed` and
 :func:`channel_closed` pick the right subclass from a reply code, so callers
 can ``except NotFound`` instead of comparing integers.
 
-This module imports nothing but the standard library.
+The classes' public home is :mod:`trio_msg.errors`, which re-exports them
+and sets their ``__module__`` to its own name; this module imports nothing
+but the standard library.
 """
 
 from __future__ import annotations
@@ -298,7 +301,7 @@ def connection_closed(
     *,
     by_peer: bool = True,
 ) -> ConnectionClosed:
-    """Build the :class:`ConnectionClosed` subclass for ``reply_code``."""
+    """Build the :exc:`~trio_msg.errors.ConnectionClosed` subclass for ``reply_code``."""
     cls = _CONNECTION_CLASSES.get(reply_code, ConnectionClosed)
     return cls(reply_text, reply_code, class_id, method_id, by_peer=by_peer)
 
@@ -311,6 +314,6 @@ def channel_closed(
     *,
     by_peer: bool = True,
 ) -> ChannelClosed:
-    """Build the :class:`ChannelClosed` subclass for ``reply_code``."""
+    """Build the :exc:`~trio_msg.errors.ChannelClosed` subclass for ``reply_code``."""
     cls = _CHANNEL_CLASSES.get(reply_code, ChannelClosed)
     return cls(reply_text, reply_code, class_id, method_id, by_peer=by_peer)
