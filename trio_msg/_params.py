@@ -143,7 +143,7 @@ class ConnectionParameters:
     hosts: tuple[tuple[str, int], ...] = ()
     #: The order in which ``addresses`` are tried on each connection
     #: attempt: ``"round-robin"`` (default), ``"shuffle"`` or a callable
-    #: (kombu's ``failover_strategy``; see ``trio_msg._failover``).
+    #: (kombu's ``failover_strategy``; :doc:`guide` says how each orders them).
     failover_strategy: FailoverStrategy = "round-robin"
     #: Extra client properties sent in ``connection.start-ok``.
     client_properties: Mapping[str, Any] | None = field(default=None, hash=False)
