@@ -537,6 +537,14 @@ def rst_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
+    """Draw the docs' chart: one panel per workload, two panels a row.
+
+    Sized for where it is shown: the docs' text column is about 880 px
+    wide, and the PNG (10 in at 150 dpi, 1500 px) is scaled down to it, so a
+    point of font size here is about 1.2 px there; the smallest text (11 pt)
+    reads at 13 px.  The PNG's pixels are 1.7x the display's, sharp on a
+    high-density screen.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -553,25 +561,31 @@ def chart(results: dict[str, Any], path: Path) -> None:
         "pika": "#2ca02c",
         "kombu": "#9467bd",
     }
+    small, medium, large = 11, 12.5, 14
     panels = [*workloads, "g"]
     long = results.get("long_consume")
     if long:
         panels.append("long")
-    cols = 4
+    cols = 2
     nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(10, 3.1 * nrows + 0.6), squeeze=False, layout="constrained"
+    )
+    # Centred titles may overhang their panel; keep a margin on the right.
+    fig.get_layout_engine().set(rect=(0, 0, 0.975, 1))
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     for ax, panel in zip(axes.flat, panels, strict=False):
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.tick_params(labelsize=small)
         if panel == "long":
             xs = [c / 1000 for c, _ in long["rss_samples_kib"]]
             ys = [kib / 1024 for _, kib in long["rss_samples_kib"]]
-            ax.plot(xs, ys, color=colours[OURS_TRIO])
+            ax.plot(xs, ys, color=colours[OURS_TRIO], linewidth=2)
             ax.set_ylim(0, max(ys) * 1.25)
-            ax.set_xlabel("messages consumed (thousands)", fontsize=8)
-            ax.set_ylabel("RSS, MiB", fontsize=8)
-            ax.tick_params(labelsize=8)
-            ax.set_title(f"g. trio_msg[trio] RSS over a {long['n']:,} consume", fontsize=9)
+            ax.set_xlabel(f"messages consumed (thousands, of {long['n']:,})", fontsize=small)
+            ax.set_ylabel("RSS, MiB", fontsize=small)
+            ax.set_title("h. trio_msg[trio] RSS, long consume", fontsize=medium)
             continue
         if panel == "g":
             values = [max(med[w][c]["rss_peak_mib"] for w in workloads) for c in clients]
@@ -582,23 +596,25 @@ def chart(results: dict[str, Any], path: Path) -> None:
             unit += "" if higher else " (lower is better)"
         bars = ax.barh(clients, values, color=[colours.get(c, "grey") for c in clients])
         ax.invert_yaxis()
-        ax.set_title(TITLES[panel], fontsize=9)
-        ax.set_xlabel(unit, fontsize=8)
-        ax.tick_params(labelsize=8)
+        ax.set_title(TITLES[panel], fontsize=medium)
+        ax.set_xlabel(unit, fontsize=small)
+        ax.xaxis.set_major_formatter(
+            matplotlib.ticker.FuncFormatter(lambda x, _pos: f"{x:,.0f}" if x >= 100 else f"{x:g}")
+        )
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
         for bar, value in zip(bars, values, strict=True):
             label = f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
             ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + label,
-                    va="center", fontsize=7)  # fmt: skip
-        ax.set_xlim(0, max(values) * 1.3)
+                    va="center", fontsize=small)  # fmt: skip
+        ax.set_xlim(0, max(values) * 1.35)
     m = results["machine"]
     fig.suptitle(
-        f"Python AMQP clients against RabbitMQ {results['broker']} on {m['cpu_count']} cores, "
+        f"Python AMQP clients against RabbitMQ {results['broker']} on {m['cpu_count']} cores,\n"
         f"medians of {results['parameters']['rounds']} rounds ({m['date'][:10]})",
-        fontsize=10,
+        fontsize=large,
     )
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=150)
     plt.close(fig)
 
 
