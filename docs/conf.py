@@ -159,6 +159,18 @@ def _unresolved_error_reference(app, env, node, contnode):  # type: ignore[no-un
     return None
 
 
+# An exception's entry is its name, bases and docstring: users catch these
+# and read their attributes, they do not build them, so the constructors'
+# signatures and parameter lists (repeated on every close class) stay out.
+
+
+def _exception_without_signature(app, what, name, obj, options, signature, return_annotation):  # type: ignore[no-untyped-def]
+    if what != "exception" or not signature:
+        return None
+    app.env.current_document.autodoc_annotations.pop(name, None)
+    return "", None
+
+
 # autodoc_type_aliases does not reach the class signatures' parameters
 # (``Queue(..., channel=...)``): the same renaming, on the rendered text.
 
@@ -176,6 +188,7 @@ def setup(app):  # type: ignore[no-untyped-def]
     # Before napoleon's own handler (default priority 500).
     app.connect("autodoc-process-docstring", _shield_prose_colon, priority=400)
     app.connect("autodoc-process-bases", _public_bases)
+    app.connect("autodoc-process-signature", _exception_without_signature, priority=400)
     app.connect("env-check-consistency", _check_errors_documented)
     app.connect("missing-reference", _unresolved_error_reference, priority=900)
     app.connect("doctree-resolved", _rename_private_protocol)
