@@ -164,10 +164,13 @@ def _unresolved_error_reference(app, env, node, contnode):  # type: ignore[no-un
 # signatures and parameter lists (repeated on every close class) stay out.
 
 
-def _exception_without_signature(app, what, name, obj, options, signature, return_annotation):  # type: ignore[no-untyped-def]
+def _exception_without_signature(app, what, name, obj, options, signature, retann):  # type: ignore[no-untyped-def]
     if what != "exception" or not signature:
         return None
-    app.env.current_document.autodoc_annotations.pop(name, None)
+    # Sphinx 9 records the type hints before this event (older versions
+    # record them in a later handler of it, which the result below skips).
+    document = getattr(app.env, "current_document", None)
+    getattr(document, "autodoc_annotations", {}).pop(name, None)
     return "", None
 
 
