@@ -4,7 +4,7 @@ This is the public home of all of them: ``from trio_msg.errors import
 NotFound``.  The protocol and close errors are defined by the sans-IO core
 (``trio_msg._protocol.errors``, which imports nothing outside the standard
 library) and re-exported here; the others belong to the messaging layer.
-Each class's ``__module__`` is this module, so tracebacks, reprs and pickles
+Each class's ``__module__`` is this module, so tracebacks and pickles
 name ``trio_msg.errors.NotFound``, never the core's internal path.
 """
 
