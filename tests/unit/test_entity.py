@@ -12,6 +12,7 @@ import pytest
 import sniffio
 
 from trio_msg.entity import (
+    DeclarationLedger,
     PERSISTENT_DELIVERY_MODE,
     TRANSIENT_DELIVERY_MODE,
     Exchange,
@@ -28,7 +29,7 @@ Call = tuple[Any, ...]
 
 class FakeConnection:
     def __init__(self) -> None:
-        self.declared_entities: set[object] = set()
+        self.declared_entities = DeclarationLedger()
 
 
 class FakeChannel:
