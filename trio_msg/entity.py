@@ -1404,9 +1404,7 @@ class Queue(_ChannelBound):
             )
         return self.exchange
 
-    async def queue_bind(
-        self, nowait: bool = False, channel: Channel | None = None
-    ) -> None:
+    async def queue_bind(self, nowait: bool = False, channel: Channel | None = None) -> None:
         """Bind the queue to its *exchange* with its *routing_key* and
         *binding_arguments* (``queue.bind``), as kombu's ``queue_bind``.
 

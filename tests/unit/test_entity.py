@@ -12,9 +12,9 @@ import pytest
 import sniffio
 
 from trio_msg.entity import (
-    DeclarationLedger,
     PERSISTENT_DELIVERY_MODE,
     TRANSIENT_DELIVERY_MODE,
+    DeclarationLedger,
     Exchange,
     Queue,
     QueueDeclareOk,

@@ -1522,9 +1522,7 @@ class AMQPChannel:
                     self.reject(method.delivery_tag, requeue=True)
             else:
                 self.connection._events.append(
-                    ev.RpcReply(
-                        self.id, rpc.token, _reply_name(method), dict(method), props, body
-                    )
+                    ev.RpcReply(self.id, rpc.token, _reply_name(method), dict(method), props, body)
                 )
             self._finish_rpc()
         elif isinstance(method, C.Basic.Return):
