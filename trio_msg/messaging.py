@@ -474,7 +474,7 @@ class Producer:
                     await ck.cancel_shielded_checkpoint()
                 return result
             except TrioMsgError:
-                # Nothing of this message was queued (_queue_publish raises only
+                # Nothing of this message was queued (publish_nowait raises only
                 # before it queues).  Lost with the connection while waiting
                 # for room or for a declare: wait for the revival, go again.
                 if not self._revivable():
