@@ -59,7 +59,6 @@ from .channel import Channel
 from .errors import ConnectionFailed
 
 if TYPE_CHECKING:
-    from ._lowlevel import Checkpoints
     from ._ports import ConnectionPort
     from .entity import Queue
     from .simple import SimpleBuffer, SimpleQueue
@@ -318,8 +317,10 @@ class Connection:
     ) -> None:
         self.params = params
         self.retry_policy = retry_policy
-        #: The backend's checkpoints, for the per-message paths.
-        self._ck = current_checkpoints()
+        #: The backend's checkpoints, for the per-message paths; also the
+        #: API layer's (ConnectionPort.checkpoints: an attribute, not a
+        #: property, as it is read once per message).
+        self._ck = self.checkpoints = current_checkpoints()
         self.incarnation = 0
         self.declared_entities = DeclarationLedger()
         self._failover = FailoverCycle(params.addresses, params.failover_strategy)
@@ -698,11 +699,6 @@ class Connection:
                 await channel.aclose()
 
     # --- the API layer's port (see trio_msg._ports.ConnectionPort) -----------
-
-    @property
-    def checkpoints(self) -> Checkpoints:
-        """:meta private: (ConnectionPort)"""
-        return self._ck
 
     def will_revive(self, error: BaseException | None) -> bool:
         """:meta private: Whether *error* is a loss this connection is (or
