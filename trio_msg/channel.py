@@ -164,10 +164,13 @@ class PublishResult:
 
     @property
     def bystander(self) -> bool:
-        """:meta private: UNKNOWN because the broker closed the channel over another
+        """UNKNOWN because the broker closed the channel over another
         operation, not over this publish: publishing it again on a new
         channel cannot meet the same refusal.  (The slot is set only then,
-        so a publish pays nothing for it.)"""
+        so a publish pays nothing for it.)
+
+        :meta private:
+        """
         return bool(getattr(self, "_innocent", False))
 
     def _resolve(self, outcome: ev.Outcome) -> None:
@@ -355,8 +358,11 @@ class Channel:
         self.give_back(delivery_tag)
 
     def give_back(self, delivery_tag: int) -> None:
-        """:meta private: Requeue a delivery nobody will take, if it can still be settled
-        (a closing channel's messages go back to the queue by themselves)."""
+        """Requeue a delivery nobody will take, if it can still be settled
+        (a closing channel's messages go back to the queue by themselves).
+
+        :meta private:
+        """
         if self._core.is_open and self._core.is_unsettled(delivery_tag):
             self._core.reject(delivery_tag, requeue=True)
             self._counts.rejected += 1
@@ -746,13 +752,19 @@ class Channel:
     # --- the API layer's port (see trio_msg._ports.ChannelPort) ----------------
 
     def has_room(self) -> bool:
-        """:meta private: A publish would not wait for back-pressure now."""
+        """A publish would not wait for back-pressure now.
+
+        :meta private:
+        """
         return self._flow.is_set() and not self.connection._must_wait()
 
     async def wait_for_room(self) -> None:
-        """:meta private: Wait (cancellably; nothing is queued) while the connection's
+        """Wait (cancellably; nothing is queued) while the connection's
         outbound buffer is over its mark, the broker blocks the connection,
-        or the broker has paused the channel."""
+        or the broker has paused the channel.
+
+        :meta private:
+        """
         conn = self.connection
         # Both conditions are checked again after either wait: the broker may
         # block the connection while the channel's flow is paused.
@@ -772,12 +784,15 @@ class Channel:
         mandatory: bool,
         urgent: bool,
     ) -> PublishResult | None:
-        """:meta private: Queue a publish now (after :meth:`wait_for_room`, or
+        """Queue a publish now (after :meth:`wait_for_room`, or
         when :meth:`has_room`): no await, so a publish is wholly queued or not.
         Callers checkpoint themselves, once per message, so that the writer
         can gather a run of publishes into one write; *urgent* (the caller
         waits for the confirm next, if the channel is in confirm mode)
-        writes it now instead."""
+        writes it now instead.
+
+        :meta private:
+        """
         self._check()
         conn = self.connection
         tag = self._core.publish(exchange, routing_key, body, properties, mandatory=mandatory)
@@ -796,7 +811,10 @@ class Channel:
     # go out at once when the consumer waits for its next delivery.
 
     def ack_nowait(self, delivery_tag: int, multiple: bool) -> None:
-        """:meta private: (ChannelPort)"""
+        """The ChannelPort operation: see :mod:`trio_msg._ports`.
+
+        :meta private:
+        """
         core = self._core
         if multiple:
             before = core.unsettled_count
@@ -808,7 +826,10 @@ class Channel:
         self.connection._kick_lazy()
 
     def nack_nowait(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
-        """:meta private: (ChannelPort)"""
+        """The ChannelPort operation: see :mod:`trio_msg._ports`.
+
+        :meta private:
+        """
         core = self._core
         before = core.unsettled_count
         core.nack(delivery_tag, multiple, requeue)
@@ -816,18 +837,27 @@ class Channel:
         self.connection._kick_lazy()
 
     def reject_nowait(self, delivery_tag: int, requeue: bool) -> None:
-        """:meta private: (ChannelPort)"""
+        """The ChannelPort operation: see :mod:`trio_msg._ports`.
+
+        :meta private:
+        """
         self._core.reject(delivery_tag, requeue)
         self._counts.rejected += 1
         self.connection._kick_lazy()
 
     def is_unsettled(self, delivery_tag: int) -> bool:
-        """:meta private: (ChannelPort)"""
+        """The ChannelPort operation: see :mod:`trio_msg._ports`.
+
+        :meta private:
+        """
         return self._core.is_unsettled(delivery_tag)
 
     def claim_error(self) -> TrioMsgError | None:
-        """:meta private: The closing error, if no caller was told of it
-        yet; told from now on (ChannelPort)."""
+        """The closing error, if no caller was told of it
+        yet; told from now on (ChannelPort).
+
+        :meta private:
+        """
         if self._error_told:
             return None
         error = self.error

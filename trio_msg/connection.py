@@ -701,8 +701,11 @@ class Connection:
     # --- the API layer's port (see trio_msg._ports.ConnectionPort) -----------
 
     def will_revive(self, error: BaseException | None) -> bool:
-        """:meta private: Whether *error* is a loss this connection is (or
-        will be) reviving from (ConnectionPort)."""
+        """Whether *error* is a loss this connection is (or
+        will be) reviving from (ConnectionPort).
+
+        :meta private:
+        """
         return (
             self.retry_policy is not None
             and self._fatal is None
@@ -711,11 +714,17 @@ class Connection:
         )
 
     def new_signal(self) -> Signal:
-        """:meta private: (ConnectionPort)"""
+        """The ConnectionPort operation: see :mod:`trio_msg._ports`.
+
+        :meta private:
+        """
         return self._new_signal()
 
     def flush(self) -> None:
-        """:meta private: Write what is corked now (ConnectionPort)."""
+        """Write what is corked now (ConnectionPort).
+
+        :meta private:
+        """
         self._flush_pending()
 
     def _give_up(self, error: TrioMsgError) -> None:
