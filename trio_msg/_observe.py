@@ -402,7 +402,7 @@ class Observer:
         )
         self._emit(Revived(conn.incarnation, attempts, downtime))
 
-    def terminated(self, conn: Connection, error: TrioMsgError) -> None:
+    def terminated(self, conn: Connection, error: TrioMsgError, *, closing: bool) -> None:
         """An incarnation ended.  Only the end of one that was open counts:
         the incarnations of failed reconnection attempts are reported by
         :meth:`attempt_failed`."""
@@ -411,10 +411,10 @@ class Observer:
         now = time.monotonic()
         self._connected_total += now - self._connected_at
         self._connected_at = None
-        if conn._closing:
+        if closing:
             return  # aclose(): closed() says so
         self.last_error = error
-        reviving = conn._may_revive(error)
+        reviving = conn.will_revive(error)
         if reviving:
             self.state = "reviving"
             self._lost_at = now

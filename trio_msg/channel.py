@@ -19,11 +19,10 @@ import re
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import anyio
 from anyio.lowlevel import checkpoint
-from pamqp import commands as C
 
 from ._protocol import events as ev
 from ._protocol.connection import AMQPChannel
@@ -35,10 +34,10 @@ from ._protocol.errors import (
     TrioMsgError,
 )
 from ._protocol.frames import EMPTY_PROPERTIES, BasicProperties
-from .entity import QueueDeclareOk
 from .errors import ConsumerCancelled, NotSupported
 
 if TYPE_CHECKING:
+    from ._ports import ChannelPort
     from .connection import Connection, Signal
     from .message import Message
 
@@ -50,6 +49,14 @@ _BASIC_PUBLISH = (60, 40)
 #: RabbitMQ's text for a publish to a missing exchange (the exchange's name
 #: may itself hold quotes: the shortest name that makes the text whole wins).
 _NO_EXCHANGE = re.compile(r"no exchange '(.*?)'(?: in vhost '.*')?\Z", re.DOTALL)
+
+
+class QueueDeclareOk(NamedTuple):
+    """The broker's answer to ``queue.declare``."""
+
+    queue: str
+    message_count: int
+    consumer_count: int
 
 
 def channel_error(error: BaseException | None) -> bool:
@@ -133,7 +140,7 @@ class PublishResult:
         "reason",
         "returned",
     )
-    _innocent: bool  # set only for an UNKNOWN bystander (see _bystander)
+    _innocent: bool  # set only for an UNKNOWN bystander (see bystander)
 
     def __init__(
         self, delivery_tag: int, connection: Connection | None = None, exchange: str = ""
@@ -156,11 +163,14 @@ class PublishResult:
         return self.outcome is not None
 
     @property
-    def _bystander(self) -> bool:
+    def bystander(self) -> bool:
         """UNKNOWN because the broker closed the channel over another
         operation, not over this publish: publishing it again on a new
         channel cannot meet the same refusal.  (The slot is set only then,
-        so a publish pays nothing for it.)"""
+        so a publish pays nothing for it.)
+
+        :meta private:
+        """
         return bool(getattr(self, "_innocent", False))
 
     def _resolve(self, outcome: ev.Outcome) -> None:
@@ -178,9 +188,9 @@ class PublishResult:
             connection = self._connection
             if self._event is None:
                 # A Signal: the wait may read the confirm off the socket itself.
-                self._event = anyio.Event() if connection is None else connection._new_signal()
+                self._event = anyio.Event() if connection is None else connection.new_signal()
             if connection is not None:
-                connection._flush_pending()
+                connection.flush()
             await self._event.wait()
         else:
             await checkpoint()
@@ -301,8 +311,8 @@ class Channel:
         waiter = self._waiters.pop(event.token, None)
         if waiter is None:
             return
-        if waiter.sink is not None and isinstance(event.method, C.Basic.ConsumeOk):
-            self._sinks[event.method.consumer_tag] = waiter.sink
+        if waiter.sink is not None and event.name == "basic.consume-ok":
+            self._sinks[event.fields["consumer_tag"]] = waiter.sink
         waiter.reply = event
         waiter.event.set()
 
@@ -313,7 +323,7 @@ class Channel:
         sink = self._sinks.get(event.consumer_tag)
         if sink is None:
             # A consumer that is being cancelled: give the message back.
-            self._give_back(event.delivery_tag)
+            self.give_back(event.delivery_tag)
         else:
             try:
                 sink.send_nowait(event)
@@ -332,7 +342,7 @@ class Channel:
         self._counts.delivered += 1
         sink = self._sinks.get(event.consumer_tag)
         if sink is None:
-            self._give_back(event.delivery_tag)
+            self.give_back(event.delivery_tag)
             return
         connection = self.connection
         connection._reading_paused = True
@@ -345,11 +355,14 @@ class Channel:
 
     def _drop_consumer(self, consumer_tag: str, delivery_tag: int) -> None:
         self._sinks.pop(consumer_tag, None)
-        self._give_back(delivery_tag)
+        self.give_back(delivery_tag)
 
-    def _give_back(self, delivery_tag: int) -> None:
+    def give_back(self, delivery_tag: int) -> None:
         """Requeue a delivery nobody will take, if it can still be settled
-        (a closing channel's messages go back to the queue by themselves)."""
+        (a closing channel's messages go back to the queue by themselves).
+
+        :meta private:
+        """
         if self._core.is_open and self._core.is_unsettled(delivery_tag):
             self._core.reject(delivery_tag, requeue=True)
             self._counts.rejected += 1
@@ -549,8 +562,8 @@ class Channel:
                 arguments=arguments,
             )
         )
-        m = reply.method
-        return QueueDeclareOk(m.queue, m.message_count, m.consumer_count)
+        f = reply.fields
+        return QueueDeclareOk(f["queue"], f["message_count"], f["consumer_count"])
 
     async def queue_bind(
         self,
@@ -575,7 +588,7 @@ class Channel:
     async def queue_purge(self, queue: str) -> int:
         """``queue.purge``: delete every ready message; returns how many."""
         reply = await self._call(lambda c: c.queue_purge(queue))
-        return int(reply.method.message_count)
+        return int(reply.fields["message_count"])
 
     async def queue_delete(
         self, queue: str, *, if_unused: bool = False, if_empty: bool = False
@@ -584,7 +597,7 @@ class Channel:
         reply = await self._call(
             lambda c: c.queue_delete(queue, if_unused=if_unused, if_empty=if_empty)
         )
-        return int(reply.method.message_count)
+        return int(reply.fields["message_count"])
 
     async def basic_qos(
         self, prefetch_size: int = 0, prefetch_count: int = 0, global_: bool = False
@@ -655,7 +668,7 @@ class Channel:
             ),
             sink,
         )
-        tag = str(reply.method.consumer_tag)
+        tag = str(reply.fields["consumer_tag"])
         self._consumer_queues[tag] = queue
         if on_cancel is not None:
             self._consumer_errors[tag] = on_cancel
@@ -692,18 +705,18 @@ class Channel:
         from .message import Message
 
         reply = await self._call(lambda c: c.basic_get(queue, no_ack=no_ack))
-        m = reply.method
-        if not isinstance(m, C.Basic.GetOk):
+        if reply.name != "basic.get-ok":
             return None
+        m = reply.fields
         self._counts.delivered += 1
         return Message(
             self,
             body=reply.body or b"",
             properties=reply.properties or EMPTY_PROPERTIES,
-            delivery_tag=m.delivery_tag,
-            redelivered=bool(m.redelivered),
-            exchange=m.exchange,
-            routing_key=m.routing_key,
+            delivery_tag=m["delivery_tag"],
+            redelivered=bool(m["redelivered"]),
+            exchange=m["exchange"],
+            routing_key=m["routing_key"],
             consumer_tag=None,
             no_ack=no_ack,
             accept=accept,
@@ -733,28 +746,36 @@ class Channel:
         await checkpoint()
         if immediate:
             raise NotSupported("RabbitMQ removed basic.publish immediate=True (since 3.0)")
-        await self._wait_for_room()
-        return self._queue_publish(body, exchange, routing_key, properties, mandatory, False)
+        await self.wait_for_room()
+        return self.publish_nowait(body, exchange, routing_key, properties, mandatory, False)
 
-    def _has_room(self) -> bool:
-        """A publish would not wait for back-pressure now."""
+    # --- the API layer's port (see trio_msg._ports.ChannelPort) ----------------
+
+    def has_room(self) -> bool:
+        """A publish would not wait for back-pressure now.
+
+        :meta private:
+        """
         return self._flow.is_set() and not self.connection._must_wait()
 
-    async def _wait_for_room(self) -> None:
+    async def wait_for_room(self) -> None:
         """Wait (cancellably; nothing is queued) while the connection's
         outbound buffer is over its mark, the broker blocks the connection,
-        or the broker has paused the channel."""
+        or the broker has paused the channel.
+
+        :meta private:
+        """
         conn = self.connection
         # Both conditions are checked again after either wait: the broker may
         # block the connection while the channel's flow is paused.
-        while not self._has_room():
+        while not self.has_room():
             if conn._must_wait():
                 await conn._wait_writable()
             else:
                 conn._hand_back(False)  # the reader reads the flow's end
                 await self._flow.wait()
 
-    def _queue_publish(
+    def publish_nowait(
         self,
         body: bytes,
         exchange: str,
@@ -763,12 +784,15 @@ class Channel:
         mandatory: bool,
         urgent: bool,
     ) -> PublishResult | None:
-        """Queue a publish now (after :meth:`_wait_for_room`, or when
-        :meth:`_has_room`): no await, so a publish is wholly queued or not.
+        """Queue a publish now (after :meth:`wait_for_room`, or
+        when :meth:`has_room`): no await, so a publish is wholly queued or not.
         Callers checkpoint themselves, once per message, so that the writer
         can gather a run of publishes into one write; *urgent* (the caller
         waits for the confirm next, if the channel is in confirm mode)
-        writes it now instead."""
+        writes it now instead.
+
+        :meta private:
+        """
         self._check()
         conn = self.connection
         tag = self._core.publish(exchange, routing_key, body, properties, mandatory=mandatory)
@@ -786,7 +810,11 @@ class Channel:
     # Settling is corked (Connection._kick_lazy): acks travel in batches, and
     # go out at once when the consumer waits for its next delivery.
 
-    def _ack(self, delivery_tag: int, multiple: bool) -> None:
+    def ack_nowait(self, delivery_tag: int, multiple: bool) -> None:
+        """The ChannelPort operation: see :mod:`trio_msg._ports`.
+
+        :meta private:
+        """
         core = self._core
         if multiple:
             before = core.unsettled_count
@@ -797,14 +825,46 @@ class Channel:
             self._counts.acked += 1
         self.connection._kick_lazy()
 
-    def _nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
+    def nack_nowait(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
+        """The ChannelPort operation: see :mod:`trio_msg._ports`.
+
+        :meta private:
+        """
         core = self._core
         before = core.unsettled_count
         core.nack(delivery_tag, multiple, requeue)
         self._counts.rejected += before - core.unsettled_count
         self.connection._kick_lazy()
 
-    def _reject(self, delivery_tag: int, requeue: bool) -> None:
+    def reject_nowait(self, delivery_tag: int, requeue: bool) -> None:
+        """The ChannelPort operation: see :mod:`trio_msg._ports`.
+
+        :meta private:
+        """
         self._core.reject(delivery_tag, requeue)
         self._counts.rejected += 1
         self.connection._kick_lazy()
+
+    def is_unsettled(self, delivery_tag: int) -> bool:
+        """The ChannelPort operation: see :mod:`trio_msg._ports`.
+
+        :meta private:
+        """
+        return self._core.is_unsettled(delivery_tag)
+
+    def claim_error(self) -> TrioMsgError | None:
+        """The closing error, if no caller was told of it
+        yet; told from now on (ChannelPort).
+
+        :meta private:
+        """
+        if self._error_told:
+            return None
+        error = self.error
+        if error is not None:
+            self._error_told = True
+        return error
+
+
+if TYPE_CHECKING:
+    _port: type[ChannelPort] = Channel  # mypy: Channel implements the port

@@ -39,6 +39,7 @@ from ._failover import FailoverCycle
 from ._lowlevel import current_checkpoints
 from ._observe import WATCH_BUFFER, ConnectionStatistics, Observer, Watcher
 from ._params import ConnectionParameters, make_ssl_context, parse_url, redact, sni_hostname
+from ._ports import DeclarationLedger
 from ._protocol import events as ev
 from ._protocol.connection import AMQPConnection
 from ._protocol.errors import (
@@ -55,10 +56,11 @@ from ._protocol.state import ConnectionState
 from ._retry import RetryPolicy, is_revivable
 from ._wire import SHORT_READ, DirectWire, Wire, make_wire, read_size, skip
 from .channel import Channel
-from .entity import DeclarationLedger, Exchange, Queue
 from .errors import ConnectionFailed
 
 if TYPE_CHECKING:
+    from ._ports import ConnectionPort
+    from .entity import Queue
     from .simple import SimpleBuffer, SimpleQueue
 
 __all__ = ["Connection", "connect"]
@@ -315,8 +317,10 @@ class Connection:
     ) -> None:
         self.params = params
         self.retry_policy = retry_policy
-        #: The backend's checkpoints, for the per-message paths.
-        self._ck = current_checkpoints()
+        #: The backend's checkpoints, for the per-message paths; also the
+        #: API layer's (ConnectionPort.checkpoints: an attribute, not a
+        #: property, as it is read once per message).
+        self._ck = self.checkpoints = current_checkpoints()
         self.incarnation = 0
         self.declared_entities = DeclarationLedger()
         self._failover = FailoverCycle(params.addresses, params.failover_strategy)
@@ -669,22 +673,22 @@ class Connection:
             await self._tasks_done.wait()
 
     async def _replay(self) -> None:
-        """Declare again, in order, everything ``maybe_declare`` cached.
+        """Run, in order, the replay steps registered in
+        ``declared_entities`` (``maybe_declare`` registers one per entity
+        it caches): declare them again on the new incarnation.
 
         An entity the broker now refuses (someone redeclared it otherwise)
-        leaves the cache, so the next ``maybe_declare`` raises the broker's
+        leaves the ledger, so the next ``maybe_declare`` raises the broker's
         error where the caller sees it; the replay goes on without it.
         """
-        entities = list(self.declared_entities)
-        if not entities:
+        steps = self.declared_entities.replay_steps()
+        if not steps:
             return
         channel = await self._open_channel_now()
         try:
-            for entity in entities:
-                if not isinstance(entity, Exchange | Queue):
-                    continue
+            for entity, step in steps:
                 try:
-                    await entity.declare(channel=channel)
+                    await step(channel)
                 except ChannelClosed:
                     if self.error is not None:
                         raise  # the connection went, not just the channel
@@ -694,14 +698,34 @@ class Connection:
             with anyio.CancelScope(shield=True):
                 await channel.aclose()
 
-    def _may_revive(self, error: BaseException | None) -> bool:
-        """Whether *error* is a loss this connection is (or will be) reviving from."""
+    # --- the API layer's port (see trio_msg._ports.ConnectionPort) -----------
+
+    def will_revive(self, error: BaseException | None) -> bool:
+        """Whether *error* is a loss this connection is (or
+        will be) reviving from (ConnectionPort).
+
+        :meta private:
+        """
         return (
             self.retry_policy is not None
             and self._fatal is None
             and not self._closing
             and is_revivable(error)
         )
+
+    def new_signal(self) -> Signal:
+        """The ConnectionPort operation: see :mod:`trio_msg._ports`.
+
+        :meta private:
+        """
+        return self._new_signal()
+
+    def flush(self) -> None:
+        """Write what is corked now (ConnectionPort).
+
+        :meta private:
+        """
+        self._flush_pending()
 
     def _give_up(self, error: TrioMsgError) -> None:
         self._observer.gave_up(error)
@@ -1430,7 +1454,7 @@ class Connection:
             self._observer.blocking(event)
         elif isinstance(event, ev.ConnectionTerminated):
             self.error = event.error
-            self._observer.terminated(self, event.error)
+            self._observer.terminated(self, event.error, closing=self._closing)
             if self.retry_policy is not None and not self._closing and self._ready.is_set():
                 self._ready = anyio.Event()  # until revived, or given up
             self._terminated.set()
@@ -1481,3 +1505,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, anyio.BrokenResourceError) and exc.__cause__ is not None:
         text = f"{text} ({exc.__cause__})" if str(exc) else str(exc.__cause__)
     return text
+
+
+if TYPE_CHECKING:
+    _port: type[ConnectionPort] = Connection  # mypy: Connection implements the port

@@ -91,17 +91,19 @@ goes away with the connection if it is exclusive).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, MutableSet
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import anyio.lowlevel
 
+from ._ports import DeclarationLedger, ReplayStep
 from ._protocol.frames import BasicProperties
+from .channel import QueueDeclareOk
 from .errors import ContentDisallowed, NotBoundError, NotSupported
 
 if TYPE_CHECKING:
-    from .channel import PublishResult
+    from .channel import Channel, PublishResult
     from .message import Message
 
 __all__ = [
@@ -159,139 +161,6 @@ class PreparedMessage(NamedTuple):
 
     body: bytes
     properties: BasicProperties
-
-
-class QueueDeclareOk(NamedTuple):
-    """The broker's answer to ``queue.declare``."""
-
-    queue: str
-    message_count: int
-    consumer_count: int
-
-
-class DeclarationLedger(MutableSet[object]):
-    """The entities :func:`maybe_declare` has declared on a connection, in
-    the order it first declared them: a set that remembers insertion order
-    (a reviving connection replays it in that order)."""
-
-    def __init__(self, items: Iterable[object] = ()) -> None:
-        self._items: dict[object, None] = dict.fromkeys(items)
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._items
-
-    def __iter__(self) -> Iterator[object]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def add(self, value: object) -> None:
-        self._items[value] = None
-
-    def discard(self, value: object) -> None:
-        self._items.pop(value, None)
-
-    def __repr__(self) -> str:
-        return f"DeclarationLedger({list(self._items)!r})"
-
-
-class _DeclarationCache(Protocol):
-    """What :func:`maybe_declare` needs of a connection."""
-
-    @property
-    def declared_entities(self) -> MutableSet[object]: ...
-
-
-class _DeclaringChannel(Protocol):
-    """The channel methods the entities call (the driver's Channel has them).
-
-    Every method is async and a checkpoint; a cancelled call leaves the
-    channel usable.
-    """
-
-    @property
-    def connection(self) -> _DeclarationCache: ...
-
-    async def exchange_declare(
-        self,
-        exchange: str,
-        type: str = "direct",
-        *,
-        passive: bool = False,
-        durable: bool = True,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: dict[str, Any] | None = None,
-    ) -> None: ...
-
-    async def exchange_delete(self, exchange: str, *, if_unused: bool = False) -> None: ...
-
-    async def exchange_bind(
-        self,
-        destination: str,
-        source: str,
-        routing_key: str = "",
-        arguments: dict[str, Any] | None = None,
-    ) -> None: ...
-
-    async def exchange_unbind(
-        self,
-        destination: str,
-        source: str,
-        routing_key: str = "",
-        arguments: dict[str, Any] | None = None,
-    ) -> None: ...
-
-    async def queue_declare(
-        self,
-        queue: str = "",
-        *,
-        passive: bool = False,
-        durable: bool = True,
-        exclusive: bool = False,
-        auto_delete: bool = False,
-        arguments: dict[str, Any] | None = None,
-    ) -> QueueDeclareOk: ...
-
-    async def queue_bind(
-        self,
-        queue: str,
-        exchange: str,
-        routing_key: str = "",
-        arguments: dict[str, Any] | None = None,
-    ) -> None: ...
-
-    async def queue_unbind(
-        self,
-        queue: str,
-        exchange: str,
-        routing_key: str = "",
-        arguments: dict[str, Any] | None = None,
-    ) -> None: ...
-
-    async def queue_purge(self, queue: str) -> int: ...
-
-    async def queue_delete(
-        self, queue: str, *, if_unused: bool = False, if_empty: bool = False
-    ) -> int: ...
-
-    async def basic_get(
-        self, queue: str, *, no_ack: bool = False, accept: Any = None
-    ) -> Message | None: ...
-
-    async def basic_cancel(self, consumer_tag: str) -> None: ...
-
-    async def basic_publish(
-        self,
-        body: bytes,
-        exchange: str = "",
-        routing_key: str = "",
-        properties: BasicProperties = ...,
-        *,
-        mandatory: bool = False,
-        immediate: bool = False,
-    ) -> PublishResult | None: ...
 
 
 # --- helpers ------------------------------------------------------------------
@@ -434,7 +303,7 @@ class _Immutable:
 _B = TypeVar("_B", bound="_ChannelBound")
 
 
-def _check_channel(channel: object) -> _DeclaringChannel:
+def _check_channel(channel: object) -> Channel:
     """*channel* if it is a channel (a :class:`~trio_msg.Channel` or
     anything with its methods), else :exc:`TypeError`."""
     if not hasattr(channel, "queue_declare"):
@@ -473,13 +342,13 @@ class _ChannelBound:
     """
 
     __slots__ = ()
-    _channel: _DeclaringChannel | None
+    _channel: Channel | None
 
-    def __call__(self: _B, channel: _DeclaringChannel) -> _B:
+    def __call__(self: _B, channel: Channel) -> _B:
         """``entity(channel)`` is ``entity.bind(channel)``."""
         return self.bind(channel)
 
-    def bind(self: _B, channel: _DeclaringChannel) -> _B:
+    def bind(self: _B, channel: Channel) -> _B:
         """A copy of this entity bound to *channel* (kombu's meaning).
 
         :exc:`TypeError` unless *channel* is a channel (a Connection is not:
@@ -487,7 +356,7 @@ class _ChannelBound:
         """
         return self._clone().maybe_bind(channel)
 
-    def maybe_bind(self: _B, channel: _DeclaringChannel | None) -> _B:
+    def maybe_bind(self: _B, channel: Channel | None) -> _B:
         """Bind this entity itself to *channel*, unless it is bound already
         (or *channel* is ``None``); return it."""
         if not self.is_bound and channel is not None:
@@ -495,7 +364,7 @@ class _ChannelBound:
             self.when_bound()
         return self
 
-    def revive(self, channel: _DeclaringChannel) -> None:
+    def revive(self, channel: Channel) -> None:
         """Move a bound entity to *channel* (after a reconnect); an unbound
         entity stays unbound."""
         if self.is_bound:
@@ -512,7 +381,7 @@ class _ChannelBound:
         return self._channel is not None
 
     @property
-    def channel(self) -> _DeclaringChannel:
+    def channel(self) -> Channel:
         """The channel the entity is bound to; :exc:`~trio_msg.errors.NotBoundError`
         if it is not bound."""
         channel = self._channel
@@ -523,7 +392,7 @@ class _ChannelBound:
             )
         return channel
 
-    def _use(self, channel: _DeclaringChannel | None) -> _DeclaringChannel:
+    def _use(self, channel: Channel | None) -> Channel:
         """*channel* if given, else the bound one (kombu's ``channel or self.channel``)."""
         return self.channel if channel is None else _check_channel(channel)
 
@@ -624,7 +493,7 @@ class Exchange(_ChannelBound, _Immutable):
         self,
         name: str | None = "",
         type: str | None = "direct",
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
         *,
         durable: bool = True,
         auto_delete: bool = False,
@@ -688,7 +557,7 @@ class Exchange(_ChannelBound, _Immutable):
         self,
         nowait: bool = False,
         passive: bool | None = None,
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
     ) -> None:
         """Declare the exchange (``exchange.declare``).
 
@@ -726,7 +595,7 @@ class Exchange(_ChannelBound, _Immutable):
         routing_key: str = "",
         arguments: Mapping[str, Any] | None = None,
         nowait: bool = False,
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
     ) -> None:
         """Bind this exchange (the destination) to *exchange* (the source).
 
@@ -752,7 +621,7 @@ class Exchange(_ChannelBound, _Immutable):
         routing_key: str = "",
         nowait: bool = False,
         arguments: Mapping[str, Any] | None = None,
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
     ) -> None:
         """Remove the binding of this exchange to *source* made by :meth:`bind_to`.
 
@@ -832,7 +701,7 @@ class Exchange(_ChannelBound, _Immutable):
         immediate: bool = False,
         exchange: Exchange | str | None = None,
         *,
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
     ) -> PublishResult | None:
         """Publish *message* to this exchange (or to *exchange*), as kombu's
         ``Exchange.publish``.
@@ -872,7 +741,7 @@ class Exchange(_ChannelBound, _Immutable):
         if_unused: bool = False,
         nowait: bool = False,
         *,
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
     ) -> None:
         """Delete the exchange (``exchange.delete``).
 
@@ -1000,7 +869,7 @@ class binding(_Immutable):
             ),
         )
 
-    async def declare(self, channel: _DeclaringChannel, nowait: bool = False) -> None:
+    async def declare(self, channel: Channel, nowait: bool = False) -> None:
         """Declare this binding's exchange on *channel* (kombu's
         ``binding.declare``; see :meth:`Exchange.declare`).
 
@@ -1013,7 +882,7 @@ class binding(_Immutable):
         self,
         entity: Queue | Exchange,
         nowait: bool = False,
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
     ) -> None:
         """Bind *entity* (a queue, or a destination exchange) with this
         binding, on *channel* or the one *entity* is bound to.
@@ -1029,7 +898,7 @@ class binding(_Immutable):
         self,
         entity: Queue | Exchange,
         nowait: bool = False,
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
     ) -> None:
         """Remove this binding of *entity*, using :attr:`unbind_arguments`.
 
@@ -1216,7 +1085,7 @@ class Queue(_ChannelBound):
         name: str = "",
         exchange: Exchange | str | Iterable[binding] | None = None,
         routing_key: str = "",
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
         bindings: Iterable[binding] | None = None,
         on_declared: Callable[[str, int, int], object] | None = None,
         *,
@@ -1441,7 +1310,7 @@ class Queue(_ChannelBound):
     async def declare(
         self,
         nowait: bool = False,
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
         *,
         passive: bool | None = None,
     ) -> str:
@@ -1482,7 +1351,7 @@ class Queue(_ChannelBound):
         self,
         nowait: bool = False,
         passive: bool = False,
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
     ) -> QueueDeclareOk:
         """Declare only the queue (``queue.declare``) and return the broker's answer.
 
@@ -1511,7 +1380,7 @@ class Queue(_ChannelBound):
             self.on_declared(ok.queue, ok.message_count, ok.consumer_count)
         return ok
 
-    async def _create_bindings(self, channel: _DeclaringChannel) -> None:
+    async def _create_bindings(self, channel: Channel) -> None:
         """Create all of this queue's bindings: *exchange* first, then *bindings*."""
         name = self._require_name()
         if not self._main_binding() and not self.bindings:
@@ -1535,9 +1404,7 @@ class Queue(_ChannelBound):
             )
         return self.exchange
 
-    async def queue_bind(
-        self, nowait: bool = False, channel: _DeclaringChannel | None = None
-    ) -> None:
+    async def queue_bind(self, nowait: bool = False, channel: Channel | None = None) -> None:
         """Bind the queue to its *exchange* with its *routing_key* and
         *binding_arguments* (``queue.bind``), as kombu's ``queue_bind``.
 
@@ -1556,7 +1423,7 @@ class Queue(_ChannelBound):
         self,
         arguments: Mapping[str, Any] | None = None,
         nowait: bool = False,
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
     ) -> None:
         """Remove the binding :meth:`queue_bind` makes (``queue.unbind``).
 
@@ -1580,7 +1447,7 @@ class Queue(_ChannelBound):
         routing_key: str = "",
         arguments: Mapping[str, Any] | None = None,
         nowait: bool = False,
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
     ) -> None:
         """Bind the queue to *exchange* with *routing_key* (``queue.bind``).
 
@@ -1604,7 +1471,7 @@ class Queue(_ChannelBound):
         routing_key: str = "",
         arguments: Mapping[str, Any] | None = None,
         nowait: bool = False,
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
     ) -> None:
         """Remove the queue's binding to *exchange* (``queue.unbind``).
 
@@ -1626,7 +1493,7 @@ class Queue(_ChannelBound):
         no_ack: bool | None = None,
         accept: Iterable[str] | None = None,
         *,
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
     ) -> Message | None:
         """Fetch one message (``basic.get``): a :class:`~trio_msg.Message`, or
         ``None`` when the queue is empty.
@@ -1654,7 +1521,7 @@ class Queue(_ChannelBound):
             accepted = serialization.prepare_accept_content(accept)
         return await ch.basic_get(self._require_name(), no_ack=no_ack, accept=accepted)
 
-    async def purge(self, nowait: bool = False, *, channel: _DeclaringChannel | None = None) -> int:
+    async def purge(self, nowait: bool = False, *, channel: Channel | None = None) -> int:
         """Remove all ready messages (no undo) and return how many there were.
 
         On cancellation the purge may or may not have happened; the channel
@@ -1687,7 +1554,7 @@ class Queue(_ChannelBound):
             "queues=[queue])' and iterate it (or give it callbacks=)"
         )
 
-    async def cancel(self, consumer_tag: str, *, channel: _DeclaringChannel | None = None) -> None:
+    async def cancel(self, consumer_tag: str, *, channel: Channel | None = None) -> None:
         """Cancel the consumer *consumer_tag* on the channel (``basic.cancel``).
 
         On cancellation the consumer may or may not have been cancelled; the
@@ -1701,7 +1568,7 @@ class Queue(_ChannelBound):
         if_empty: bool = False,
         nowait: bool = False,
         *,
-        channel: _DeclaringChannel | None = None,
+        channel: Channel | None = None,
     ) -> int:
         """Delete the queue and return how many messages it held.
 
@@ -1861,7 +1728,7 @@ class Queue(_ChannelBound):
 
 async def maybe_declare(
     entity: Exchange | Queue,
-    channel: _DeclaringChannel | None = None,
+    channel: Channel | None = None,
     retry: bool = False,
     **retry_policy: Any,
 ) -> bool:
@@ -1905,5 +1772,15 @@ async def maybe_declare(
     await entity.declare(channel=channel)
     if cacheable:
         # Unbound: the ledger outlives the channel, which it must not keep.
-        cache.add(entity._clone() if entity.is_bound else entity)
+        kept = entity._clone() if entity.is_bound else entity
+        cache.add(kept, replay=_replay_step(kept))
     return True
+
+
+def _replay_step(entity: Exchange | Queue) -> ReplayStep:
+    """What a reviving connection runs to declare *entity* again."""
+
+    async def replay(channel: Channel) -> None:
+        await entity.declare(channel=channel)
+
+    return replay

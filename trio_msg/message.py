@@ -177,7 +177,7 @@ class Message:
 
         Inside a cancelled scope nothing is settled: awaiting the result
         raises the cancellation (a dropped result settles nothing)."""
-        ck = self.channel.connection._ck
+        ck = self.channel.connection.checkpoints
         if ck.cancelled():
             return _Settling(ck, later=settle)
         return None
@@ -208,14 +208,14 @@ class Message:
         if pending is not None:
             return pending
         if self._no_ack:
-            return _Settling(self.channel.connection._ck)
+            return _Settling(self.channel.connection.checkpoints)
         self._settle(MessageState.ACK)
         try:
-            self.channel._ack(self.delivery_tag, multiple)
+            self.channel.ack_nowait(self.delivery_tag, multiple)
         except BaseException:
             self.state = MessageState.RECEIVED
             raise
-        return _Settling(self.channel.connection._ck)
+        return _Settling(self.channel.connection.checkpoints)
 
     def reject(self, requeue: bool = False) -> Awaitable[None]:
         """Reject the message; with ``requeue=False`` the broker drops it (or
@@ -228,11 +228,11 @@ class Message:
             return pending
         self._settle(MessageState.REQUEUED if requeue else MessageState.REJECTED)
         try:
-            self.channel._reject(self.delivery_tag, requeue)
+            self.channel.reject_nowait(self.delivery_tag, requeue)
         except BaseException:
             self.state = MessageState.RECEIVED
             raise
-        return _Settling(self.channel.connection._ck)
+        return _Settling(self.channel.connection.checkpoints)
 
     def requeue(self) -> Awaitable[None]:
         """Give the message back to its queue.  As :meth:`reject`."""
@@ -248,11 +248,11 @@ class Message:
             return pending
         self._settle(MessageState.REQUEUED if requeue else MessageState.REJECTED)
         try:
-            self.channel._nack(self.delivery_tag, multiple, requeue)
+            self.channel.nack_nowait(self.delivery_tag, multiple, requeue)
         except BaseException:
             self.state = MessageState.RECEIVED
             raise
-        return _Settling(self.channel.connection._ck)
+        return _Settling(self.channel.connection.checkpoints)
 
     # --- processing ---------------------------------------------------------
 

@@ -191,10 +191,9 @@ class Producer:
             and self._owns_channel
             and channel.error is not None
             and channel_error(channel.error)
-            and not channel._error_told
+            and (error := channel.claim_error()) is not None
         ):
-            channel._error_told = True
-            raise channel.error
+            raise error
 
     async def _bind(self, target: Connection | Channel) -> None:
         """Take a channel (opening one on a Connection), turn confirms on and
@@ -280,7 +279,7 @@ class Producer:
             channel is not None
             and (self._owns_channel or self._adopt_on_loss)
             and not channel.is_open
-            and channel.connection._may_revive(channel.error)
+            and channel.connection.will_revive(channel.error)
         )
 
     async def _usable_channel(self) -> Channel:
@@ -298,13 +297,13 @@ class Producer:
             if not channel_error(error):
                 return channel  # closed for good, or by us: the publish raises why
             assert error is not None
-            if not channel._error_told or not self._owns_channel:
+            untold = channel.claim_error()
+            if untold is not None or not self._owns_channel:
                 # (_send checked for a cancellation already: the yield that
                 # makes this call a checkpoint.)
-                await channel.connection._ck.cancel_shielded_checkpoint()
-            if not channel._error_told:
-                channel._error_told = True
-                raise error
+                await channel.connection.checkpoints.cancel_shielded_checkpoint()
+            if untold is not None:
+                raise untold
             if not self._owns_channel:
                 raise ChannelNotOpen(
                     f"channel {channel.channel_id} was closed by the broker ({error}); a "
@@ -428,7 +427,7 @@ class Producer:
         cancellation can no longer hit it then) -- unless *awaited*: the
         caller waits on the confirm at once, and that wait is the yield, so
         a confirmed publish costs one pass of the scheduler, not two."""
-        ck = self.channel.connection._ck
+        ck = self.channel.connection.checkpoints
         await ck.checkpoint_if_cancelled()
         if msg.immediate:
             raise NotSupported("RabbitMQ removed basic.publish immediate=True (since 3.0)")
@@ -466,16 +465,16 @@ class Producer:
             try:
                 for entity in msg.declare:
                     await maybe_declare(entity, channel)
-                if not channel._has_room():  # (no coroutine in the common case)
-                    await channel._wait_for_room()
-                result = channel._queue_publish(
+                if not channel.has_room():  # (no coroutine in the common case)
+                    await channel.wait_for_room()
+                result = channel.publish_nowait(
                     raw, exchange_name, routing_key, props, msg.mandatory, awaited
                 )
                 if result is None or not awaited:
                     await ck.cancel_shielded_checkpoint()
                 return result
             except TrioMsgError:
-                # Nothing of this message was queued (_queue_publish raises only
+                # Nothing of this message was queued (publish_nowait raises only
                 # before it queues).  Lost with the connection while waiting
                 # for room or for a declare: wait for the revival, go again.
                 if not self._revivable():
@@ -644,7 +643,7 @@ class Producer:
         return (
             isinstance(exc, MessageOutcomeUnknown)
             and exc.result is not None
-            and exc.result._bystander
+            and exc.result.bystander
             and self._owns_channel
         )
 
@@ -652,7 +651,7 @@ class Producer:
         """Whether a failed publish failed because the connection was lost
         (and the connection is coming back)."""
         reason = exc.reason if isinstance(exc, MessageOutcomeUnknown) else exc
-        return self.channel.connection._may_revive(reason)
+        return self.channel.connection.will_revive(reason)
 
     async def _check_outcome(self, result: PublishResult, outcome: ev.Outcome) -> None:
         if result.returned is not None:
@@ -770,8 +769,8 @@ class Pipeline:
                 result.outcome is ev.Outcome.UNKNOWN
                 and entry.retries is not None
                 and (
-                    producer.channel.connection._may_revive(result.reason)
-                    or (result._bystander and producer._owns_channel)
+                    producer.channel.connection.will_revive(result.reason)
+                    or (result.bystander and producer._owns_channel)
                 )
                 and next(entry.retries, None) is not None
             ):
@@ -963,7 +962,7 @@ class Consumer:
     def _new_buffer(
         self, size: int
     ) -> tuple[BufferSender[ev.Delivery], BufferReceiver[ev.Delivery]]:
-        return delivery_buffer(size, self.channel.connection._new_signal)
+        return delivery_buffer(size, self.channel.connection.new_signal)
 
     def _stream_size(self) -> int:
         if self.prefetch_count:
@@ -1030,7 +1029,7 @@ class Consumer:
             except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.WouldBlock):
                 break
             if delivery.consumer_tag not in self._no_ack_tags:
-                channel._give_back(delivery.delivery_tag)
+                channel.give_back(delivery.delivery_tag)
         receive.close()
 
     async def revive(self, channel: Connection | Channel) -> None:
@@ -1086,8 +1085,8 @@ class Consumer:
                 break
             if delivery.consumer_tag in self._no_ack_tags:
                 self._salvaged.append(self._message(old, delivery, no_ack=True))
-            elif old.is_open and old._core.is_unsettled(delivery.delivery_tag):
-                old._reject(delivery.delivery_tag, requeue=True)
+            else:
+                old.give_back(delivery.delivery_tag)
         self._send, self._receive = self._new_buffer(self._stream_size())
 
     def _can_revive(self) -> bool:
@@ -1095,7 +1094,7 @@ class Consumer:
         return (
             self._owns_channel
             and not channel.is_open
-            and channel.connection._may_revive(self._error or channel.error)
+            and channel.connection.will_revive(self._error or channel.error)
         )
 
     def _can_reopen(self) -> bool:
@@ -1129,7 +1128,7 @@ class Consumer:
                 channel = await connection.open_channel()
             except TrioMsgError as exc:
                 # lost again while the channel opened: wait for the next one
-                if connection._may_revive(exc):
+                if connection.will_revive(exc):
                     if reopen_only:
                         self._reopen_only = reopen_only = False
                     continue
@@ -1150,7 +1149,7 @@ class Consumer:
                 if isinstance(exc, ResourceLocked) and (wait := next(waits, None)) is not None:
                     await anyio.sleep(wait)
                     continue
-                if isinstance(exc, TrioMsgError) and connection._may_revive(exc):
+                if isinstance(exc, TrioMsgError) and connection.will_revive(exc):
                     if reopen_only:  # the connection went too: a new one's queues
                         self._reopen_only = reopen_only = False
                     continue  # lost again while setting up: wait for the next one
@@ -1325,7 +1324,7 @@ class Consumer:
                 await self._recover()
                 continue
             channel = self.channel
-            ck = channel.connection._ck
+            ck = channel.connection.checkpoints
             receive = self._receive  # a new one after each recovery
             try:
                 # A cancellation is taken before a message is, never after
@@ -1339,7 +1338,7 @@ class Consumer:
                     # (the broker's prefetch window waits for them).  (A test
                     # of the length, not WouldBlock: an RPC's consumer finds
                     # the buffer empty on every call.)
-                    channel.connection._flush_pending()
+                    channel.connection.flush()
                     delivery = await receive.wait_receive()  # it waits: a yield
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 if self._can_revive():
@@ -1349,7 +1348,7 @@ class Consumer:
                     # Said once, here; the next call opens a new channel.
                     error = self._error or channel.error
                     assert error is not None
-                    channel._error_told = True
+                    channel.claim_error()  # told here
                     self._revive_pending = self._reopen_only = True
                     raise error from None
                 if self._error is not None:
@@ -1358,7 +1357,7 @@ class Consumer:
                     raise channel.error from None
                 raise StopAsyncIteration from None
             no_ack = delivery.consumer_tag in self._no_ack_tags
-            if not no_ack and not channel._core.is_unsettled(delivery.delivery_tag):
+            if not no_ack and not channel.is_unsettled(delivery.delivery_tag):
                 # An ack-mode message whose channel has closed: its tag is dead
                 # and the broker redelivers it.  (A no_ack message is already
                 # settled and is still handed over: dropping it would lose it.)

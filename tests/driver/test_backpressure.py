@@ -10,7 +10,7 @@ from pamqp import commands as C
 
 from trio_msg import Producer
 from trio_msg.channel import Channel
-from trio_msg.connection import HIGH_WATER, Connection, connect
+from trio_msg.connection import HIGH_WATER, connect
 from trio_msg.errors import ConnectionForced
 
 from .fake_broker import URL, FakeBroker
@@ -47,10 +47,9 @@ class Publisher:
         self.done.set()
 
 
-async def wait_writable_again(conn: Connection) -> None:
+async def wait_writable_again(ch: Channel) -> None:
     with anyio.fail_after(5):
-        while conn._core.outbound_size > HIGH_WATER:
-            await anyio.sleep(0.001)
+        await ch.wait_for_room()  # the port a Producer waits on
 
 
 @pytest.mark.anyio
@@ -63,12 +62,11 @@ async def test_publisher_waits_above_high_water_and_resumes(broker: FakeBroker) 
             tg.start_soon(publisher.run)
             await settle()
             assert not publisher.done.is_set()
-            # It stopped at the mark: what waits in the client's buffer is
-            # over HIGH_WATER by less than one message.
-            outbound = conn._core.outbound_size
-            assert HIGH_WATER < outbound <= HIGH_WATER + BODY + 1024
+            # It stopped at the mark, not before: what the broker has not
+            # read is over HIGH_WATER.
             stalled_at = publisher.queued
-            assert stalled_at < total
+            assert HIGH_WATER // BODY < stalled_at < total
+            assert not ch.has_room()
             await settle()
             assert publisher.queued == stalled_at  # really waiting, not slow
 
@@ -113,19 +111,17 @@ async def test_cancelled_waiting_publisher_queues_nothing(broker: FakeBroker) ->
             tg.start_soon(filler.run)
             await settle()
             queued = filler.queued
-            outbound = conn._core.outbound_size
-            assert outbound > HIGH_WATER
+            assert not ch.has_room()
 
             with anyio.move_on_after(0.05) as scope:
                 await ch.basic_publish(body(999_999), "", "q")
                 pytest.fail("published over the high-water mark")
-            assert scope.cancelled_caught
-            assert conn._core.outbound_size == outbound  # not a byte queued
+            assert scope.cancelled_caught  # (and never reaches the broker: below)
             tg.cancel_scope.cancel()  # the filler too, while it waits
         assert filler.queued == queued
 
         broker.resume_reading()
-        await wait_writable_again(conn)
+        await wait_writable_again(ch)
         await ch.basic_publish(body(424_242), "", "q")
         await ch.queue_declare("sync")  # after every publish on the wire
         assert ch.is_open

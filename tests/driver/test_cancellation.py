@@ -61,7 +61,6 @@ async def next_request_gets_its_own_reply(ch: Channel) -> None:
         ok = await ch.queue_declare("next")
     assert ok.queue == "next"
     assert ch.is_open
-    assert ch._core.pending_requests == 0
 
 
 @pytest.mark.anyio
@@ -219,7 +218,11 @@ async def test_cancelled_confirmed_publish_leaves_the_channel_usable(
         with anyio.move_on_after(0.05) as scope:
             await producer.publish(b"first", routing_key="q")
         assert scope.cancelled_caught
-        assert len(broker.published) == 1  # it was sent; its outcome is unknown
+        # It was sent (the broker reads it, on a loaded machine maybe only
+        # now); its outcome is unknown.
+        with anyio.fail_after(5):
+            await broker.wait_published(1)
+        assert len(broker.published) == 1
         done = anyio.Event()
 
         async def second() -> None:

@@ -30,7 +30,7 @@ async def consumer_on_another_channel(broker: FakeBroker, old: int) -> str:
         for tag, (channel, _queue) in broker.consumers.items():
             if channel != old:
                 return tag
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()  # the broker has read what was sent
 
 
 @pytest.mark.anyio

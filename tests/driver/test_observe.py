@@ -370,7 +370,7 @@ async def test_channel_detail_is_debug(
         await broker.close_channel(ch.channel_id, 406, "PRECONDITION_FAILED - nope")
         with anyio.fail_after(5):
             while ch.is_open:
-                await anyio.sleep(0.001)
+                await anyio.wait_all_tasks_blocked()  # the close is read
     channel_lines = [
         (r.levelno, r.getMessage()) for r in caplog.records if r.name == "trio_msg.channel"
     ]

@@ -187,7 +187,6 @@ async def test_g_publish_waiting_for_room_survives_a_revive(
     (docs/revive.rst: a Producer made from the connection waits for it to
     come back), not raise ConnectionLost."""
     from trio_msg._retry import RetryPolicy
-    from trio_msg.connection import HIGH_WATER
     from trio_msg.errors import ConnectionLost
 
     broker.serve_again = True
@@ -203,7 +202,7 @@ async def test_g_publish_waiting_for_room_survives_a_revive(
 
         async def flood() -> None:
             try:
-                while conn._core.outbound_size <= HIGH_WATER:
+                while producer.channel.has_room():  # until the next one would wait
                     await producer.publish(b"x" * 65536, routing_key="q")
                 await producer.publish(b"the one that waits", routing_key="q")
             except ConnectionLost as exc:

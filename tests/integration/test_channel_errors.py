@@ -16,7 +16,6 @@ import pytest
 
 import trio_msg
 from trio_msg import Consumer, Outcome, Producer, Queue
-from trio_msg._protocol import frames
 from trio_msg.errors import (
     ChannelNotOpen,
     MessageStateError,
@@ -47,6 +46,12 @@ async def queue(broker_url: str, unique_name: str) -> AsyncIterator[Queue]:
     with anyio.fail_after(TIMEOUT):
         async with trio_msg.connect(broker_url) as c, c.channel() as ch:
             await ch.queue_delete(q.name)
+
+
+def _mismatch(queue: Queue) -> Queue:
+    """The same queue with other arguments: declaring it closes the channel
+    with 406 PRECONDITION_FAILED."""
+    return Queue(queue.name, durable=False, expires=120, max_length=5)
 
 
 async def _get_bodies(conn: trio_msg.Connection, queue: Queue) -> list[bytes]:
@@ -196,11 +201,11 @@ async def test_a_consumer_whose_channel_is_closed_gets_the_error_then_messages_a
     async with Consumer(conn, queues=[queue], prefetch_count=2) as consumer:
         with anyio.fail_after(TIMEOUT):
             held = [await consumer.__anext__(), await consumer.__anext__()]
-        # An ack of a delivery tag the channel never had (a client bug the
-        # Message API refuses to make, so written raw): the broker's 406.
+        # A redeclaration of the queue with other arguments on the
+        # consumer's channel: the broker closes it with 406.
         old = consumer.channel
-        conn._core._write(frames.encode_ack(old.channel_id, 80, 999, 0))
-        conn._kick()
+        with anyio.fail_after(TIMEOUT), pytest.raises(PreconditionFailed):
+            await _mismatch(queue).declare(channel=old)
         with anyio.fail_after(TIMEOUT), pytest.raises(PreconditionFailed):
             async for _ in consumer:
                 pass
@@ -245,7 +250,7 @@ async def test_a_delivery_in_flight_when_the_broker_closes_the_channel_is_droppe
     conn: trio_msg.Connection, queue: Queue
 ) -> None:
     """Acking one message frees the prefetch window: the queue sends the
-    next one while the channel is closing over the bad ack after it, and
+    next one while the channel is closing over the declaration after it, and
     RabbitMQ may put it on the wire after its channel.close.  The client
     drops it (the broker redelivers it) and the connection goes on."""
     async with Producer(conn) as producer:
@@ -255,9 +260,9 @@ async def test_a_delivery_in_flight_when_the_broker_closes_the_channel_is_droppe
     async with Consumer(conn, queues=[queue], prefetch_count=1) as consumer:
         with anyio.fail_after(TIMEOUT):
             first = await consumer.__anext__()
-        await first.ack()  # (corked: goes out with the bad ack after it)
-        conn._core._write(frames.encode_ack(consumer.channel.channel_id, 80, 999, 0))
-        conn._kick()
+        await first.ack()  # (corked: goes out with the declaration after it)
+        with anyio.fail_after(TIMEOUT), pytest.raises(PreconditionFailed):
+            await _mismatch(queue).declare(channel=consumer.channel)
         with anyio.fail_after(TIMEOUT), pytest.raises(PreconditionFailed):
             async for _ in consumer:
                 pass

@@ -510,9 +510,10 @@ async def _buffer_then_close(
     channel = await conn.open_channel()
     got: list[Any] = []
     ended: BaseException | None = None
+    delivered = conn.statistics().delivered
     async with Consumer(channel, [queue], no_ack=no_ack, auto_declare=False) as consumer:
         with anyio.fail_after(5):
-            while consumer._receive is not None and len(consumer._receive) < 3:
+            while conn.statistics().delivered < delivered + 3:  # all three buffered
                 await anyio.sleep(0.01)
         await channel.aclose()
         try:
@@ -700,9 +701,10 @@ async def test_cancel_ends_iteration_and_consume_resumes(
     q1, q2 = topo.queue("one"), topo.queue("two")
     async with Consumer(conn, [q1, q2], prefetch_count=5) as consumer:
         async with Producer(conn) as producer:
+            delivered = conn.statistics().delivered
             await producer.publish("before", routing_key=q1.name)
             with anyio.fail_after(TIMEOUT):
-                while consumer.channel._core.is_unsettled(1) is False:
+                while conn.statistics().delivered == delivered:
                     await anyio.sleep(0.01)  # delivered, not yet received
             await consumer.cancel()
             # what was delivered before the cancel is still yielded, then iteration ends

@@ -117,8 +117,8 @@ def decode_client_bytes(data: bytes) -> list[Sent]:
 
 
 def normalize(items: Iterable[events.Event]) -> list[Any]:
-    """Events as comparable values (pamqp method objects compare by identity,
-    so ``RpcReply.method`` becomes its name and fields)."""
+    """Events as comparable values (errors compare by identity, so an error
+    becomes its class and fields)."""
     out: list[Any] = []
     for e in items:
         if isinstance(e, events.RpcReply):
@@ -127,8 +127,8 @@ def normalize(items: Iterable[events.Event]) -> list[Any]:
                     "RpcReply",
                     e.channel_id,
                     e.token,
-                    e.method.name,
-                    dict(e.method),
+                    e.name,
+                    e.fields,
                     e.properties,
                     e.body,
                 )

@@ -224,7 +224,12 @@ def test_one_request_in_flight_per_channel() -> None:
     assert ch.pending_requests == 3
     (reply,) = peer.send(ch.id, _declare_ok("a"))
     assert isinstance(reply, events.RpcReply)
-    assert (reply.channel_id, reply.token, reply.method.queue) == (ch.id, t1, "a")
+    assert (reply.channel_id, reply.token, reply.name, reply.fields["queue"]) == (
+        ch.id,
+        t1,
+        "queue.declare-ok",
+        "a",
+    )
     assert peer.received_names() == [(ch.id, "Queue.Bind")]
     (reply,) = peer.send(ch.id, Queue.BindOk())
     assert reply.token == t2
@@ -385,7 +390,9 @@ def test_get_ok_and_get_empty() -> None:
     )
     (reply,) = peer.feed(peer.content(ch.id, get_ok, b"abc" * 5000, chunk=1000))
     assert reply.token == t1
-    assert reply.method.delivery_tag == 3
+    assert reply.name == "basic.get-ok"
+    assert reply.fields["delivery_tag"] == 3
+    assert reply.fields["message_count"] == 4
     assert reply.body == b"abc" * 5000
     assert ch.is_unsettled(3)
     ch.ack(3)
@@ -395,7 +402,7 @@ def test_get_ok_and_get_empty() -> None:
     assert sent[1].frame.delivery_tag == 3
     (reply,) = peer.send(ch.id, Basic.GetEmpty())
     assert reply.token == t2
-    assert isinstance(reply.method, Basic.GetEmpty)
+    assert reply.name == "basic.get-empty"
 
 
 # --- consumers -------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def test_events_behave_as_the_dataclasses_they_were(cls: type[Any], data: st.Dat
 
 def test_defaults_keyword_arguments_and_matching() -> None:
     assert events.ConnectionBlocked("memory") == events.ConnectionBlocked("memory", channel_id=0)
-    assert events.RpcReply(1, 2, "m").properties is None
+    assert events.RpcReply(1, 2, "basic.qos-ok", {}).properties is None
     with pytest.raises(TypeError):
         events.ChannelOpened()  # type: ignore[call-arg]
     with pytest.raises(TypeError):

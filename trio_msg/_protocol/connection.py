@@ -20,6 +20,7 @@ cancelled, an abandoned ``basic.get`` requeued) if it was.
 from __future__ import annotations
 
 import platform
+import re
 import struct
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
@@ -113,6 +114,22 @@ _REPLIES: dict[type[_pbase.Frame], tuple[type[_pbase.Frame], ...]] = {
     C.Channel.Flow: (C.Channel.FlowOk,),
 }
 _REPLY_TYPES = frozenset(t for ts in _REPLIES.values() for t in ts)
+
+
+def _amqp_name(method: type[_pbase.Frame]) -> str:
+    """pamqp's ``"Queue.DeclareOk"`` as AMQP spells it: ``"queue.declare-ok"``."""
+    cls, _, name = str(method.name).partition(".")
+    return cls.lower() + "." + re.sub(r"(?<!^)([A-Z])", r"-\1", name).lower()
+
+
+#: The AMQP name of each reply method (see events.RpcReply).
+_REPLY_NAMES: dict[type[_pbase.Frame], str] = {
+    reply: _amqp_name(reply) for replies in _REPLIES.values() for reply in replies
+}
+
+
+def _reply_name(method: _pbase.Frame) -> str:
+    return _REPLY_NAMES[type(method)]
 
 
 def _lower_nonzero(a: int, b: int) -> int:
@@ -1409,7 +1426,9 @@ class AMQPChannel:
         elif isinstance(method, C.Channel.FlowOk):
             pass
         if not rpc.abandoned:
-            self.connection._events.append(ev.RpcReply(self.id, rpc.token, method))
+            self.connection._events.append(
+                ev.RpcReply(self.id, rpc.token, _reply_name(method), dict(method))
+            )
         self._finish_rpc()
 
     def _finish_rpc(self) -> None:
@@ -1502,7 +1521,9 @@ class AMQPChannel:
                 if not rpc.method.no_ack:
                     self.reject(method.delivery_tag, requeue=True)
             else:
-                self.connection._events.append(ev.RpcReply(self.id, rpc.token, method, props, body))
+                self.connection._events.append(
+                    ev.RpcReply(self.id, rpc.token, _reply_name(method), dict(method), props, body)
+                )
             self._finish_rpc()
         elif isinstance(method, C.Basic.Return):
             self.connection._events.append(

@@ -1,9 +1,8 @@
 """Events the core gives the driver: small, immutable, typed.
 
 Every event names the channel it concerns (0 for the connection).  They carry
-plain Python values, except :class:`RpcReply`, whose ``method`` is the pamqp
-reply object: the driver turns it into a public result and pamqp types never
-reach users.
+plain Python values (ints, strs, dicts, our own value classes): no pamqp
+object leaves the core.
 """
 
 from __future__ import annotations
@@ -99,12 +98,16 @@ class ChannelClosed:
 
 @value
 class RpcReply:
-    """The reply to the synchronous request ``token``.  ``properties`` and
-    ``body`` are set for ``basic.get-ok``."""
+    """The reply to the synchronous request ``token``: the reply method's
+    AMQP ``name`` (``"queue.declare-ok"``, ``"basic.get-empty"``...) and its
+    ``fields`` by their AMQP names (``{"queue": ..., "message_count": ...,
+    "consumer_count": ...}``).  ``properties`` and ``body`` are set for
+    ``basic.get-ok``."""
 
     channel_id: int
     token: int
-    method: Any
+    name: str
+    fields: dict[str, Any]
     properties: BasicProperties | None = None
     body: bytes | None = None
 
