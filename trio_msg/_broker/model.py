@@ -126,12 +126,22 @@ class AMQPError(Exception):
 
     def __init__(self, code: int, text: str) -> None:
         self.code = code
-        self.text = f"{_NAMES.get(code, str(code))} - {text}"
+        self.text = _reply_text(f"{_NAMES.get(code, str(code))} - {text}")
         super().__init__(self.text)
 
     @property
     def connection(self) -> bool:
         return self.code in CONNECTION_CODES
+
+
+def _reply_text(text: str) -> str:
+    """A reply text as RabbitMQ sends it: one of more than 255 bytes (a
+    short string's limit) is cut to its first 252 and "..." (here never in
+    the middle of a character)."""
+    raw = text.encode("utf-8")
+    if len(raw) <= 255:
+        return text
+    return raw[:252].decode("utf-8", "ignore") + "..."
 
 
 def _show(value: Any) -> str:
