@@ -1002,7 +1002,8 @@ class Broker:
     def dispatch(self, queue: Queue) -> None:
         """Hand ready messages to consumers that can take them: the highest
         consumer priority first, in turn within a priority; only the active
-        one on a single-active-consumer queue."""
+        one on a single-active-consumer queue (when the active one goes,
+        the highest priority among the others takes over)."""
         consumers = queue.consumers
         if not consumers:
             return
@@ -1010,7 +1011,10 @@ class Broker:
         ready = queue.ready
         if queue.single_active:
             if queue.active not in consumers:
-                queue.active = consumers[0]
+                # RabbitMQ 3.10: the consumer with the highest priority, the
+                # earliest of those (the first one has no one to compete with,
+                # and keeps the place until it goes).
+                queue.active = max(consumers, key=lambda c: c.priority)
             active = queue.active
             assert active is not None
             while ready and active.can_take():
