@@ -45,21 +45,21 @@ _HERE = Path(__file__).resolve().parent
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     ours = [item for item in items if _HERE in Path(item.path).resolve().parents]
+    rabbitmq_only = []
     for item in ours:
         item.add_marker(pytest.mark.integration)
+        marker = item.get_closest_marker("rabbitmq_only")
+        if marker is not None:
+            if not marker.kwargs.get("reason"):
+                raise pytest.UsageError(f"{item.nodeid}: rabbitmq_only needs a reason=")
+            rabbitmq_only.append(item)
     if not EMBEDDED:
         return
-    keep, deselected = [], []
-    for item in items:
-        if item in ours and item.get_closest_marker("rabbitmq_only") is not None:
-            deselected.append(item)
-        else:
-            keep.append(item)
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = keep
+    if rabbitmq_only:
+        config.hook.pytest_deselected(items=rabbitmq_only)
+        items[:] = [item for item in items if item not in rabbitmq_only]
     for item in ours:
-        if item in deselected:
+        if item in rabbitmq_only:
             continue
         names: list[str] = item.fixturenames  # type: ignore[attr-defined]
         if "anyio_backend" in names:
