@@ -2,7 +2,8 @@
 differential.
 
 ``nox -s tests`` runs the suite on trio and then on asyncio; each half runs
-in its own virtualenv built from this project's own ``pyproject.toml``.
+in its own virtualenv built from this project's own ``pyproject.toml``, and
+runs tests/integration a second time against the embedded broker.
 ``bench`` and ``soak`` are not in the default run.
 """
 
@@ -37,7 +38,11 @@ def install(session: nox.Session, *groups: str, extras: str = "all") -> None:
 @nox.session(python=PYTHON)
 @nox.parametrize("backend", ["trio", "asyncio"])
 def tests(session: nox.Session, backend: str) -> None:
-    """The test suite against the real RabbitMQ, on one anyio backend."""
+    """The test suite against RabbitMQ, then tests/integration against memory://.
+
+    On one anyio backend; the second run (the embedded broker in RabbitMQ's
+    place) only when no test arguments are given.
+    """
     install(session, "test")
     args = session.posargs or []
     # The protocol core is backend-free, and the command line and the
@@ -58,6 +63,27 @@ def tests(session: nox.Session, backend: str) -> None:
         *skip,
         *args,
         env={"TRIO_MSG_BACKENDS": backend},
+    )
+    if not args:
+        embedded_integration_tests(session, backend)
+
+
+def embedded_integration_tests(session: nox.Session, backend: str) -> None:
+    """tests/integration once more, against the embedded broker instead of
+    RabbitMQ (``TRIO_MSG_TEST_BROKER=memory``; the tests marked
+    ``rabbitmq_only`` are left out).  The examples' tests are synchronous
+    (subprocesses): they run in the trio half only.  The command line's
+    tests (a minute and a half of subprocesses on a loaded machine, which
+    test the command line more than the broker) run against RabbitMQ only;
+    ``TRIO_MSG_TEST_BROKER=memory pytest tests/integration`` runs them too."""
+    skip = ["--ignore=tests/integration/test_cli.py"]
+    if backend != "trio":
+        skip.append("--ignore=tests/integration/test_examples.py")
+    session.run(
+        "pytest",
+        "tests/integration",
+        *skip,
+        env={"TRIO_MSG_BACKENDS": backend, "TRIO_MSG_TEST_BROKER": "memory"},
     )
 
 

@@ -7,6 +7,12 @@ Never stop, restart or reconfigure the shared node from a test, and always
 restore the memory watermark.  Every ``rabbitmqctl`` helper takes ``node=``
 (a node name for ``rabbitmqctl -n``): tests/faults points them at its private
 node (``_node.PrivateNode``), which it may hurt as it likes.
+
+``TRIO_MSG_TEST_BROKER=memory`` puts the embedded broker in RabbitMQ's place
+(tests/_support/_embedded.py): ``BROKER_HOST:BROKER_PORT`` is then its TCP
+listener, ``MEMORY_URL`` its ``memory://`` URL, and the ``rabbitmqctl``
+helpers act on it through ``trio_msg.testing``-style scripting.  Their
+``node=`` (a private RabbitMQ node) has no equivalent there and is an error.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ __all__ = [
     "BROKER_PORT",
     "BROKER_URL",
     "DEFAULT_MEMORY_WATERMARK",
+    "EMBEDDED",
+    "MEMORY_URL",
     "BrokerUnavailable",
     "RabbitmqctlError",
     "alarms",
@@ -41,14 +49,30 @@ __all__ = [
 def _parse_hostport(value: str) -> tuple[str, int]:
     host, sep, port = value.strip().rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ValueError(f"TRIO_MSG_TEST_BROKER must look like 'host:port', got {value!r}")
+        raise ValueError(
+            f"TRIO_MSG_TEST_BROKER must be 'host:port' or 'memory', got {value!r}"
+        )
     return host.strip("[]"), int(port)
 
 
-BROKER_HOST, BROKER_PORT = _parse_hostport(os.environ.get("TRIO_MSG_TEST_BROKER", "127.0.0.1:5672"))
-BROKER_URL: str = os.environ.get(
-    "TRIO_MSG_TEST_URL", f"amqp://guest:guest@{BROKER_HOST}:{BROKER_PORT}//"
-)
+#: The embedded broker stands in for RabbitMQ (``TRIO_MSG_TEST_BROKER=memory``).
+EMBEDDED = os.environ.get("TRIO_MSG_TEST_BROKER", "").strip() == "memory"
+
+if EMBEDDED:
+    import _embedded
+
+    BROKER_HOST, BROKER_PORT = _embedded.BROKER_HOST, _embedded.BROKER_PORT
+    BROKER_URL = f"amqp://guest:guest@{BROKER_HOST}:{BROKER_PORT}//"
+    #: What ``broker_url`` gives the tests: the in-memory transport.
+    MEMORY_URL: str | None = _embedded.MEMORY_URL
+else:
+    BROKER_HOST, BROKER_PORT = _parse_hostport(
+        os.environ.get("TRIO_MSG_TEST_BROKER", "127.0.0.1:5672")
+    )
+    BROKER_URL = os.environ.get(
+        "TRIO_MSG_TEST_URL", f"amqp://guest:guest@{BROKER_HOST}:{BROKER_PORT}//"
+    )
+    MEMORY_URL = None
 
 #: What ``memory_alarm()`` restores (the node's configured default).
 DEFAULT_MEMORY_WATERMARK = "0.4"
@@ -62,6 +86,8 @@ Start one, then run the tests again:
                     (then `rabbitmqctl await_startup` waits until it is up)
   * container:      docker run -d -p 5672:5672 rabbitmq:3
   * elsewhere:      TRIO_MSG_TEST_BROKER=host:port (and TRIO_MSG_TEST_URL=amqp://user:pass@host:port/vhost)
+  * none at all:    TRIO_MSG_TEST_BROKER=memory runs what does not need RabbitMQ itself
+                    against trio_msg's embedded broker
 The rabbitmqctl-based tests (forced closes, resource alarms) also need `rabbitmqctl`
 for that node on the PATH."""
 
@@ -150,8 +176,23 @@ def _run(tool: str, *args: str, timeout: float = 30.0, node: str | None = None) 
     return proc.stdout
 
 
+def _no_node(node: str | None) -> None:
+    if EMBEDDED and node is not None:
+        raise RabbitmqctlError(f"node {node!r}: the embedded broker has no private nodes")
+
+
 def rabbitmqctl(*args: str, timeout: float = 30.0, node: str | None = None) -> str:
-    """Run ``rabbitmqctl [-n NODE] ARGS`` and return its stdout (raises ``RabbitmqctlError``)."""
+    """Run ``rabbitmqctl [-n NODE] ARGS`` and return its stdout (raises ``RabbitmqctlError``).
+
+    Embedded: the user commands (``add_user``, ``change_password``,
+    ``delete_user``, ``set_permissions``) act on the broker's user table;
+    any other command raises ``RabbitmqctlError``."""
+    if EMBEDDED:
+        _no_node(node)
+        try:
+            return _embedded.rabbitmqctl(*args)
+        except NotImplementedError as exc:
+            raise RabbitmqctlError(str(exc)) from None
     return _run(RABBITMQCTL, *args, timeout=timeout, node=node)
 
 
@@ -178,7 +219,11 @@ def list_connections(*, timeout: float = 30.0, node: str | None = None) -> list[
     "client addr:port -> server addr:port"), ``peer_port`` (int: the client's
     local port), ``connection_name`` (str or None, from client_properties),
     ``user`` (str) and ``client_properties`` (the raw Erlang-ish text).
+    Embedded, ``peer_port`` is None for a ``memory://`` connection.
     """
+    if EMBEDDED:
+        _no_node(node)
+        return _embedded.list_connections()
     out = rabbitmqctl(
         "list_connections", "-q", "--no-table-headers", *_LIST_FIELDS, timeout=timeout, node=node
     )
@@ -211,6 +256,9 @@ def _close_matching(
     wait: float,
     node: str | None,
 ) -> list[dict[str, Any]]:
+    if EMBEDDED:
+        _no_node(node)
+        return _embedded.close_matching(what, predicate, reason, wait)
     deadline = time.monotonic() + wait
     while True:
         matches = [c for c in list_connections(node=node) if predicate(c)]
@@ -273,6 +321,9 @@ def close_connection_by_port(
 
 def alarms(*, timeout: float = 30.0, node: str | None = None) -> str:
     """The text of ``rabbitmq-diagnostics -q alarms`` (empty string when clear)."""
+    if EMBEDDED:
+        _no_node(node)
+        return _embedded.alarm_text()
     out = _run(RABBITMQ_DIAGNOSTICS, "-q", "alarms", timeout=timeout, node=node).strip()
     if not out or "no alarms" in out:
         return ""
@@ -306,6 +357,14 @@ def memory_alarm(
     ``DEFAULT_MEMORY_WATERMARK`` and waits until the alarm has cleared. With
     ``wait_raised`` the block starts only once the alarm is reported.
     """
+    if EMBEDDED:
+        _no_node(node)
+        _embedded.set_alarm(True)
+        try:
+            yield
+        finally:
+            _embedded.set_alarm(False)
+        return
     try:
         rabbitmqctl("set_vm_memory_high_watermark", "0", timeout=timeout, node=node)
         if wait_raised:

@@ -8,17 +8,37 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, nullcontext
 
+import anyio
 import pytest
-from _broker import BROKER_HOST, BROKER_PORT, BROKER_URL, BrokerUnavailable, check_broker
+from _broker import (
+    BROKER_HOST,
+    BROKER_PORT,
+    BROKER_URL,
+    EMBEDDED,
+    MEMORY_URL,
+    BrokerUnavailable,
+    check_broker,
+)
 from _proxy import TcpProxy, tcp_proxy
 
-__all__ = ["_require_broker", "broker_url", "proxy", "trio_proxy", "unique_name"]
+__all__ = [
+    "_embedded_tcp",
+    "_embedded_tcp_thread",
+    "_require_broker",
+    "broker_url",
+    "proxy",
+    "trio_proxy",
+    "unique_name",
+]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _require_broker() -> None:
+    if EMBEDDED:
+        return  # served by the tests themselves
     try:
         check_broker()
     except BrokerUnavailable as exc:
@@ -27,8 +47,40 @@ def _require_broker() -> None:
 
 @pytest.fixture(scope="session")
 def broker_url() -> str:
-    """The AMQP URL of the broker under test (TRIO_MSG_TEST_URL)."""
-    return BROKER_URL
+    """The AMQP URL of the broker under test (TRIO_MSG_TEST_URL), or, with
+    ``TRIO_MSG_TEST_BROKER=memory``, the embedded broker's ``memory://`` URL."""
+    return MEMORY_URL if MEMORY_URL is not None else BROKER_URL
+
+
+# The embedded broker's TCP listener, served during one test (see
+# tests/_support/_embedded.py); tests/integration/conftest.py gives each test
+# the one that fits how it runs.
+
+
+@asynccontextmanager
+async def _serve_embedded() -> AsyncIterator[None]:
+    import _embedded
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(_embedded.serving)
+        yield
+        tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def _embedded_tcp(anyio_backend: str) -> AsyncIterator[None]:
+    """In the test's own event loop (anyio tests)."""
+    async with _serve_embedded():
+        yield
+
+
+@pytest.fixture
+def _embedded_tcp_thread() -> Iterator[None]:
+    """For synchronous tests: an event loop in a thread of its own."""
+    import _embedded
+
+    with _embedded.serving_in_a_thread():
+        yield
 
 
 @pytest.fixture
@@ -41,8 +93,12 @@ async def proxy(anyio_backend: str) -> AsyncIterator[TcpProxy]:
 @pytest.fixture
 async def trio_proxy() -> AsyncIterator[TcpProxy]:
     """The same, for ``@pytest.mark.trio`` tests (pytest-trio runs it; ``proxy``
-    needs ``anyio_backend`` and so cannot serve trio-marked tests)."""
-    async with tcp_proxy(BROKER_HOST, BROKER_PORT) as p:
+    needs ``anyio_backend`` and so cannot serve trio-marked tests).  Embedded,
+    it also serves the broker's TCP listener (pytest-trio runs only the
+    fixtures a test names, so it cannot be given one as anyio tests are)."""
+    async with _serve_embedded() if EMBEDDED else nullcontext(), tcp_proxy(
+        BROKER_HOST, BROKER_PORT
+    ) as p:
         yield p
 
 

@@ -265,6 +265,27 @@ async def test_exclusive_queues_belong_to_their_connection(url: str) -> None:
             await ch.queue_declare(name, passive=True)
 
 
+async def test_a_reply_text_too_long_for_a_short_string_is_cut_as_rabbitmq_cuts_it(
+    url: str,
+) -> None:
+    """RabbitMQ (checked on 3.10) keeps the first 252 bytes and adds "...";
+    the channel closes as usual and the connection goes on."""
+    name = "q" * 200
+    async with trio_msg.connect(url, revive=False) as a, a.channel() as ch:
+        await ch.queue_declare(name, exclusive=True, durable=False)
+        async with trio_msg.connect(url, revive=False) as b:
+            async with b.channel() as other:
+                with pytest.raises(ResourceLocked) as info:
+                    await other.queue_declare(name, passive=True)
+            text = info.value.reply_text
+            assert len(text.encode()) == 255
+            assert text.startswith(
+                f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name[:100]}"
+            )
+            assert text.endswith("...")
+            assert b.is_open
+
+
 async def test_deleting_a_queue_cancels_its_consumers(url: str) -> None:
     queue = Queue("doomed", durable=False)
     async with trio_msg.connect(url, revive=False) as conn, Consumer(conn, [queue]) as consumer:

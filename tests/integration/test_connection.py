@@ -16,7 +16,7 @@ import anyio.abc
 import pytest
 import sniffio
 import trustme
-from _broker import BROKER_HOST, BROKER_PORT, close_connection_by_name
+from _broker import BROKER_HOST, BROKER_PORT, EMBEDDED, close_connection_by_name
 from _proxy import TcpProxy
 from anyio.streams.memory import MemoryObjectReceiveStream
 from anyio.streams.tls import TLSListener
@@ -83,7 +83,9 @@ async def test_connect_url_and_keyword_overrides(
         assert conn.channel_max == 2047
         assert conn.params.connection_name == unique_name
         assert conn.address == (BROKER_HOST, BROKER_PORT)
-        assert conn.server_properties["product"] == "RabbitMQ"
+        assert conn.server_properties["product"] == (
+            "trio_msg memory broker" if EMBEDDED else "RabbitMQ"
+        )
         assert not conn.blocked
         text = repr(conn)
         assert "***" in text

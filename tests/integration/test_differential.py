@@ -236,6 +236,7 @@ class Side:
             self.connection.close()
 
 
+@pytest.mark.rabbitmq_only(reason="compares the embedded broker with RabbitMQ")
 def test_embedded_broker_matches_rabbitmq(memory_port: int) -> None:
     class Differential(RuleBasedStateMachine):
         queues = Bundle("queues")

@@ -18,6 +18,8 @@ from _broker import (
     BROKER_HOST,
     BROKER_PORT,
     BROKER_URL,
+    EMBEDDED,
+    MEMORY_URL,
     PROTOCOL_HEADER,
     BrokerUnavailable,
     check_broker,
@@ -128,8 +130,12 @@ def test_check_broker_rejects_a_non_amqp_server(not_amqp_server: int) -> None:
 
 
 def test_broker_url_and_markers(broker_url: str, request: pytest.FixtureRequest) -> None:
-    assert broker_url == BROKER_URL
-    assert broker_url.startswith("amqp://")
+    if EMBEDDED:
+        assert broker_url == MEMORY_URL
+        assert broker_url.startswith("memory://")
+    else:
+        assert broker_url == BROKER_URL
+        assert broker_url.startswith("amqp://")
     assert request.node.get_closest_marker("integration") is not None
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -64,23 +64,33 @@ def _pika_connection() -> pika.BlockingConnection:
     return pika.BlockingConnection(pika.URLParameters(PIKA_URL))
 
 
-@pytest.fixture
-def queue_name(unique_name: str) -> Iterator[str]:
-    """A durable queue (kombu's and trio_msg's default declaration) that is
-    deleted, with any exchange of the same name, after the test."""
+def _declare(name: str) -> None:
     connection = _pika_connection()
     try:
-        connection.channel().queue_declare(unique_name, durable=True)
+        connection.channel().queue_declare(name, durable=True)
     finally:
         connection.close()
-    yield unique_name
+
+
+def _delete(name: str) -> None:
     connection = _pika_connection()
     try:
         channel = connection.channel()
-        channel.queue_delete(unique_name)
-        channel.exchange_delete(unique_name)
+        channel.queue_delete(name)
+        channel.exchange_delete(name)
     finally:
         connection.close()
+
+
+@pytest.fixture
+async def queue_name(unique_name: str) -> AsyncIterator[str]:
+    """A durable queue (kombu's and trio_msg's default declaration) that is
+    deleted, with any exchange of the same name, after the test.  (pika runs
+    in a worker thread, as in the tests: the event loop may be serving the
+    broker, see tests/_support/_embedded.py.)"""
+    await in_thread(_declare, unique_name)
+    yield unique_name
+    await in_thread(_delete, unique_name)
 
 
 # ------------------------------------------------------------ the peers, sync

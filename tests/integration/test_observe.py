@@ -11,7 +11,7 @@ import uuid
 import anyio
 import anyio.abc
 import pytest
-from _broker import close_connection_by_name, rabbitmqctl
+from _broker import BROKER_HOST, BROKER_PORT, close_connection_by_name, rabbitmqctl
 from _proxy import TcpProxy
 
 import trio_msg
@@ -83,7 +83,7 @@ async def test_open_forced_close_revive_and_close_are_logged_without_the_passwor
     await anyio.to_thread.run_sync(_ctl, "add_user", user, password)
     try:
         await anyio.to_thread.run_sync(_ctl, "set_permissions", "-p", "/", user, ".*", ".*", ".*")
-        url = f"amqp://{user}:{password}@{broker_url.split('@', 1)[1]}"
+        url = f"amqp://{user}:{password}@{BROKER_HOST}:{BROKER_PORT}//"
         recorder = Recorder()
         with anyio.fail_after(30):
             async with (

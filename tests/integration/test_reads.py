@@ -1,5 +1,5 @@
 """How the driver sizes its reads (``trio_msg._wire.read_size``), against the
-real broker: small reads for a run of small messages, which keeps the heap
+broker over TCP: small reads for a run of small messages, which keeps the heap
 small (see ``READ_SIZE``), big ones while a large frame comes in, which
 keeps large messages from being put together out of many pieces."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from _broker import BROKER_URL
 
 import trio_msg
 from trio_msg import _asyncio_wire, _trio_wire
@@ -41,13 +42,13 @@ async def consume(consumer: trio_msg.Consumer, n: int) -> list[bytes]:
 
 
 async def test_small_messages_are_read_small_and_a_large_one_big(
-    broker_url: str, unique_name: str, asked: list[int]
+    unique_name: str, asked: list[int]
 ) -> None:
     queue = trio_msg.Queue(unique_name, durable=False, expires=60)
     small = [b"%d" % i for i in range(500)]
     big = bytes(range(256)) * 4096  # 1 MiB: eight frames of 128 KiB
     async with (
-        trio_msg.connect(broker_url) as conn,
+        trio_msg.connect(BROKER_URL) as conn,  # TCP: the direct wire
         trio_msg.Producer(conn) as producer,
         trio_msg.Consumer(conn, queues=[queue], no_ack=True) as consumer,
     ):

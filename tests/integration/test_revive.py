@@ -12,7 +12,7 @@ import uuid
 
 import anyio
 import pytest
-from _broker import close_connection_by_name, rabbitmqctl
+from _broker import BROKER_HOST, BROKER_PORT, close_connection_by_name, rabbitmqctl
 
 import trio_msg
 from trio_msg.errors import (
@@ -170,11 +170,18 @@ async def test_wrong_password_on_reconnect_ends_the_connection(broker_url: str) 
     await anyio.to_thread.run_sync(_ctl, "add_user", user, password)
     try:
         await anyio.to_thread.run_sync(_ctl, "set_permissions", "-p", "/", user, ".*", ".*", ".*")
-        url = f"amqp://{user}:{password}@{broker_url.split('@', 1)[1]}"
+        url = f"amqp://{user}:{password}@{BROKER_HOST}:{BROKER_PORT}//"
         with anyio.fail_after(30), pytest.raises(AuthenticationError) as info:
-            async with trio_msg.connect(url, connection_name=user, revive=FAST) as conn:
+            async with (
+                trio_msg.connect(url, connection_name=user, revive=FAST) as conn,
+                conn.watch() as events,
+            ):
                 await anyio.to_thread.run_sync(_ctl, "change_password", user, "changed")
                 await _force_close(user)
+                # (the close may still be on its way when the helper returns)
+                async for event in events:
+                    if isinstance(event, trio_msg.Lost):
+                        break
                 with pytest.raises(AuthenticationError):
                     await conn.wait_connected()
         assert password not in str(info.value)

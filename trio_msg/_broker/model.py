@@ -126,12 +126,22 @@ class AMQPError(Exception):
 
     def __init__(self, code: int, text: str) -> None:
         self.code = code
-        self.text = f"{_NAMES.get(code, str(code))} - {text}"
+        self.text = _reply_text(f"{_NAMES.get(code, str(code))} - {text}")
         super().__init__(self.text)
 
     @property
     def connection(self) -> bool:
         return self.code in CONNECTION_CODES
+
+
+def _reply_text(text: str) -> str:
+    """A reply text as RabbitMQ sends it: one of more than 255 bytes (a
+    short string's limit) is cut to its first 252 and "..." (here never in
+    the middle of a character)."""
+    raw = text.encode("utf-8")
+    if len(raw) <= 255:
+        return text
+    return raw[:252].decode("utf-8", "ignore") + "..."
 
 
 def _show(value: Any) -> str:
@@ -992,7 +1002,8 @@ class Broker:
     def dispatch(self, queue: Queue) -> None:
         """Hand ready messages to consumers that can take them: the highest
         consumer priority first, in turn within a priority; only the active
-        one on a single-active-consumer queue."""
+        one on a single-active-consumer queue (when the active one goes,
+        the highest priority among the others takes over)."""
         consumers = queue.consumers
         if not consumers:
             return
@@ -1000,7 +1011,10 @@ class Broker:
         ready = queue.ready
         if queue.single_active:
             if queue.active not in consumers:
-                queue.active = consumers[0]
+                # RabbitMQ 3.10: the consumer with the highest priority, the
+                # earliest of those (the first one has no one to compete with,
+                # and keeps the place until it goes).
+                queue.active = max(consumers, key=lambda c: c.priority)
             active = queue.active
             assert active is not None
             while ready and active.can_take():

@@ -663,8 +663,9 @@ class ServerConnection:
                 if isinstance(method, C.Channel.CloseOk):
                     self.closing_channels.discard(number)
                 elif isinstance(method, C.Channel.Close):
+                    # A crossing close: answered, and (as RabbitMQ does) the
+                    # channel stays closing until the close-ok for ours.
                     self.send_method(number, C.Channel.CloseOk())
-                    self.closing_channels.discard(number)
             return
         channel = self.channels.get(number)
         if frame_type == fr.FRAME_METHOD:
