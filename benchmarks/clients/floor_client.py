@@ -46,10 +46,14 @@ from benchmarks.clients._common import (
     SMALL,
     USER,
     Check,
+    cpu_stop,
     emit,
     latency_summary,
     now,
     parse_args,
+    ready,
+    start,
+    stop,
 )
 from trio_msg._params import DEFAULT_BUSY_POLL
 from trio_msg._protocol.frames import decode_properties
@@ -221,14 +225,14 @@ async def run(args: Any, io: Blocking) -> dict[str, Any]:
         await expect(io, commands.Confirm.SelectOk)
         publish = message(q, SMALL)
         lat = []
-        t0 = now()
+        t0 = start()
         for tag in range(1, n + 1):
             t = now()
             await io.send(publish)
             ack = await expect(io, commands.Basic.Ack)
             lat.append(now() - t)
             Check.equal(ack.delivery_tag, tag, "floor confirm")
-        result["seconds"] = now() - t0
+        result["seconds"] = stop(t0)
         result.update(latency_summary(lat))
     elif args.workload == "e":
         await io.send(encode(1, commands.Queue.Declare(queue="", exclusive=True)))
@@ -241,7 +245,7 @@ async def run(args: Any, io: Blocking) -> dict[str, Any]:
         at = request.index(PLACEHOLDER)
         head, tail = request[:at], request[at + len(PLACEHOLDER) :]
         lat = []
-        t0 = now()
+        t0 = start()
         for _ in range(n):
             t = now()
             corr = uuid.uuid4().hex
@@ -257,14 +261,14 @@ async def run(args: Any, io: Blocking) -> dict[str, Any]:
             lat.append(now() - t)
             Check.equal(got, corr, "floor rpc correlation id")
             Check.body(reply, SMALL, "floor rpc reply")
-        result["seconds"] = now() - t0
+        result["seconds"] = stop(t0)
         result.update(latency_summary(lat))
     elif args.workload == "rpc-server":
         await io.send(encode(1, commands.Basic.Qos(prefetch_count=RPC_SERVER_PREFETCH)))
         await expect(io, commands.Basic.QosOk)
         await io.send(encode(1, commands.Basic.Consume(queue=q, consumer_tag="s")))
         await expect(io, commands.Basic.ConsumeOk)
-        print("ready", flush=True)
+        ready()
         served = tag = 0
         props: Any = None
         while served < n:
@@ -280,6 +284,7 @@ async def run(args: Any, io: Blocking) -> dict[str, Any]:
                     )
                     await io.send(encode(1, commands.Basic.Ack(delivery_tag=tag)))
                     served += 1
+        cpu_stop()
         result["served"] = served
     else:
         raise SystemExit(f"floor: no workload {args.workload}")
