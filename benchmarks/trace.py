@@ -159,6 +159,7 @@ def trace(runner: Runner, broker: Broker, n: int, work: Path) -> dict[str, float
         if server.poll() is None:
             server.kill()
             server.communicate()
+        broker.delete(queue)
     result = analyse(_load(files["client"]), _load(files["server"]))
     ran = json.loads(done.stdout.splitlines()[-1])
     result["p50 (client's own)"] = ran["p50_ms"] * 1e3
