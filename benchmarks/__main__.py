@@ -696,7 +696,8 @@ def docs_include(results: dict[str, Any], path: Path) -> None:
         f"trio {v['trio']}, anyio {v['anyio']}, "
         f"pamqp {v['pamqp']}, aiormq {v['aiormq']}, aio-pika {v['aio-pika']}, "
         f"pika {v['pika']}, kombu {v['kombu']} (py-amqp {v['amqp']}).  "
-        f"{p['rounds']} interleaved rounds, medians; sizes {sizes}.  The whole run took "
+        f"{p['rounds']} interleaved round{'s' if p['rounds'] != 1 else ''}, medians; "
+        f"sizes {sizes}.  The whole run took "
         f"{results['wall_s'] / 60:.1f} minutes; load average "
         f"{load['before'][0]:.2f} before and {load['after'][0]:.2f} after "
         "(the machine was shared).",
