@@ -2,7 +2,7 @@
 
 Run from the repository root (``nox -s bench`` does exactly this)::
 
-    python -m benchmarks                      # the issue's sizes, 5 rounds, 22 to 60 min
+    python -m benchmarks                      # the issue's sizes, 3 rounds, busy_poll=0
     python -m benchmarks --scale 0.05 --rounds 1 --long-n 0 --no-docs   # a smoke test
 
 Every run is one subprocess (``python -m benchmarks.clients.<module>``) for one
@@ -108,13 +108,25 @@ TARGETS_ASYNCIO = {w: (op, 1.0) for w, (op, _) in TARGETS.items()}
 
 
 class Runner:
-    def __init__(self, cwd: Path, broker: Broker, timeout: float, verbose: bool) -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        broker: Broker,
+        timeout: float,
+        verbose: bool,
+        busy_poll: float | None = None,
+    ) -> None:
         self.cwd = cwd
         self.broker = broker
         self.timeout = timeout
         self.verbose = verbose
+        #: trio_msg's ``busy_poll`` for every trio_msg process, client and RPC
+        #: server alike (None: the library's default).
+        self.busy_poll = busy_poll
 
     def _cmd(self, client: Client, workload: str, queue: str, n: int, *extra: str) -> list[str]:
+        if client.ours and self.busy_poll is not None:
+            extra = (*extra, "--busy-poll", repr(self.busy_poll))
         return [
             sys.executable,
             "-m",
@@ -191,6 +203,8 @@ class Runner:
                     raise BenchError(f"{client.name} RPC server served {served}")
                 result["server_rss_peak_kib"] = served["rss_peak_kib"]
                 result["server_cpu_seconds"] = served["cpu_seconds"]
+                result["server_cpu_timed_s"] = served["cpu_timed_s"]
+                result["server_cpu_us_per_msg"] = served["cpu_us_per_msg"]
             # The broker must hold exactly what the workload leaves behind.
             left = n if workload in ("a", "b", "c") else 0
             broker.wait_depth(queue, left, timeout=60)
@@ -269,6 +283,9 @@ def derive(workload: str, r: dict[str, Any]) -> dict[str, Any]:
     else:
         r["msg_per_s"] = n / s
     r["rss_peak_mib"] = r["rss_peak_kib"] / 1024
+    # CPU per message of the library measured: for e, both ends of a call
+    # (the client and its RPC server, both the same library) are counted.
+    r["cpu_us"] = r["cpu_us_per_msg"] + r.get("server_cpu_us_per_msg", 0.0)
     return r
 
 
@@ -356,7 +373,17 @@ def broker_version(broker: Broker) -> str | None:
     return version.decode() if isinstance(version, bytes) else version
 
 
-METRICS = ("msg_per_s", "mib_per_s", "p50_ms", "p99_ms", "seconds", "rss_peak_mib")
+METRICS = (
+    "msg_per_s",
+    "mib_per_s",
+    "p50_ms",
+    "p99_ms",
+    "seconds",
+    "rss_peak_mib",
+    "cpu_us",
+    "cpu_us_per_msg",
+    "server_cpu_us_per_msg",
+)
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
@@ -404,6 +431,9 @@ def ratios(
             table[workload]["rounds"] = per_round(
                 workload, ours, pool, metric, max if higher else min
             )
+            cpu = cpu_verdict(med[workload], ours, others)
+            if cpu is not None:
+                table[workload]["cpu"] = cpu
         # g: peak RSS, workload by workload, against the lightest client there;
         # the worst workload is the one judged.
         worst: dict[str, Any] | None = None
@@ -425,6 +455,26 @@ def ratios(
     against(OURS_TRIO, others, TARGETS)
     against(OURS_ASYNCIO, [c for c in others if BY_NAME[c].asyncio], TARGETS_ASYNCIO)
     return out
+
+
+def cpu_verdict(
+    med: dict[str, dict[str, float]], ours: str, pool: list[str]
+) -> dict[str, Any] | None:
+    """trio_msg's CPU per message against the lowest of every other client's
+    on one workload (the target: at most it)."""
+    theirs = {c: med[c]["cpu_us"] for c in pool if "cpu_us" in med[c]}
+    if not theirs or "cpu_us" not in med[ours]:
+        return None  # a results file from before CPU per message was recorded
+    lowest = min(theirs, key=theirs.__getitem__)
+    ratio = med[ours]["cpu_us"] / theirs[lowest]
+    return {
+        "ratio": ratio,
+        "against": lowest,
+        "ours_us": med[ours]["cpu_us"],
+        "theirs_us": theirs[lowest],
+        "target": "<= 1.0",
+        "met": ratio <= 1.0,
+    }
 
 
 def _verdict(ratio: float, best: str, metric: str, target: tuple[str, float]) -> dict[str, Any]:
@@ -514,6 +564,31 @@ def ratio_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             span = f"{min(spread):.2f}-{max(spread):.2f}" if spread else "-"
             against = v["against"] + (f" ({v['workload']})" if "workload" in v else "")
             row += [f"{v['ratio']:.2f}x", span, against, f"{v['target']} ({mark})"]
+        rows.append(row)
+    return head, rows
+
+
+def cpu_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """CPU time per message (µs, user + system of the timed region), every
+    client on every workload; for e, the client's and its RPC server's."""
+    med = results["medians"]
+    clients = results["parameters"]["clients"]
+    workloads = results["parameters"]["workloads"]
+    if not all("cpu_us" in med[w][c] for w in workloads for c in clients):
+        return None
+    ours = [c for c in (OURS_TRIO, OURS_ASYNCIO) if c in clients]
+    head = ["CPU us/msg", *clients, *(f"{c} / lowest other" for c in ours)]
+    rows = []
+    for w in workloads:
+        row = [w + (" (client+server)" if w == "e" else "")]
+        row += [f"{med[w][c]['cpu_us']:,.1f}" for c in clients]
+        for c in ours:
+            v = results["ratios"].get(c, {}).get(w, {}).get("cpu")
+            if v is None:
+                row.append("-")
+            else:
+                mark = "met" if v["met"] else "MISSED"
+                row.append(f"{v['ratio']:.2f}x {v['against']} ({mark})")
         rows.append(row)
     return head, rows
 
@@ -624,6 +699,7 @@ def docs_include(results: dict[str, Any], path: Path) -> None:
     v = m["versions"]
     load = results["load"]
     sizes = ", ".join(f"{w} {p['sizes'][w]:,}" for w in p["workloads"])
+    busy_poll = p.get("busy_poll", "library default")
     end = datetime.datetime.fromisoformat(m["date"])
     start = end - datetime.timedelta(seconds=results["wall_s"])
     lines = [
@@ -632,10 +708,12 @@ def docs_include(results: dict[str, Any], path: Path) -> None:
         f"Measured on **{m['date'][:10]}**, {start:%H:%M} to {end:%H:%M} UTC: "
         f"{m['cpu_count']} cores "
         f"({m['cpu']}), {m['python']}, RabbitMQ {results['broker']}, trio_msg at "
-        f"``{results['trio_msg_commit']}``, trio {v['trio']}, anyio {v['anyio']}, "
+        f"``{results['trio_msg_commit']}`` with ``busy_poll={busy_poll}``, "
+        f"trio {v['trio']}, anyio {v['anyio']}, "
         f"pamqp {v['pamqp']}, aiormq {v['aiormq']}, aio-pika {v['aio-pika']}, "
         f"pika {v['pika']}, kombu {v['kombu']} (py-amqp {v['amqp']}).  "
-        f"{p['rounds']} interleaved rounds, medians; sizes {sizes}.  The whole run took "
+        f"{p['rounds']} interleaved round{'s' if p['rounds'] != 1 else ''}, medians; "
+        f"sizes {sizes}.  The whole run took "
         f"{results['wall_s'] / 60:.1f} minutes; load average "
         f"{load['before'][0]:.2f} before and {load['after'][0]:.2f} after "
         "(the machine was shared).",
@@ -655,6 +733,17 @@ def docs_include(results: dict[str, Any], path: Path) -> None:
         rst_table(*rss_rows(results)),
         "",
     ]
+    cpu = cpu_rows(results)
+    if cpu is not None:
+        lines += [
+            "CPU time per message, in microseconds (user + system time of the "
+            "client's process over the timed region, medians; for e, the client's "
+            "and its RPC server's per call), and trio_msg's ratio to the lowest of "
+            "the other four clients (the target: at most 1):",
+            "",
+            rst_table(*cpu),
+            "",
+        ]
     long = results.get("long_consume")
     if long:
         lines += [
@@ -676,7 +765,7 @@ def docs_include(results: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     parser.add_argument(
         "--scale", type=float, default=1.0, help="multiply every size (1 = the issue's)"
     )
@@ -690,6 +779,12 @@ def main(argv: list[str] | None = None) -> int:
         "--trio-msg-ref",
         default="HEAD",
         help="git ref of trio_msg to measure, or 'worktree' (default HEAD)",
+    )
+    parser.add_argument(
+        "--busy-poll",
+        default="0",
+        help="trio_msg's busy_poll in seconds for every trio_msg process "
+        "(default 0: off; 'default': the library's own default)",
     )
     parser.add_argument("--timeout", type=float, default=900, help="seconds per run")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -720,9 +815,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {w: max(1, round(SIZES[w] * args.scale)) for w in workloads}
     long_n = round(args.long_n * args.scale) if args.long_n else 0
 
+    busy_poll = None if args.busy_poll == "default" else float(args.busy_poll)
+
     cwd, commit, tmp = snapshot(args.trio_msg_ref)
     broker = Broker()
-    runner = Runner(cwd, broker, args.timeout, args.verbose)
+    runner = Runner(cwd, broker, args.timeout, args.verbose, busy_poll)
     load_before = os.getloadavg()
     started = time.perf_counter()
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
@@ -730,7 +827,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     long_result = None
     try:
-        print(f"trio_msg at {commit}; clients run from {cwd}; load {load_before[0]:.2f}")
+        print(
+            f"trio_msg at {commit} (busy_poll {args.busy_poll}); clients run from {cwd}; "
+            f"load {load_before[0]:.2f}"
+        )
         # Untimed: one small run of the first workload by every client, so
         # that the first timed run (trio_msg's, in round 1) does not meet a
         # broker that has been idle (in both full runs of 2026-12-02, the
@@ -788,6 +888,9 @@ def main(argv: list[str] | None = None) -> int:
             "f_prefetch": 10,
             "rpc_server_prefetch": 1,
             "long_n": long_n,
+            # What every trio_msg process ran with (each run's JSON also
+            # records the busy_poll its connection had).
+            "busy_poll": busy_poll if busy_poll is not None else "library default",
         },
         "load": {"before": load_before, "after": load_after},
         "wall_s": wall,
@@ -813,6 +916,10 @@ def report(results: dict[str, Any], output: Path, *, docs: bool) -> None:
     print()
     print_table(*rss_rows(results))
     print()
+    cpu = cpu_rows(results)
+    if cpu is not None:
+        print_table(*cpu)
+        print()
     print(
         f"{wall / 60:.1f} minutes; load {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
         f"wrote {output}"

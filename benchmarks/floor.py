@@ -52,12 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--trio-msg-ref", default="HEAD")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--busy-poll",
+        type=float,
+        default=0.0,
+        help="trio_msg's busy_poll (default 0: off; floor[poll] polls whatever this says)",
+    )
     parser.add_argument("--output", type=Path, default=HERE / "results" / "floor.json")
     args = parser.parse_args(argv)
     sizes = {w: max(1, round(SIZES[w] * args.scale)) for w in METRIC}
     cwd, commit, tmp = snapshot(args.trio_msg_ref)
     broker = Broker()
-    runner = Runner(cwd, broker, args.timeout, verbose=False)
+    runner = Runner(cwd, broker, args.timeout, verbose=False, busy_poll=args.busy_poll)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
         w: {c.name: [] for c in CONTENDERS} for w in METRIC
     }
@@ -82,11 +88,21 @@ def main(argv: list[str] | None = None) -> int:
         w: {c: statistics.median(r[METRIC[w]] for r in rs) for c, rs in by_client.items()}
         for w, by_client in runs.items()
     }
+    # CPU per message of the timed region (e: the client's and its server's).
+    cpu = {
+        w: {
+            c: statistics.median(
+                r["cpu_us_per_msg"] + r.get("server_cpu_us_per_msg", 0.0) for r in rs
+            )
+            for c, rs in by_client.items()
+        }
+        for w, by_client in runs.items()
+    }
     floor = {w: med[w]["floor[blocking]"] for w in METRIC}
     head = ["client"]
     for w, metric in METRIC.items():
         kind = "mean" if metric == "mean_ms" else "p50"
-        head += [f"{w} ms ({kind})", "above the floor", "vs pika/kombu"]
+        head += [f"{w} ms ({kind})", "above the floor", "vs pika/kombu", f"{w} CPU us/msg"]
     rows = []
     for c in CONTENDERS:
         row = [c.name]
@@ -94,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             ms = med[w][c.name]
             best = min(med[w][other] for other in AGAINST)
             ratio = best / ms if w == "c" else ms / best
-            row += [f"{ms:.3f}", f"{ms - floor[w]:+.3f}", f"{ratio:.2f}x"]
+            row += [f"{ms:.3f}", f"{ms - floor[w]:+.3f}", f"{ratio:.2f}x", f"{cpu[w][c.name]:.1f}"]
         rows.append(row)
     print()
     print_table(head, rows)
@@ -104,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": load,
         "sizes": sizes,
         "rounds": args.rounds,
+        "busy_poll": args.busy_poll,
         "metric": METRIC,
         "medians": med,
+        "cpu_us_per_msg": cpu,
         "runs": runs,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ several times what a warm loop of it does.
 
 Run from the repository root::
 
-    python -m benchmarks.trace                          # HEAD, 3 runs
+    python -m benchmarks.trace                          # HEAD, 3 runs, busy_poll=0
     python -m benchmarks.trace --ref worktree --against HEAD --runs 4
 
 With ``--against`` the two refs' runs alternate, and each pair is printed.
@@ -154,13 +154,17 @@ def trace(runner: Runner, broker: Broker, n: int, work: Path) -> dict[str, float
             check=True,
             timeout=runner.timeout,
         )
-        server.communicate(timeout=60)
+        served, _ = server.communicate(timeout=60)
     finally:
         if server.poll() is None:
             server.kill()
             server.communicate()
+        broker.delete(queue)
     result = analyse(_load(files["client"]), _load(files["server"]))
-    result["p50 (client's own)"] = json.loads(done.stdout.splitlines()[-1])["p50_ms"] * 1e3
+    ran = json.loads(done.stdout.splitlines()[-1])
+    result["p50 (client's own)"] = ran["p50_ms"] * 1e3
+    result["client CPU/call"] = ran["cpu_us_per_msg"]
+    result["server CPU/call"] = json.loads(served.splitlines()[-1])["cpu_us_per_msg"]
     return result
 
 
@@ -170,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", default=None, help="a second ref, run alternately")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--n", type=int, default=3000, help="calls per run")
+    parser.add_argument(
+        "--busy-poll", type=float, default=0.0, help="trio_msg's busy_poll (default 0: off)"
+    )
     args = parser.parse_args(argv)
     refs = [args.ref] + ([args.against] if args.against else [])
     broker = Broker()
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             cwd, commit, tmp = snapshot(ref)
             if tmp is not None:
                 temps.append(tmp)
-            runners[ref] = Runner(cwd, broker, 600, verbose=False)
+            runners[ref] = Runner(cwd, broker, 600, verbose=False, busy_poll=args.busy_poll)
             print(f"{ref}: {commit}", flush=True)
         work = Path(tempfile.mkdtemp(prefix="trio_msg-trace-"))
         temps.append(work)

@@ -55,6 +55,7 @@ def parse_args(
     *,
     extra: bool = False,
     backends: tuple[str, ...] = ("trio", "asyncio"),
+    busy_poll: bool = False,
 ) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("workload", choices=(*WORKLOADS, "rpc-server", "long"))
@@ -65,6 +66,13 @@ def parse_args(
     parser.add_argument("--sample-every", type=int, default=10_000, help="long: RSS sample period")
     if extra:
         parser.add_argument("--backend", choices=backends, default=backends[0])
+    if busy_poll:
+        parser.add_argument(
+            "--busy-poll",
+            type=float,
+            default=None,
+            help="trio_msg's busy_poll in seconds (0: off; default: the library's default)",
+        )
     return parser.parse_args(argv)
 
 
@@ -132,8 +140,44 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+#: CPU time (user + system, every thread of the process) at the start of the
+#: timed region, and what the region used once it ended.
+_cpu_start: float | None = None
+_cpu_timed: float | None = None
+
+
+def start() -> float:
+    """Start the timed region: returns the wall clock (``perf_counter``) and
+    notes the process's CPU time, so that the run reports the CPU its
+    workload used, without start-up, imports or connecting."""
+    global _cpu_start
+    _cpu_start = time.process_time()
+    return time.perf_counter()
+
+
+def cpu_stop() -> None:
+    """End the timed region's CPU count (``stop`` does it too)."""
+    global _cpu_timed
+    if _cpu_start is not None and _cpu_timed is None:
+        _cpu_timed = time.process_time() - _cpu_start
+
+
+def stop(t0: float) -> float:
+    """End the timed region started by ``start``: its wall-clock seconds."""
+    elapsed = time.perf_counter() - t0
+    cpu_stop()
+    return elapsed
+
+
 def emit(client: str, args: argparse.Namespace, result: dict[str, Any]) -> None:
-    """Print the run's one JSON line (with the peak RSS and the CPU time) and flush."""
+    """Print the run's one JSON line (with the peak RSS and the CPU time) and flush.
+
+    ``cpu_seconds`` is the whole process's (start-up included);
+    ``cpu_timed_s`` the timed region's (``start`` to ``stop``; for an RPC
+    server, ``ready`` to its last reply) and ``cpu_us_per_msg`` that divided
+    by the messages (or calls, or requests served)."""
+    if _cpu_timed is None:
+        raise AssertionError(f"{client} {args.workload}: the timed region never ended")
     line = {
         "client": client,
         "workload": args.workload,
@@ -141,13 +185,17 @@ def emit(client: str, args: argparse.Namespace, result: dict[str, Any]) -> None:
         **result,
         "rss_peak_kib": peak_rss_kib(),
         "cpu_seconds": round(cpu_seconds(), 4),
+        "cpu_timed_s": round(_cpu_timed, 6),
+        "cpu_us_per_msg": round(_cpu_timed / args.n * 1e6, 3),
     }
     sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
 
 
 def ready() -> None:
-    """An RPC server says it is consuming (the orchestrator waits for this)."""
+    """An RPC server says it is consuming (the orchestrator waits for this);
+    its CPU is counted from here (``cpu_stop`` after its last reply)."""
+    start()
     sys.stdout.write("ready\n")
     sys.stdout.flush()
 

@@ -22,11 +22,14 @@ from benchmarks.clients._common import (
     SMALL,
     URL,
     Check,
+    cpu_stop,
     emit,
     latency_summary,
     now,
     parse_args,
     ready,
+    start,
+    stop,
 )
 
 TRANSIENT = aio_pika.DeliveryMode.NOT_PERSISTENT
@@ -72,10 +75,10 @@ async def run(args) -> dict:
         ch = await conn.channel(publisher_confirms=confirms)
         exchange = ch.default_exchange
         if args.workload == "a":
-            t0 = now()
+            t0 = start()
             await publish_many(exchange, q, n, SMALL)
             await ch.declare_queue(q, passive=True)
-            result["seconds"] = now() - t0
+            result["seconds"] = stop(t0)
         elif args.workload == "b":
             window = asyncio.Semaphore(args.window)
             acked = 0
@@ -89,29 +92,29 @@ async def run(args) -> dict:
                     window.release()
 
             tasks = set()
-            t0 = now()
+            t0 = start()
             for _ in range(n):
                 await window.acquire()
                 task = asyncio.create_task(one())
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             await asyncio.gather(*tasks)
-            result["seconds"] = now() - t0
+            result["seconds"] = stop(t0)
             result["window"] = args.window
             Check.equal(acked, n, "aio-pika confirms")
         elif args.workload == "c":
             lat = []
-            t0 = now()
+            t0 = start()
             for _ in range(n):
                 t = now()
                 await exchange.publish(message(SMALL), routing_key=q, mandatory=False)
                 lat.append(now() - t)
-            result["seconds"] = now() - t0
+            result["seconds"] = stop(t0)
             result.update(latency_summary(lat))
         elif args.workload == "d":
-            t0 = now()
+            t0 = start()
             count = await consume(ch, q, n, SMALL, args.prefetch)
-            result["seconds"] = now() - t0
+            result["seconds"] = stop(t0)
             Check.equal(count, n, "aio-pika consumed")
         elif args.workload == "e":
             reply_queue = await ch.declare_queue(exclusive=True)
@@ -125,7 +128,7 @@ async def run(args) -> dict:
             await reply_queue.consume(on_reply, no_ack=True)
             loop = asyncio.get_running_loop()
             lat = []
-            t0 = now()
+            t0 = start()
             for _ in range(n):
                 t = now()
                 corr = uuid.uuid4().hex
@@ -138,7 +141,7 @@ async def run(args) -> dict:
                 body = await future
                 lat.append(now() - t)
                 Check.body(body, SMALL, "aio-pika rpc reply")
-            result["seconds"] = now() - t0
+            result["seconds"] = stop(t0)
             result.update(latency_summary(lat))
         elif args.workload == "rpc-server":
             served = 0
@@ -155,15 +158,17 @@ async def run(args) -> dict:
                         )
                     served += 1
                     if served == n:
+                        cpu_stop()
                         break
             result["served"] = served
         elif args.workload == "f":
-            t0 = now()
+            t0 = start()
             await publish_many(exchange, q, n, BIG)
             await ch.declare_queue(q, passive=True)
             t1 = now()
             count = await consume(ch, q, n, BIG, BIG_PREFETCH)
             t2 = now()
+            cpu_stop()
             Check.equal(count, n, "aio-pika consumed")
             result.update(seconds=t2 - t0, publish_s=t1 - t0, consume_s=t2 - t1)
         else:

@@ -24,11 +24,14 @@ from benchmarks.clients._common import (
     SMALL,
     URL,
     Check,
+    cpu_stop,
     emit,
     latency_summary,
     now,
     parse_args,
     ready,
+    start,
+    stop,
 )
 
 PROPS = spec.Basic.Properties(
@@ -79,10 +82,10 @@ async def run(args) -> dict:
         confirms = args.workload in ("b", "c")
         ch = await conn.channel(publisher_confirms=confirms)
         if args.workload == "a":
-            t0 = now()
+            t0 = start()
             await publish_many(ch, q, n, SMALL)
             await ch.queue_declare(q, passive=True)
-            result["seconds"] = now() - t0
+            result["seconds"] = stop(t0)
         elif args.workload == "b":
             window = asyncio.Semaphore(args.window)
             acked = 0
@@ -99,30 +102,30 @@ async def run(args) -> dict:
                     window.release()
 
             tasks = set()
-            t0 = now()
+            t0 = start()
             for _ in range(n):
                 await window.acquire()
                 task = asyncio.create_task(one())
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             await asyncio.gather(*tasks)
-            result["seconds"] = now() - t0
+            result["seconds"] = stop(t0)
             result["window"] = args.window
             Check.equal(acked, n, "aiormq confirms")
         elif args.workload == "c":
             lat = []
-            t0 = now()
+            t0 = start()
             for _ in range(n):
                 t = now()
                 confirm = await ch.basic_publish(SMALL, routing_key=q, properties=props())
                 lat.append(now() - t)
                 assert isinstance(confirm, spec.Basic.Ack), confirm
-            result["seconds"] = now() - t0
+            result["seconds"] = stop(t0)
             result.update(latency_summary(lat))
         elif args.workload == "d":
-            t0 = now()
+            t0 = start()
             count = await consume(ch, q, n, SMALL, args.prefetch)
-            result["seconds"] = now() - t0
+            result["seconds"] = stop(t0)
             Check.equal(count, n, "aiormq consumed")
         elif args.workload == "e":
             reply_queue = (await ch.queue_declare("", exclusive=True)).queue
@@ -136,7 +139,7 @@ async def run(args) -> dict:
             await ch.basic_consume(reply_queue, on_reply, no_ack=True)
             loop = asyncio.get_running_loop()
             lat = []
-            t0 = now()
+            t0 = start()
             for _ in range(n):
                 t = now()
                 corr = uuid.uuid4().hex
@@ -149,7 +152,7 @@ async def run(args) -> dict:
                 body = await future
                 lat.append(now() - t)
                 Check.body(body, SMALL, "aiormq rpc reply")
-            result["seconds"] = now() - t0
+            result["seconds"] = stop(t0)
             result.update(latency_summary(lat))
         elif args.workload == "rpc-server":
             served = 0
@@ -166,6 +169,7 @@ async def run(args) -> dict:
                 await message.channel.basic_ack(message.delivery.delivery_tag)
                 served += 1
                 if served == n:
+                    cpu_stop()
                     done.set()
 
             await ch.basic_qos(prefetch_count=RPC_SERVER_PREFETCH)
@@ -174,12 +178,13 @@ async def run(args) -> dict:
             await done.wait()
             result["served"] = served
         elif args.workload == "f":
-            t0 = now()
+            t0 = start()
             await publish_many(ch, q, n, BIG)
             await ch.queue_declare(q, passive=True)
             t1 = now()
             count = await consume(ch, q, n, BIG, BIG_PREFETCH)
             t2 = now()
+            cpu_stop()
             Check.equal(count, n, "aiormq consumed")
             result.update(seconds=t2 - t0, publish_s=t1 - t0, consume_s=t2 - t1)
         else:

@@ -23,11 +23,14 @@ from benchmarks.clients._common import (
     RPC_SERVER_PREFETCH,
     SMALL,
     Check,
+    cpu_stop,
     emit,
     latency_summary,
     now,
     parse_args,
     ready,
+    start,
+    stop,
 )
 
 PUB = {
@@ -76,28 +79,28 @@ def main() -> None:
     producer = Producer(channel, auto_declare=False)
     result: dict = {}
     if args.workload == "a":
-        t0 = now()
+        t0 = start()
         publish_many(producer, q, n, SMALL)
         channel.queue_declare(queue=q, passive=True)
-        result["seconds"] = now() - t0
+        result["seconds"] = stop(t0)
     elif args.workload == "b":
-        t0 = now()
+        t0 = start()
         publish_many(producer, q, n, SMALL)  # each publish waits for its confirm
-        result["seconds"] = now() - t0
+        result["seconds"] = stop(t0)
         result["window"] = 1
     elif args.workload == "c":
         lat = []
-        t0 = now()
+        t0 = start()
         for _ in range(n):
             t = now()
             producer.publish(SMALL, routing_key=q, **PUB)
             lat.append(now() - t)
-        result["seconds"] = now() - t0
+        result["seconds"] = stop(t0)
         result.update(latency_summary(lat))
     elif args.workload == "d":
-        t0 = now()
+        t0 = start()
         count = consume(conn, channel, q, n, SMALL, args.prefetch)
-        result["seconds"] = now() - t0
+        result["seconds"] = stop(t0)
         Check.equal(count, n, "kombu consumed")
     elif args.workload == "e":
         reply_queue = channel.queue_declare(queue="", exclusive=True).queue
@@ -111,7 +114,7 @@ def main() -> None:
         )
         replies.consume()
         lat = []
-        t0 = now()
+        t0 = start()
         for _ in range(n):
             t = now()
             corr = uuid.uuid4().hex
@@ -122,7 +125,7 @@ def main() -> None:
             lat.append(now() - t)
             Check.equal(reply.properties["correlation_id"], corr, "kombu rpc correlation id")
             Check.body(reply.body, SMALL, "kombu rpc reply")
-        result["seconds"] = now() - t0
+        result["seconds"] = stop(t0)
         result.update(latency_summary(lat))
     elif args.workload == "rpc-server":
         served = 0
@@ -149,14 +152,16 @@ def main() -> None:
             ready()
             while served < n:
                 conn.drain_events(timeout=60)
+        cpu_stop()
         result["served"] = served
     elif args.workload == "f":
-        t0 = now()
+        t0 = start()
         publish_many(producer, q, n, BIG)
         channel.queue_declare(queue=q, passive=True)
         t1 = now()
         count = consume(conn, channel, q, n, BIG, BIG_PREFETCH)
         t2 = now()
+        cpu_stop()
         Check.equal(count, n, "kombu consumed")
         result.update(seconds=t2 - t0, publish_s=t1 - t0, consume_s=t2 - t1)
     else:

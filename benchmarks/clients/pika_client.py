@@ -22,11 +22,14 @@ from benchmarks.clients._common import (
     SMALL,
     URL,
     Check,
+    cpu_stop,
     emit,
     latency_summary,
     now,
     parse_args,
     ready,
+    start,
+    stop,
 )
 
 PROPS = pika.BasicProperties(
@@ -69,31 +72,31 @@ def main() -> None:
     ch = conn.channel()
     result: dict = {}
     if args.workload == "a":
-        t0 = now()
+        t0 = start()
         publish_many(ch, q, n, SMALL)
         ch.queue_declare(q, passive=True)  # one round trip after the last publish
-        result["seconds"] = now() - t0
+        result["seconds"] = stop(t0)
     elif args.workload == "b":
         ch.confirm_delivery()
-        t0 = now()
+        t0 = start()
         publish_many(ch, q, n, SMALL)  # each call waits for its confirm
-        result["seconds"] = now() - t0
+        result["seconds"] = stop(t0)
         result["window"] = 1
     elif args.workload == "c":
         ch.confirm_delivery()
         lat = []
-        t0 = now()
+        t0 = start()
         for _ in range(n):
             t = now()
             ch.basic_publish("", q, SMALL, PROPS)
             lat.append(now() - t)
-        result["seconds"] = now() - t0
+        result["seconds"] = stop(t0)
         result.update(latency_summary(lat))
     elif args.workload == "d":
-        t0 = now()
+        t0 = start()
         count = consume(ch, q, n, SMALL, args.prefetch)
         ch.queue_declare(q, passive=True)
-        result["seconds"] = now() - t0
+        result["seconds"] = stop(t0)
         Check.equal(count, n, "pika consumed")
     elif args.workload == "e":
         reply_queue = ch.queue_declare("", exclusive=True).method.queue
@@ -104,7 +107,7 @@ def main() -> None:
 
         ch.basic_consume(reply_queue, on_reply, auto_ack=True)
         lat = []
-        t0 = now()
+        t0 = start()
         for _ in range(n):
             t = now()
             corr = uuid.uuid4().hex
@@ -126,7 +129,7 @@ def main() -> None:
             lat.append(now() - t)
             Check.equal(got_corr, corr, "pika rpc correlation id")
             Check.body(body, SMALL, "pika rpc reply")
-        result["seconds"] = now() - t0
+        result["seconds"] = stop(t0)
         result.update(latency_summary(lat))
     elif args.workload == "rpc-server":
         served = 0
@@ -147,6 +150,7 @@ def main() -> None:
             ch.basic_ack(method.delivery_tag)
             served += 1
             if served == n:
+                cpu_stop()
                 ch.stop_consuming()
 
         ch.basic_qos(prefetch_count=RPC_SERVER_PREFETCH)
@@ -155,13 +159,14 @@ def main() -> None:
         ch.start_consuming()
         result["served"] = served
     elif args.workload == "f":
-        t0 = now()
+        t0 = start()
         publish_many(ch, q, n, BIG)
         ch.queue_declare(q, passive=True)
         t1 = now()
         count = consume(ch, q, n, BIG, BIG_PREFETCH)
         ch.queue_declare(q, passive=True)
         t2 = now()
+        cpu_stop()
         Check.equal(count, n, "pika consumed")
         result.update(seconds=t2 - t0, publish_s=t1 - t0, consume_s=t2 - t1)
     else:

@@ -22,11 +22,15 @@ from benchmarks.clients._common import (
     SMALL,
     URL,
     Check,
+    cpu_stop,
     current_rss_kib,
     emit,
     latency_summary,
     now,
     parse_args,
+    ready,
+    start,
+    stop,
 )
 
 PUB = {
@@ -65,36 +69,38 @@ async def consume(
 async def run(args) -> dict:
     q, n = args.queue, args.n
     result: dict = {}
-    async with trio_msg.connect(URL) as conn:
+    options = {} if args.busy_poll is None else {"busy_poll": args.busy_poll}
+    async with trio_msg.connect(URL, **options) as conn:
+        result["busy_poll"] = conn.params.busy_poll
         if args.workload == "a":
             async with trio_msg.Producer(conn, confirm=False) as producer:
-                t0 = now()
+                t0 = start()
                 await publish_many(producer, q, n, SMALL)
                 await producer.channel.queue_declare(q, passive=True)
-                result["seconds"] = now() - t0
+                result["seconds"] = stop(t0)
         elif args.workload == "b":
             async with trio_msg.Producer(conn) as producer:
-                t0 = now()
+                t0 = start()
                 async with producer.pipeline(max_unconfirmed=args.window) as pipe:
                     for _ in range(n):
                         await pipe.publish(SMALL, routing_key=q, **PUB)
-                result["seconds"] = now() - t0
+                result["seconds"] = stop(t0)
                 result["window"] = args.window
                 Check.equal((pipe.acked, len(pipe.failures)), (n, 0), "trio_msg confirms")
         elif args.workload == "c":
             async with trio_msg.Producer(conn) as producer:
                 lat = []
-                t0 = now()
+                t0 = start()
                 for _ in range(n):
                     t = now()
                     await producer.publish(SMALL, routing_key=q, **PUB)
                     lat.append(now() - t)
-                result["seconds"] = now() - t0
+                result["seconds"] = stop(t0)
                 result.update(latency_summary(lat))
         elif args.workload == "d":
-            t0 = now()
+            t0 = start()
             count = await consume(conn, q, n, SMALL, args.prefetch)
-            result["seconds"] = now() - t0
+            result["seconds"] = stop(t0)
             Check.equal(count, n, "trio_msg consumed")
         elif args.workload == "e":
             async with conn.channel() as ch:
@@ -110,7 +116,7 @@ async def run(args) -> dict:
             ):
                 receive = replies.__anext__
                 lat = []
-                t0 = now()
+                t0 = start()
                 for _ in range(n):
                     t = now()
                     corr = uuid.uuid4().hex
@@ -121,7 +127,7 @@ async def run(args) -> dict:
                     lat.append(now() - t)
                     Check.equal(reply.basic_properties.correlation_id, corr, "rpc correlation id")
                     Check.body(reply.body, SMALL, "trio_msg rpc reply")
-                result["seconds"] = now() - t0
+                result["seconds"] = stop(t0)
                 result.update(latency_summary(lat))
         elif args.workload == "rpc-server":
             served = 0
@@ -134,7 +140,7 @@ async def run(args) -> dict:
                 ) as requests,
                 trio_msg.Producer(conn, confirm=False) as producer,
             ):
-                print("ready", flush=True)
+                ready()
                 async for request in requests:
                     props = request.basic_properties
                     await producer.publish(
@@ -146,16 +152,18 @@ async def run(args) -> dict:
                     await request.ack()
                     served += 1
                     if served == n:
+                        cpu_stop()
                         break
             result["served"] = served
         elif args.workload == "f":
             async with trio_msg.Producer(conn, confirm=False) as producer:
-                t0 = now()
+                t0 = start()
                 await publish_many(producer, q, n, BIG)
                 await producer.channel.queue_declare(q, passive=True)
             t1 = now()
             count = await consume(conn, q, n, BIG, BIG_PREFETCH)
             t2 = now()
+            cpu_stop()
             Check.equal(count, n, "trio_msg consumed")
             result.update(seconds=t2 - t0, publish_s=t1 - t0, consume_s=t2 - t1)
         elif args.workload == "long":
@@ -163,7 +171,7 @@ async def run(args) -> dict:
             samples = [(0, current_rss_kib())]
             every = args.sample_every
             count = 0
-            t0 = now()
+            t0 = start()
             async with trio_msg.Consumer(
                 conn,
                 queues=[trio_msg.Queue(q, durable=False)],
@@ -178,7 +186,7 @@ async def run(args) -> dict:
                         samples.append((count, current_rss_kib()))
                     if count == n:
                         break
-            result["seconds"] = now() - t0
+            result["seconds"] = stop(t0)
             result["rss_samples_kib"] = samples
             Check.equal(count, n, "trio_msg consumed")
         else:
@@ -187,7 +195,7 @@ async def run(args) -> dict:
 
 
 def main() -> None:
-    args = parse_args(extra=True)
+    args = parse_args(extra=True, busy_poll=True)
     result = anyio.run(run, args, backend=args.backend)
     emit(f"trio_msg[{args.backend}]", args, result)
 
