@@ -200,7 +200,7 @@ async def test_a_consumer_whose_channel_is_closed_gets_the_error_then_messages_a
         # Message API refuses to make, so written raw): the broker's 406.
         old = consumer.channel
         conn._core._write(frames.encode_ack(old.channel_id, 80, 999, 0))
-        conn._kick()
+        conn._pump.send(urgent=True)
         with anyio.fail_after(TIMEOUT), pytest.raises(PreconditionFailed):
             async for _ in consumer:
                 pass
@@ -257,7 +257,7 @@ async def test_a_delivery_in_flight_when_the_broker_closes_the_channel_is_droppe
             first = await consumer.__anext__()
         await first.ack()  # (corked: goes out with the bad ack after it)
         conn._core._write(frames.encode_ack(consumer.channel.channel_id, 80, 999, 0))
-        conn._kick()
+        conn._pump.send(urgent=True)
         with anyio.fail_after(TIMEOUT), pytest.raises(PreconditionFailed):
             async for _ in consumer:
                 pass
