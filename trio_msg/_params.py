@@ -68,7 +68,7 @@ DEFAULT_CHANNEL_MAX = 2047
 DEFAULT_MAX_BODY_SIZE = 128 * 1024 * 1024
 #: Seconds a task about to wait for the broker's answer polls the socket
 #: before it sleeps (see ``ConnectionParameters.busy_poll``).
-DEFAULT_BUSY_POLL = 0.0005
+DEFAULT_BUSY_POLL = 0.0
 #: The largest ``busy_poll`` accepted: polling is for answers that come
 #: within a round trip or two, and a larger value is more likely
 #: microseconds given as seconds than a wish to spin for that long.

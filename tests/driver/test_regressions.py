@@ -186,8 +186,8 @@ async def test_g_publish_waiting_for_room_survives_a_revive(
     on a reviving connection it should wait and publish on the new channel
     (docs/revive.rst: a Producer made from the connection waits for it to
     come back), not raise ConnectionLost."""
-    from trio_msg._retry import RetryPolicy
     from trio_msg._pump import HIGH_WATER
+    from trio_msg._retry import RetryPolicy
     from trio_msg.errors import ConnectionLost
 
     broker.serve_again = True
