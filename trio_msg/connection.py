@@ -171,12 +171,14 @@ async def connect(
     a server that does not speak AMQP 0-9-1 raises
     :class:`~trio_msg.errors.ConnectionFailed` quoting what it sent.
 
-    ``busy_poll`` (seconds, 0.0005 by default; 0 turns it off): on plain
-    TCP, a task about to wait for the broker's answer polls the socket for
-    that long, yielding to the event loop between tries, before it sleeps.
-    It trades CPU for latency (a confirmed publish took half the time on a
-    virtual machine), and stops by itself while answers come slowly.  See
-    docs/guide.rst.
+    ``busy_poll`` (seconds, at most 0.01; 0, the default, never polls): on
+    plain TCP, a task about to wait for the broker's answer polls the
+    socket for that long, yielding to the event loop between tries, before
+    it sleeps.  It trades CPU for latency: a confirmed publish or an RPC
+    call can take half the time on a virtual machine, at the cost of up to
+    ``busy_poll`` of CPU per wait.  Polling stops by itself while answers
+    come slowly or waits time out, and starts again after a quick answer.
+    See docs/guide.rst for its measured cost.
 
     Cancellation: a cancelled connect leaves nothing open.
     """
