@@ -206,7 +206,7 @@ class Channel:
         self._sinks: dict[str, DeliverySink] = {}
         self._consumer_errors: dict[str, Callable[[TrioMsgError], None]] = {}
         # Signals: a task waiting for the open-ok or close-ok may read it
-        # off the socket itself (see Connection._lead).
+        # off the socket itself (see Pump._lead).
         self._opened = connection._new_signal()
         self._closed = connection._new_signal()
         self._flow = anyio.Event()

@@ -1,18 +1,13 @@
 """Connections: one task group per connection owns the byte stream.
 
 ``async with trio_msg.connect(url) as conn:`` opens TCP (and TLS), runs the
-handshake, and starts three tasks in the connection's own task group:
-
-- the **reader** feeds received bytes to the sans-IO core and routes its
-  events (replies to waiting callers, deliveries to consumers' buffers,
-  confirms to publishes);
-- the **writer** drains the core's outbound buffer in batches, so a
-  cancelled caller never leaves half a frame on the wire.  On trio, over
-  plain TCP, a task about to wait for an answer writes what is queued
-  itself when the writer is idle, without waiting (see
-  :mod:`trio_msg._wire`); what the kernel does not take at once is the
-  writer's, and goes first;
-- the **heartbeat** task calls the core's ``tick(now)`` when it is due.
+handshake, and starts three tasks in the connection's own task group: the
+**reader** and the **writer** of its pump (:mod:`trio_msg._pump`, which
+decides when bytes are written and which task reads the socket), and the
+**heartbeat** task, which calls the core's ``tick(now)`` when it is due.
+The connection itself keeps the lifecycle (connecting, failover, closing,
+revival), the channels, and the routing of the core's events: replies to
+waiting callers, deliveries to consumers' buffers, confirms to publishes.
 
 When the connection dies (socket error, heartbeat timeout, a close from the
 broker) and will not come back, every task waiting on it gets the error,
