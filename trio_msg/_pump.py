@@ -149,6 +149,7 @@ class Pump:
         self._wire: Wire | None = None
         #: A later incarnation has begun: bytes this one reads are dropped.
         self._retired = False
+        self._stopped = False
         # -- writing
         #: Bytes taken from the core and not yet written (buffers, and how
         #: many bytes in all): the writer sends them before anything else.
@@ -284,7 +285,11 @@ class Pump:
 
     def stop(self) -> None:
         """The incarnation ended: wake every task waiting on the pump (the
-        writer sees the end and returns; the reader's wait is interrupted)."""
+        writer sees the end and returns; the reader's wait is interrupted).
+        Once: the wire may be closed by a later call."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._hand_back(False)
         if self._wire is not None and self._wire.direct:
             cast(DirectWire, self._wire).interrupt()  # a leader, or the reader

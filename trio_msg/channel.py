@@ -752,7 +752,7 @@ class Channel:
             if conn._must_wait():
                 await conn._wait_writable()
             else:
-                await conn._pump.wait(self._flow)
+                await self._pump.wait(self._flow)
 
     def _queue_publish(
         self,
