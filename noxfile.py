@@ -88,6 +88,15 @@ def embedded_integration_tests(session: nox.Session, backend: str) -> None:
 
 
 @nox.session(python=PYTHON)
+def perf(session: nox.Session) -> None:
+    """The tests that pin how the driver works (``-m perf``), which a
+    loaded machine breaks: run them on a quiet one.  Not in the default
+    sessions."""
+    install(session, "test")
+    session.run("pytest", "-m", "perf", "tests/driver", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff, with the async rules on."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))

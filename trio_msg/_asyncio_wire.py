@@ -4,7 +4,7 @@ imported only when asyncio runs the connection.
 anyio's asyncio socket stream reads through a transport whose reading it
 resumes and pauses around every ``receive`` (two ``epoll_ctl`` calls per
 read), ends every ``send`` with a yield, and cannot be read by whichever
-task is about to wait for a reply (``Connection._lead``): a confirmed
+task is about to wait for a reply (``Pump._lead``): a confirmed
 publish took the writer's pass, the reader's and the publisher's.  This
 wire drives a duplicate of the stream's socket with the event loop's
 ``add_reader`` / ``add_writer`` (the loop refuses those for a descriptor a

@@ -67,8 +67,9 @@ DEFAULT_FRAME_MAX = 131072
 DEFAULT_CHANNEL_MAX = 2047
 DEFAULT_MAX_BODY_SIZE = 128 * 1024 * 1024
 #: Seconds a task about to wait for the broker's answer polls the socket
-#: before it sleeps (see ``ConnectionParameters.busy_poll``).
-DEFAULT_BUSY_POLL = 0.0005
+#: before it sleeps (see ``ConnectionParameters.busy_poll``): none unless
+#: asked for, since it costs CPU on every wait.
+DEFAULT_BUSY_POLL = 0.0
 #: The largest ``busy_poll`` accepted: polling is for answers that come
 #: within a round trip or two, and a larger value is more likely
 #: microseconds given as seconds than a wish to spin for that long.
@@ -150,8 +151,8 @@ class ConnectionParameters:
     #: Seconds (0 to ``MAX_BUSY_POLL``) that a task about to wait for what
     #: the broker sends -- a confirm, a reply, a delivery -- keeps polling
     #: the socket, yielding to the event loop between tries, before it
-    #: sleeps; 0 never polls.  On plain TCP only.  It trades CPU for
-    #: latency: see "Busy polling" in docs/architecture.rst.
+    #: sleeps; 0 (the default) never polls.  On plain TCP only.  It trades
+    #: CPU for latency: see ``busy_poll`` in docs/guide.rst for its cost.
     busy_poll: float = DEFAULT_BUSY_POLL
     #: The name of an embedded broker in this process to connect to instead
     #: of a network address (``memory://NAME``; see docs/memory.rst).

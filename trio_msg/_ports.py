@@ -75,12 +75,6 @@ class ConnectionPort(Protocol):
         delivery buffer wakes its receiver with one)."""
         ...
 
-    def flush(self) -> None:
-        """Write what is corked (publishes, acks) now: the caller is about
-        to wait for the broker, which may be waiting for those bytes.
-        Synchronous; never raises."""
-        ...
-
     @property
     def declared_entities(self) -> DeclarationLedger:
         """The registry of replay steps (see :class:`DeclarationLedger`)."""

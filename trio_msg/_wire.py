@@ -21,7 +21,7 @@ Two kinds:
   to do it: one more pass saved per round trip.  And a task that is
   about to wait for a reply may read the socket itself, instead of being
   woken by the reader task once it has read the reply (``DirectWire``,
-  ``Connection._lead``): the last pass between a reply arriving and the
+  ``Pump._lead``): the last pass between a reply arriving and the
   task that waits for it running.
 
 ``SocketWire`` lives in ``trio_msg._trio_wire``, imported only when
@@ -129,7 +129,7 @@ def skip(buffers: Sequence[Buffer], sent: int) -> list[Buffer]:
 
 class DirectWire(Wire, Protocol):
     """A wire whose reading is split in two, so that the task reading can
-    change hands (see ``Connection._lead``): a wait for readiness that
+    change hands (see ``Pump._lead``): a wait for readiness that
     another task can interrupt, and a read that never waits."""
 
     async def wait_readable(self) -> bool: ...

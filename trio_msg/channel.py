@@ -188,10 +188,8 @@ class PublishResult:
             connection = self._connection
             if self._event is None:
                 # A Signal: the wait may read the confirm off the socket itself.
-                self._event = anyio.Event() if connection is None else connection.new_signal()
-            if connection is not None:
-                connection.flush()
-            await self._event.wait()
+                self._event = anyio.Event() if connection is None else connection._new_signal()
+            await self._event.wait()  # (a Signal's wait writes the corked publish first)
         else:
             await checkpoint()
         assert self.outcome is not None
@@ -209,13 +207,16 @@ class Channel:
     def __init__(self, connection: Connection, core: AMQPChannel) -> None:
         self.connection = connection
         self._core = core
+        #: Where the channel's frames are written from (the connection's
+        #: incarnation's; a channel does not outlive it).
+        self._pump = connection._pump
         self.channel_id = core.id
         self._waiters: dict[int, _Waiter] = {}
         self._publishes: dict[int, PublishResult] = {}
         self._sinks: dict[str, DeliverySink] = {}
         self._consumer_errors: dict[str, Callable[[TrioMsgError], None]] = {}
         # Signals: a task waiting for the open-ok or close-ok may read it
-        # off the socket itself (see Connection._lead).
+        # off the socket itself (see Pump._lead).
         self._opened = connection._new_signal()
         self._closed = connection._new_signal()
         self._flow = anyio.Event()
@@ -277,7 +278,7 @@ class Channel:
         (shielded and bounded); then the cancellation is delivered."""
         if not self._closed.is_set() and self.error is None:
             self._core.close()
-            self.connection._kick()
+            self._pump.send(urgent=True)
             timeout = self.connection.close_timeout
             with anyio.CancelScope(shield=True), anyio.move_on_after(timeout):
                 await self._closed.wait()
@@ -366,7 +367,7 @@ class Channel:
         if self._core.is_open and self._core.is_unsettled(delivery_tag):
             self._core.reject(delivery_tag, requeue=True)
             self._counts.rejected += 1
-            self.connection._kick()
+            self._pump.send(urgent=True)
 
     def _on_confirmation(self, event: ev.Confirmation) -> None:
         publishes = self._publishes
@@ -479,7 +480,7 @@ class Channel:
         token = issue(self._core)
         waiter = _Waiter(self.connection._new_signal(), sink)
         self._waiters[token] = waiter
-        self.connection._kick()
+        self._pump.send(urgent=True)
         try:
             await waiter.event.wait()
         except BaseException:
@@ -772,8 +773,7 @@ class Channel:
             if conn._must_wait():
                 await conn._wait_writable()
             else:
-                conn._hand_back(False)  # the reader reads the flow's end
-                await self._flow.wait()
+                await self._pump.wait(self._flow)
 
     def publish_nowait(
         self,
@@ -797,17 +797,15 @@ class Channel:
         conn = self.connection
         tag = self._core.publish(exchange, routing_key, body, properties, mandatory=mandatory)
         self._counts.published += 1
-        if urgent and tag is not None:
-            conn._kick()
-        else:
-            conn._kick_lazy()  # corked: waiting on the result flushes it
+        # (corked unless urgent: waiting on the result writes it)
+        self._pump.send(urgent and tag is not None)
         if tag is None:
             return None
         result = PublishResult(tag, conn, exchange)
         self._publishes[tag] = result
         return result
 
-    # Settling is corked (Connection._kick_lazy): acks travel in batches, and
+    # Settling is corked (Pump.send, not urgent): acks travel in batches, and
     # go out at once when the consumer waits for its next delivery.
 
     def ack_nowait(self, delivery_tag: int, multiple: bool) -> None:
@@ -823,7 +821,7 @@ class Channel:
         else:
             core.ack(delivery_tag, multiple)
             self._counts.acked += 1
-        self.connection._kick_lazy()
+        self._pump.send(False)
 
     def nack_nowait(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
         """The ChannelPort operation: see :mod:`trio_msg._ports`.
@@ -834,7 +832,7 @@ class Channel:
         before = core.unsettled_count
         core.nack(delivery_tag, multiple, requeue)
         self._counts.rejected += before - core.unsettled_count
-        self.connection._kick_lazy()
+        self._pump.send(False)
 
     def reject_nowait(self, delivery_tag: int, requeue: bool) -> None:
         """The ChannelPort operation: see :mod:`trio_msg._ports`.
@@ -843,7 +841,7 @@ class Channel:
         """
         self._core.reject(delivery_tag, requeue)
         self._counts.rejected += 1
-        self.connection._kick_lazy()
+        self._pump.send(False)
 
     def is_unsettled(self, delivery_tag: int) -> bool:
         """The ChannelPort operation: see :mod:`trio_msg._ports`.

@@ -1334,11 +1334,10 @@ class Consumer:
                     delivery = receive.receive_nowait()
                     await ck.cancel_shielded_checkpoint()
                 else:
-                    # About to wait for a delivery: send the corked acks first
-                    # (the broker's prefetch window waits for them).  (A test
-                    # of the length, not WouldBlock: an RPC's consumer finds
-                    # the buffer empty on every call.)
-                    channel.connection.flush()
+                    # (A test of the length, not WouldBlock: an RPC's consumer
+                    # finds the buffer empty on every call.)  The wait writes
+                    # the corked acks first: the broker's prefetch window
+                    # waits for them.
                     delivery = await receive.wait_receive()  # it waits: a yield
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 if self._can_revive():

@@ -9,8 +9,9 @@ import pytest
 from pamqp import commands as C
 
 from trio_msg import Producer
+from trio_msg._pump import HIGH_WATER
 from trio_msg.channel import Channel
-from trio_msg.connection import HIGH_WATER, connect
+from trio_msg.connection import connect
 from trio_msg.errors import ConnectionForced
 
 from .fake_broker import URL, FakeBroker

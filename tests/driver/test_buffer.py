@@ -88,7 +88,7 @@ async def test_a_full_buffer_makes_send_wait_and_a_cancelled_send_queues_nothing
     assert scope.cancelled_caught and len(receive) == 1
     async with anyio.create_task_group() as tg:
         tg.start_soon(send.send, 3)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         assert receive.receive_nowait() == 1  # makes room: the sender goes on
     assert receive.receive_nowait() == 3
 
@@ -107,7 +107,7 @@ async def test_closing_either_end_wakes_the_other() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(wait)
         tg.start_soon(wait)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         send.close()
     assert ended == [anyio.EndOfStream, anyio.EndOfStream]
 
@@ -120,7 +120,7 @@ async def test_closing_either_end_wakes_the_other() -> None:
 
 
 async def close_soon(receive: Any) -> None:
-    await anyio.sleep(0.01)
+    await anyio.wait_all_tasks_blocked()  # the sender waits for room
     receive.close()
 
 
@@ -135,7 +135,7 @@ async def test_two_receivers_share_the_items() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(one)
         tg.start_soon(one)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         send.send_nowait(1)
         send.send_nowait(2)
     assert sorted(got) == [1, 2]

@@ -10,7 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-from trio_msg.connection import HIGH_WATER, connect
+from trio_msg._pump import HIGH_WATER
+from trio_msg.connection import connect
 from trio_msg.errors import (
     ChannelNotOpen,
     ConnectionClosed,

@@ -1,12 +1,15 @@
-"""Corking (``Connection._kick_lazy``): publishes and acks wait up to
-``LINGER`` for company, except an answer: a message sent after the broker
-said something is written at once.
+"""Corking (see :mod:`trio_msg._pump`): what the broker receives, and when.
 
-On trio's autojump clock a corked message reaches the fake broker ``LINGER``
-of virtual time after it was published, an uncorked one at the same instant.
-(``QUIET`` and ``CORK_AGE`` are set out of reach here: they are measured
-on the real clock, and a loaded machine can take longer than them between
-two publishes.)
+A publish or ack that no task waits on may wait up to ``LINGER`` for
+company; anything a task waits for is written before it waits; a message
+that answers the broker, a lone message (``QUIET`` after the last) and a
+cork past ``FLUSH_BYTES`` or ``CORK_AGE`` go at once.
+
+Virtual time: trio's autojump clock, and the ``cork_clock`` fixture puts
+that clock behind the pump's corking, so time stands still while a test
+publishes and a loaded machine changes nothing.  A message the fake broker
+receives at the instant it was sent was written at once; one that arrives
+``LINGER`` later was corked.
 """
 
 from __future__ import annotations
@@ -15,32 +18,54 @@ import pytest
 import trio
 import trio.testing
 
-from trio_msg import Consumer, Producer, Queue, connection
-from trio_msg.connection import FLUSH_BYTES, LINGER, connect
+from trio_msg import Consumer, Producer, Queue
+from trio_msg._pump import CORK_AGE, FLUSH_BYTES, LINGER, QUIET
+from trio_msg.connection import connect
 
 from .fake_broker import URL, FakeBroker
-from .steps import TaskSteps, serve
+
+pytestmark = pytest.mark.trio
 
 
-@pytest.fixture
-def linger(broker: FakeBroker, monkeypatch: pytest.MonkeyPatch) -> float:
-    """Real TCP (direct writes) and the real clock, with a linger long
-    enough to tell apart, and to outlast any step of a test on a loaded
-    machine; ``QUIET`` and ``CORK_AGE`` out of reach.  The linger's length."""
-    value = 0.2
-    monkeypatch.setattr(connection, "LINGER", value)
-    monkeypatch.setattr(connection, "QUIET", 3600.0)
-    monkeypatch.setattr(connection, "CORK_AGE", 3600.0)
-    broker.tcp = True
-    return value
+@pytest.fixture(autouse=True)
+def cork_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trio_msg._pump
+
+    monkeypatch.setattr(trio_msg._pump, "_now", trio.current_time)
 
 
-@pytest.mark.trio
-async def test_a_reply_is_not_corked_but_a_run_of_publishes_is(
-    broker: FakeBroker, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+def arrivals(broker: FakeBroker) -> dict[bytes, float]:
+    return {p.body[:16]: p.time for p in broker.published}
+
+
+async def warm(broker: FakeBroker, producer: Producer) -> None:
+    """One publish, received, then a pause: what follows is not an answer
+    to anything and not in company."""
+    await producer.publish(b"warm-up", routing_key="q")
+    await broker.wait_published(1)
+    await trio.sleep(1)
+
+
+async def test_a_run_of_publishes_is_written_together_a_linger_after_the_first(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
 ) -> None:
-    monkeypatch.setattr(connection, "QUIET", 3600.0)
-    monkeypatch.setattr(connection, "CORK_AGE", 3600.0)
+    async with broker, connect(URL) as conn, Producer(conn, confirm=False) as producer:
+        await warm(broker, producer)
+        sent = trio.current_time()
+        for i in range(5):
+            await producer.publish(b"m%d" % i, routing_key="q")
+        await broker.wait_published(6)
+    got = arrivals(broker)
+    # The first goes at once (a lone message); the rest wait for company,
+    # a LINGER at most (the second may share the first's write).
+    assert got[b"m0"] == pytest.approx(sent, abs=1e-9)
+    assert got[b"m4"] == pytest.approx(sent + LINGER, abs=1e-9)
+    assert all(sent <= got[b"m%d" % i] <= sent + LINGER for i in range(5))
+
+
+async def test_a_reply_is_written_at_once_and_the_run_behind_it_is_corked(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
     async with (
         broker,
         connect(URL) as conn,
@@ -48,90 +73,156 @@ async def test_a_reply_is_not_corked_but_a_run_of_publishes_is(
         Producer(conn, confirm=False) as producer,
     ):
         (tag,) = broker.consumers
-        await producer.publish(b"warm-up", routing_key="q")
-        await broker.wait_published(1)
+        await warm(broker, producer)
         sent: dict[bytes, float] = {}
         for i in range(3):
             await broker.deliver(tag, b"request %d" % i)
-            request = await requests.__anext__()
+            await requests.__anext__()
             for body in [b"reply %d" % i] + [b"company %d.%d" % (i, j) for j in range(5)]:
                 sent[body] = trio.current_time()
                 await producer.publish(body, routing_key="replies")
             await broker.wait_published(1 + 6 * (i + 1))
-    arrived = {p.body: p.time for p in broker.published}
+    got = arrivals(broker)
     for i in range(3):
         # The reply follows the request: written at once.
-        assert arrived[b"reply %d" % i] == pytest.approx(sent[b"reply %d" % i], abs=1e-6)
-        # A run of messages behind it waits for company, LINGER at most.
-        # (The first of them may share the reply's write.)
-        delay = arrived[b"company %d.4" % i] - sent[b"company %d.4" % i]
-        assert delay == pytest.approx(LINGER, abs=1e-4)
-    assert request.body == b"request 2"
+        assert got[b"reply %d" % i] == pytest.approx(sent[b"reply %d" % i], abs=1e-9)
+        # The run behind it waits for company, LINGER from its first.
+        assert got[b"company %d.4" % i] == pytest.approx(
+            sent[b"company %d.1" % i] + LINGER, abs=1e-9
+        )
 
 
-@pytest.mark.trio
-async def test_a_cork_lingers_from_its_own_first_message(broker: FakeBroker, linger: float) -> None:
-    # The writer lingers with a deadline that the first message of each new
-    # cork moves on (Connection._kick_lazy).  On a direct wire a cork can be
-    # written by its publisher while the writer lingers (here: past
-    # FLUSH_BYTES); the next cork, started just after, still gets its whole
-    # linger, and the timer of the cork written already does not fire for
-    # it.
+async def test_a_lone_message_is_written_at_once(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
     async with broker, connect(URL) as conn, Producer(conn, confirm=False) as producer:
-        await producer.publish(b"warm-up", routing_key="q")
-        await broker.wait_published(1)
-        await producer.publish(b"first", routing_key="q")  # starts a cork
-        await trio.sleep(linger * 0.75)
-        await producer.publish(b"x" * FLUSH_BYTES, routing_key="q")  # written at once
-        sent = trio.current_time()
-        await producer.publish(b"last", routing_key="q")  # starts the next cork
+        await warm(broker, producer)
+        sent = []
+        for i in range(3):
+            sent.append(trio.current_time())
+            await producer.publish(b"m%d" % i, routing_key="q")
+            await trio.sleep(QUIET * 2)  # no company follows
         await broker.wait_published(4)
-    arrived = {p.body[:5]: p.time for p in broker.published}
-    assert arrived[b"xxxxx"] - sent < linger * 0.25
-    # Without the deadline moved on, it would go at the first cork's end.
-    assert linger * 0.9 <= arrived[b"last"] - sent < linger * 2
+    got = arrivals(broker)
+    assert [got[b"m%d" % i] for i in range(3)] == pytest.approx(sent, abs=1e-9)
 
 
-@pytest.mark.trio
-async def test_a_publisher_writes_a_cork_that_has_aged(
-    broker: FakeBroker, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+async def test_a_cork_past_flush_bytes_is_written_at_once(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
 ) -> None:
-    # CORK_AGE 0: every publish after a cork's first writes the cork itself.
-    monkeypatch.setattr(connection, "QUIET", 3600.0)
-    monkeypatch.setattr(connection, "CORK_AGE", 0.0)
     async with broker, connect(URL) as conn, Producer(conn, confirm=False) as producer:
-        await producer.publish(b"warm-up", routing_key="q")
-        await broker.wait_published(1)
+        await warm(broker, producer)
         sent = trio.current_time()
-        await producer.publish(b"one", routing_key="q")
-        await producer.publish(b"two", routing_key="q")
-        await broker.wait_published(3)
-    arrived = {p.body: p.time for p in broker.published}
-    assert arrived[b"one"] - sent == pytest.approx(0, abs=1e-6)
-    assert arrived[b"two"] - sent == pytest.approx(0, abs=1e-6)
+        await producer.publish(b"first", routing_key="q")
+        await producer.publish(b"second", routing_key="q")  # corked
+        await producer.publish(b"x" * FLUSH_BYTES, routing_key="q")
+        await broker.wait_published(4)
+    got = arrivals(broker)
+    assert got[b"second"] == pytest.approx(sent, abs=1e-9)
+    assert got[b"x" * 16] == pytest.approx(sent, abs=1e-9)
 
 
-@pytest.mark.trio
-async def test_the_writer_sleeps_through_a_servers_conversation(
-    broker: FakeBroker, linger: float
+async def test_a_steady_stream_writes_each_cork_once_it_has_aged(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
 ) -> None:
-    # An RPC server: a request, the reply (an answer: written at once), the
-    # ack (corked), then the wait for the next request, which writes the
-    # ack itself.  The cork gives the idle writer a deadline instead of
-    # waking it, and the write takes the deadline away: the writer never
-    # runs.  (It used to run for every ack, and its timer expired, a
-    # cancellation, each time.)
+    """Publishes a little closer together than QUIET: each cork is written
+    by the publish that finds it CORK_AGE old, before the LINGER is up."""
+    gap = CORK_AGE * 0.6
+    assert gap < QUIET
+    async with broker, connect(URL) as conn, Producer(conn, confirm=False) as producer:
+        await warm(broker, producer)
+        sent = {}
+        for i in range(8):
+            sent[i] = trio.current_time()
+            await producer.publish(b"m%d" % i, routing_key="q")
+            await trio.sleep(gap)
+        await broker.wait_published(9)
+    got = arrivals(broker)
+    delays = [got[b"m%d" % i] - sent[i] for i in range(8)]
+    assert max(delays) < LINGER
+    assert delays[0] == pytest.approx(0, abs=1e-9)  # a lone message (after the warm-up)
+    assert any(d > 0 for d in delays)  # corked, all the same
+
+
+async def test_a_cork_lingers_from_its_own_first_message(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A cork written early (past FLUSH_BYTES) leaves no deadline behind:
+    the next cork, started at once after it, gets its whole LINGER."""
+    async with broker, connect(URL) as conn, Producer(conn, confirm=False) as producer:
+        await warm(broker, producer)
+        await producer.publish(b"first", routing_key="q")
+        await producer.publish(b"second", routing_key="q")  # starts a cork
+        await trio.sleep(LINGER * 0.4)
+        await producer.publish(b"x" * FLUSH_BYTES, routing_key="q")  # writes it
+        sent = trio.current_time()
+        await producer.publish(b"last", routing_key="q")
+        await producer.publish(b"last but not", routing_key="q")  # the next cork
+        await broker.wait_published(6)
+    got = arrivals(broker)
+    assert got[b"x" * 16] == pytest.approx(sent, abs=1e-9)
+    assert got[b"last but not"] == pytest.approx(sent + LINGER, abs=1e-9)
+
+
+async def test_waiting_for_a_confirm_writes_the_corked_publish_first(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with broker, connect(URL) as conn, conn.channel() as channel:
+        await channel.confirm_select()
+        results = []
+        sent = trio.current_time()
+        for i in range(3):  # corked: nobody waits yet
+            result = await channel.basic_publish(b"m%d" % i, "", "q")
+            assert result is not None
+            results.append(result)
+        await results[-1].wait()
+    got = arrivals(broker)
+    assert [got[b"m%d" % i] for i in range(3)] == pytest.approx([sent] * 3, abs=1e-9)
+
+
+async def test_a_consumer_about_to_wait_writes_its_corked_acks(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Acks are corked, but the consumer's wait for its next delivery
+    writes them: the broker's prefetch window waits for them."""
     async with (
         broker,
         connect(URL) as conn,
-        Consumer(conn, queues=[Queue("requests")]) as requests,
-        Producer(conn, confirm=False) as producer,
+        Consumer(conn, queues=[Queue("q")], prefetch_count=10) as consumer,
     ):
-        writer = TaskSteps("trio_msg._writer")
-        await serve(broker, requests, producer, 30, writer)
-        with trio.move_on_after(linger * 1.5):
-            await requests.__anext__()  # writes the last ack, then waits past a linger
-        trio.lowlevel.remove_instrument(writer)
-        assert broker.acked() == list(range(1, 31))
-    # Not even for a deadline left behind by the last ack, written already.
-    assert writer.steps == 0
+        (tag,) = broker.consumers
+        for i in range(3):
+            await broker.deliver(tag, b"m%d" % i)
+        for _ in range(3):
+            message = await consumer.__anext__()
+            await message.ack()
+        acked_at = trio.current_time()
+        with trio.move_on_after(1):
+            await consumer.__anext__()  # nothing comes
+        acks = [r for r in broker.received if r.name == "Basic.Ack"]
+        assert broker.acked() == [1, 2, 3]
+        assert acks[-1].time == pytest.approx(acked_at, abs=1e-9)
+
+
+async def test_an_ack_nobody_waits_after_is_written_a_linger_later(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with (
+        broker,
+        connect(URL) as conn,
+        Consumer(conn, queues=[Queue("q")], prefetch_count=10) as consumer,
+    ):
+        (tag,) = broker.consumers
+        for i in range(2):
+            await broker.deliver(tag, b"m%d" % i)
+        first = await consumer.__anext__()
+        second = await consumer.__anext__()
+        await trio.sleep(1)
+        sent = trio.current_time()
+        await first.ack()  # a lone message: at once
+        await trio.testing.wait_all_tasks_blocked()  # (written)
+        await second.ack()  # corked
+        await trio.sleep(1)  # the consumer does not wait: nothing else writes it
+        assert broker.acked() == [1, 2]
+    times = [r.time for r in broker.received if r.name == "Basic.Ack"]
+    assert times == pytest.approx([sent, sent + LINGER], abs=1e-9)
