@@ -120,7 +120,7 @@ async def connect(
 ) -> AsyncIterator[Connection]:
     """Connect to the broker; yields an open :class:`Connection`.
 
-    ``url`` is an AMQP URI (see :func:`trio_msg._params.parse_url`);
+    ``url`` is an AMQP URI (see :func:`trio_msg.parse_url`);
     keyword options override what it says.  Failover hosts, as kombu
     writes them: ``host1,host2`` in one URL, URLs joined by ``;``, a list
     of URLs, or ``alternates=[url, ...]``; ``failover_strategy``
@@ -137,8 +137,11 @@ async def connect(
     next failover host first; the declarations cached by ``maybe_declare``
     are replayed on it before anyone else may use it, and Producers and
     Consumers that opened their own channel on this connection move to the
-    new one by themselves.  Only failures in
-    :data:`trio_msg._retry.REVIVABLE` are retried; a wrong password or a
+    new one by themselves.  Only connection failures are retried
+    (:class:`~trio_msg.errors.ConnectionLost`,
+    :class:`~trio_msg.errors.ConnectionForced`,
+    :class:`~trio_msg.errors.InternalError`,
+    :class:`~trio_msg.errors.ConnectionFailed`); a wrong password or a
     forbidden vhost ends the connection at once.  When the policy runs out
     of retries, waiting tasks get :class:`~trio_msg.errors.ConnectionFailed`
     and leaving the block raises it.  This is what a kombu ``Connection``
