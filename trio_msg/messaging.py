@@ -533,7 +533,10 @@ class Producer:
         ``retry=True`` also publishes the message again when the connection
         was lost before the broker confirmed it, or when the broker closed
         the channel over another operation (at least once: the broker
-        may have routed the first copy too), waiting ``retry_policy``'s
+        may have routed the first copy too), or when the broker nacked it
+        (then on a new channel of the producer's own: after a cluster
+        failover a quorum queue nacks the old channel for seconds; see
+        docs/cluster.rst), waiting ``retry_policy``'s
         intervals (a :class:`~trio_msg.RetryPolicy` or kombu's keyword dict;
         by default as often as it takes) between attempts; it needs a
         reviving connection and a Producer made from it

@@ -238,6 +238,24 @@ class Cluster:
             raise NodeError(f"could not read the leader of {queue!r}: {out!r}")
         return self.node_named(match.group(1))
 
+    def move_leader(self, queue: str, node: ClusterNode, vhost: str = "/") -> None:
+        """Make *node* lead quorum queue *queue* (RabbitMQ's
+        ``transfer_leadership``, which refuses while *node*'s member is still
+        catching up: tried again until it works, 60 s at most)."""
+        import time
+
+        expr = (
+            f'{{ok, Q}} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"{vhost}">>, queue, '
+            f'<<"{queue}">>)), rabbit_quorum_queue:transfer_leadership(Q, \'{node.name}\').'
+        )
+        deadline = time.monotonic() + 60
+        while self.leader(queue, vhost) is not node:
+            if time.monotonic() > deadline:
+                raise NodeError(f"could not move the leader of {queue!r} to {node.name}")
+            with contextlib.suppress(RabbitmqctlError):
+                self.any_running().ctl("eval", expr, timeout=30)
+            time.sleep(0.2)
+
     def heal(self) -> None:
         """Every node running, none frozen, all three in the cluster."""
         for node in self.nodes:

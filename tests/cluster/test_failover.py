@@ -66,8 +66,25 @@ def record(
         )
 
 
-def kill(node: ClusterNode) -> Fault:
+def node_of(cluster: Cluster, conn: trio_msg.Connection) -> ClusterNode:
+    """The node *conn* is connected to now."""
+    assert conn.address is not None
+    return next(n for n in cluster.nodes if n.port == conn.address[1])
+
+
+def kill(cluster: Cluster, queue: str, *, clients_node: bool) -> Fault:
+    """kill -9 a node that leads *queue*: the producer's node
+    (``clients_node``) or one neither client is on; start it again once
+    traffic flows."""
+
     async def fault(run: Run) -> None:
+        on = {node_of(cluster, run.producer_conn), node_of(cluster, run.consumer_conn)}
+        if clients_node:
+            node = node_of(cluster, run.producer_conn)
+        else:
+            node = next(n for n in cluster.nodes if n not in on)
+        await anyio.to_thread.run_sync(cluster.move_leader, queue, node)
+
         def hit() -> None:
             run.timeline.fault()
             node.kill()
@@ -107,7 +124,7 @@ async def test_kill_the_quorum_queues_leader(
             order(cluster, 2),
             queue,
             ledger,
-            [kill(leader)] * REPEAT,
+            [kill(cluster, queue.name, clients_node=False)] * REPEAT,
         )
         figures = ledger.check()
         record(records, "kill -9 the leader", anyio_backend, run, figures)
@@ -131,7 +148,7 @@ async def test_kill_the_node_the_clients_are_on(
             order(cluster, 0),
             queue,
             ledger,
-            [kill(node)] * REPEAT,
+            [kill(cluster, queue.name, clients_node=True)] * REPEAT,
         )
         figures = ledger.check()
         assert run.producer_conn.incarnation >= 2
@@ -141,19 +158,29 @@ async def test_kill_the_node_the_clients_are_on(
         await delete(cluster, queue.name)
 
 
-def freeze(node: ClusterNode) -> Fault:
+def freeze(cluster: Cluster, queue: str) -> Fault:
+    """SIGSTOP the producer's node, after moving *queue*'s leader off it;
+    thaw it once traffic flows again."""
+
     async def fault(run: Run) -> None:
+        node = node_of(cluster, run.producer_conn)
+        if await anyio.to_thread.run_sync(cluster.leader, queue) is node:
+            other = next(n for n in cluster.nodes if n is not node)
+            await anyio.to_thread.run_sync(cluster.move_leader, queue, other)
+
         def hit() -> None:
             run.timeline.fault()
             node.freeze()
 
         incarnations = (run.producer_conn.incarnation, run.consumer_conn.incarnation)
+        consumer_there = node_of(cluster, run.consumer_conn) is node
         await anyio.to_thread.run_sync(hit)
         try:
             await wait_for_traffic(run)
-            # both moved away (heartbeats found the node silent)
+            # they moved away (heartbeats found the node silent)
             assert run.producer_conn.incarnation > incarnations[0]
-            assert run.consumer_conn.incarnation > incarnations[1]
+            if consumer_there:
+                assert run.consumer_conn.incarnation > incarnations[1]
         finally:
             await anyio.to_thread.run_sync(node.thaw)
         await anyio.to_thread.run_sync(
@@ -172,7 +199,6 @@ async def test_freeze_the_node_the_clients_are_on(
     messages come back (as duplicates)."""
     cluster = healthy
     queue = quorum(unique_name)
-    node = cluster.nodes[0]
     await declare_on(cluster.nodes[1], queue)
     try:
         run = await traffic(
@@ -180,7 +206,7 @@ async def test_freeze_the_node_the_clients_are_on(
             order(cluster, 0),
             queue,
             ledger,
-            [freeze(node)] * REPEAT,
+            [freeze(cluster, queue.name)] * REPEAT,
             heartbeat=2,
             connection_timeout=3,
         )
