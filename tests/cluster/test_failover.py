@@ -273,3 +273,41 @@ async def test_rolling_restart(
         record(records, "rolling restart", anyio_backend, run, figures)
     finally:
         await delete(cluster, queue.name)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("TRIO_MSG_CLUSTER_COMPARE"),
+    reason="a measurement for docs/cluster.rst: TRIO_MSG_CLUSTER_COMPARE=1 runs it",
+)
+async def test_kill_the_clients_node_retrying_on_the_same_channel(
+    healthy: Cluster,
+    unique_name: str,
+    ledger: Ledger,
+    records: Records,
+    anyio_backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What moving to a new channel after a nack saves: the same scenario as
+    test_kill_the_node_the_clients_are_on with the move turned off, so a
+    nacked publish is retried on the channel that keeps being nacked."""
+
+    async def stay(self: trio_msg.Producer) -> None:
+        pass
+
+    monkeypatch.setattr(trio_msg.Producer, "_move_after_nack", stay)
+    cluster = healthy
+    queue = quorum(unique_name)
+    await declare_on(cluster.nodes[0], queue)
+    try:
+        run = await traffic(
+            order(cluster, 0),
+            order(cluster, 0),
+            queue,
+            ledger,
+            [kill(cluster, queue.name, clients_node=True)] * REPEAT,
+            timeout=300,
+        )
+        figures = ledger.check()
+        record(records, "kill -9 the client's node, no channel move", anyio_backend, run, figures)
+    finally:
+        await delete(cluster, queue.name)
