@@ -299,14 +299,19 @@ async def test_kill_the_clients_node_retrying_on_the_same_channel(
     queue = quorum(unique_name)
     await declare_on(cluster.nodes[0], queue)
     try:
-        run = await traffic(
-            order(cluster, 0),
-            order(cluster, 0),
-            queue,
-            ledger,
-            [kill(cluster, queue.name, clients_node=True)] * REPEAT,
-            timeout=300,
-        )
+        try:
+            run = await traffic(
+                order(cluster, 0),
+                order(cluster, 0),
+                queue,
+                ledger,
+                [kill(cluster, queue.name, clients_node=True)] * REPEAT,
+                timeout=300,
+            )
+        except TimeoutError as exc:
+            # what it measured on RabbitMQ 3.10.8: the channel was still
+            # nacked 60 s after the kill
+            pytest.xfail(f"no publish got through on the nacked channel: {exc}")
         figures = ledger.check()
         record(records, "kill -9 the client's node, no channel move", anyio_backend, run, figures)
     finally:
