@@ -596,8 +596,9 @@ class Producer:
         """A retrying publish was nacked: publish again on a new channel.
 
         A quorum queue nacks a channel's publishes while the channel does
-        not know the queue's new leader, which takes RabbitMQ 8 to over 20
-        seconds after a failover; a new channel is accepted within a second
+        not know the queue's new leader, which takes RabbitMQ from 8 seconds
+        to over a minute after a failover; a new channel is accepted within
+        a second
         (see docs/cluster.rst).  Only the producer's own channel is replaced;
         publishes still waiting on the old one end as outcome unknown, and
         those with ``retry=True`` are published again."""
