@@ -1,10 +1,11 @@
 """Sessions: tests (one per backend), lint, typecheck, docs, package, bench, soak,
-differential.
+differential, cluster.
 
 ``nox -s tests`` runs the suite on trio and then on asyncio; each half runs
 in its own virtualenv built from this project's own ``pyproject.toml``, and
 runs tests/integration a second time against the embedded broker.
-``bench`` and ``soak`` are not in the default run.
+``bench``, ``soak`` and ``perf`` are not in the default run; ``cluster`` (a
+private three-node RabbitMQ cluster on ports 5673-5675) runs after it in CI.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def tests(session: nox.Session, backend: str) -> None:
     session.run(
         "pytest",
         "tests",
+        # the cluster suite starts its own nodes: nox -s cluster
+        "--ignore=tests/cluster",
         *skip,
         *args,
         env={"TRIO_MSG_BACKENDS": backend},
@@ -94,6 +97,17 @@ def perf(session: nox.Session) -> None:
     sessions."""
     install(session, "test")
     session.run("pytest", "-m", "perf", "tests/driver", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def cluster(session: nox.Session) -> None:
+    """trio_msg on a private three-node RabbitMQ cluster (tests/cluster): it
+    starts the nodes on 127.0.0.1:5673-5675 (about 30 s), kills, freezes and
+    restarts them under traffic on both backends, and tears them down.  The
+    recovery times and ledgers go to benchmarks/results/cluster.json
+    (``TRIO_MSG_CLUSTER_RESULTS``); see docs/cluster.rst."""
+    install(session, "test")
+    session.run("pytest", "tests/cluster", "-p", "no:cacheprovider", "-s", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -135,6 +135,33 @@ class Message:
         return str(self.delivery_info["exchange"])
 
     @property
+    def delivery_count(self) -> int:
+        """How many times the broker delivered this message before: the
+        ``x-delivery-count`` header a quorum queue adds to a redelivery (0
+        when the header is absent: a quorum queue's first delivery, and
+        every delivery from a classic queue, which does not count them --
+        :attr:`redelivered` is all it says).  A quorum queue with a
+        ``x-delivery-limit`` drops (or dead-letters) a message once this
+        reaches the limit; see docs/cluster.rst."""
+        headers = self._props.headers
+        if not headers:
+            return 0
+        count = headers.get("x-delivery-count")
+        return count if type(count) is int else 0
+
+    @property
+    def stream_offset(self) -> int | None:
+        """The message's offset in the stream it was read from (the
+        ``x-stream-offset`` header RabbitMQ adds to deliveries from a stream
+        queue); ``None`` for a message from any other queue.  Consume from
+        ``offset + 1`` to go on after it (see docs/cluster.rst)."""
+        headers = self._props.headers
+        if not headers:
+            return None
+        offset = headers.get("x-stream-offset")
+        return offset if type(offset) is int else None
+
+    @property
     def acknowledged(self) -> bool:
         """Whether the message has been settled (acked, rejected or requeued)."""
         return self.state is not MessageState.RECEIVED

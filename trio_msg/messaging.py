@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -38,7 +39,9 @@ from .errors import (
 )
 from .message import Message
 
-__all__ = ["Consumer", "Pipeline", "Producer"]
+__all__ = ["STREAM_PREFETCH", "Consumer", "Pipeline", "Producer", "StreamOffset"]
+
+_logger = logging.getLogger("trio_msg.messaging")
 
 ReturnCallback: TypeAlias = Callable[[Unroutable, str, str, Message | None], Any]
 MessageCallback: TypeAlias = Callable[[Any, Message], Any]
@@ -146,6 +149,8 @@ class Producer:
         #: moves the producer to a channel of its own (set by retry=True).
         self._adopt_on_loss = False
         self._revive_lock = anyio.Lock()
+        #: How many times a nack moved this producer to a new channel.
+        self._nack_moves = 0
         #: Properties already built for raw bodies without headers, by
         #: (content type, encoding, delivery mode, priority, expiration):
         #: the same frozen object each time, whose encoding the core keeps.
@@ -527,7 +532,10 @@ class Producer:
         ``retry=True`` also publishes the message again when the connection
         was lost before the broker confirmed it, or when the broker closed
         the channel over another operation (at least once: the broker
-        may have routed the first copy too), waiting ``retry_policy``'s
+        may have routed the first copy too), or when the broker nacked it
+        (then on a new channel of the producer's own: after a cluster
+        failover a quorum queue nacks the old channel for seconds; see
+        docs/cluster.rst), waiting ``retry_policy``'s
         intervals (a :class:`~trio_msg.RetryPolicy` or kombu's keyword dict;
         by default as often as it takes) between attempts; it needs a
         reviving connection and a Producer made from it
@@ -565,15 +573,51 @@ class Producer:
         # (_send checkpoints, then checks that retrying can work at all.)
         waits = RetryPolicy.coerce(retry_policy).intervals()
         while True:
+            moves = self._nack_moves
             try:
                 return await self._publish_once(msg, timeout, confirm_timeout)
+            except MessageNacked as exc:
+                wait = next(waits, None)
+                if wait is None:
+                    raise
+                if exc.__class__ is MessageNacked:  # not a refusal that closed the channel
+                    await self._move_after_nack()
             except TrioMsgError as exc:
-                if not (self._lost_connection(exc) or self._bystander(exc)):
+                moved = isinstance(exc, MessageOutcomeUnknown) and self._nack_moves != moves
+                if not (moved or self._lost_connection(exc) or self._bystander(exc)):
                     raise
                 wait = next(waits, None)
                 if wait is None:
                     raise
             await anyio.sleep(wait)
+
+    async def _move_after_nack(self) -> None:
+        """A retrying publish was nacked: publish again on a new channel.
+
+        A quorum queue nacks a channel's publishes while the channel does
+        not know the queue's new leader, which takes RabbitMQ from 8 seconds
+        to over a minute after a failover; a new channel is accepted within
+        a second
+        (see docs/cluster.rst).  Only the producer's own channel is replaced;
+        publishes still waiting on the old one end as outcome unknown, and
+        those with ``retry=True`` are published again."""
+        channel = self._channel
+        if not self._owns_channel or channel is None or not channel.is_open:
+            return
+        async with self._revive_lock:
+            if self._channel is not channel:
+                return  # another task moved already
+            connection = channel.connection
+            await connection.wait_connected()
+            await self._bind(connection)
+            self._nack_moves += 1
+        _logger.info(
+            "publish nacked on channel %d: moved to channel %d",
+            channel.channel_id,
+            self.channel.channel_id,
+        )
+        with anyio.CancelScope(shield=True):
+            await channel.aclose()
 
     async def _send_retrying(
         self, msg: _Publish, retries: Iterator[float] | None, *, sleep: bool = True
@@ -862,6 +906,47 @@ class Pipeline:
             await self._settle()
 
 
+#: Where a stream consumer starts (``x-stream-offset``): ``"first"``,
+#: ``"last"``, ``"next"``, an offset, or a timezone-aware datetime (the
+#: first chunk written at or after it).
+StreamOffset: TypeAlias = str | int | datetime.datetime
+#: The prefetch a Consumer sets when it reads a stream and was given none
+#: (RabbitMQ refuses ``basic.consume`` on a stream without one).
+STREAM_PREFETCH = 100
+
+
+def _is_stream(queue: Queue) -> bool:
+    return queue.queue_arguments.get("x-queue-type") == "stream" or bool(
+        queue.consumer_arguments and "x-stream-offset" in queue.consumer_arguments
+    )
+
+
+def _check_stream_offset(offset: object) -> StreamOffset | None:
+    if offset is None:
+        return None
+    if isinstance(offset, str):
+        if offset not in ("first", "last", "next"):
+            raise ValueError(
+                f"stream_offset must be 'first', 'last', 'next', an offset or a datetime, "
+                f"not {offset!r}"
+            )
+        return offset
+    if isinstance(offset, bool) or not isinstance(offset, int | datetime.datetime):
+        raise TypeError(
+            "stream_offset must be 'first', 'last', 'next', an int or a datetime, "
+            f"not {type(offset).__name__}"
+        )
+    if isinstance(offset, int):
+        if offset < 0:
+            raise ValueError(f"a stream offset is >= 0, got {offset}")
+        return offset
+    if offset.tzinfo is None:
+        raise ValueError(
+            "stream_offset: give a timezone-aware datetime (a naive one could be local time or UTC)"
+        )
+    return offset
+
+
 class Consumer:
     """Consumes from queues (kombu's ``Consumer``).
 
@@ -883,6 +968,18 @@ class Consumer:
 
     A server-sent cancel (the queue was deleted) ends iteration with
     :class:`~trio_msg.errors.ConsumerCancelled`.
+
+    Stream queues (``Queue(..., queue_type="stream")``): ``stream_offset``
+    says where to start reading (``"first"``, ``"last"``, ``"next"``, an
+    offset, or a timezone-aware :class:`~datetime.datetime`), sent as the
+    ``x-stream-offset`` consume argument for every stream queue.  RabbitMQ
+    refuses to consume from a stream without a prefetch, so without a
+    ``prefetch_count`` the consumer sets :data:`STREAM_PREFETCH` when one of
+    its queues is a stream (or ``stream_offset`` is given).  Each message's
+    offset is :attr:`Message.stream_offset <trio_msg.Message.stream_offset>`;
+    when the consumer consumes again after a connection loss or a channel
+    error, it starts each stream after the last message it handed to you,
+    not at ``stream_offset`` again.  See docs/cluster.rst.
 
     When the broker closes the consumer's channel over one operation (a 406
     for an unknown delivery tag, a 404 or 406 from a declaration), iteration
@@ -909,6 +1006,8 @@ class Consumer:
         prefetch_count: int | None = None,
         tag_prefix: str | None = None,
         buffer_size: int = 1000,
+        *,
+        stream_offset: StreamOffset | None = None,
     ) -> None:
         self._target = channel
         if queues is None:
@@ -916,6 +1015,14 @@ class Consumer:
         elif isinstance(queues, Queue):
             queues = [queues]
         self.queues: list[Queue] = list(queues)
+        #: Where stream queues are read from (``x-stream-offset``).
+        self.stream_offset = _check_stream_offset(stream_offset)
+        #: stream queue name -> the offset after the last message handed over
+        self._stream_resume: dict[str, int] = {}
+        if prefetch_count is None and (
+            stream_offset is not None or any(_is_stream(q) for q in self.queues)
+        ):
+            prefetch_count = STREAM_PREFETCH
         self.no_ack = bool(no_ack)
         self.auto_declare = auto_declare
         self.callbacks: list[MessageCallback] = list(callbacks or [])
@@ -1201,12 +1308,19 @@ class Consumer:
             if queue.name in self._tags:
                 continue
             queue_no_ack = queue.no_ack if queue.no_ack is not None else no_ack
+            arguments = dict(queue.consumer_arguments or {})
+            if self.stream_offset is not None or _is_stream(queue):
+                resume = self._stream_resume.get(queue.name)
+                if resume is not None:
+                    arguments["x-stream-offset"] = resume
+                elif self.stream_offset is not None:
+                    arguments["x-stream-offset"] = self.stream_offset
             tag = await self.channel.basic_consume(
                 queue.name,
                 self._send,
                 consumer_tag=f"{self.tag_prefix}{len(self._tags) + 1}" if self.tag_prefix else "",
                 no_ack=queue_no_ack,
-                arguments=dict(queue.consumer_arguments or {}),
+                arguments=arguments,
                 on_cancel=self._cancelled,
             )
             self._tags[queue.name] = tag
@@ -1364,6 +1478,9 @@ class Consumer:
             return self._message(channel, delivery, no_ack=no_ack)
 
     def _message(self, channel: Channel, delivery: ev.Delivery, *, no_ack: bool) -> Message:
+        headers = delivery.properties.headers
+        if headers and "x-stream-offset" in headers:
+            self._handed_over(delivery.consumer_tag, headers["x-stream-offset"])
         return Message(
             channel,
             body=delivery.body,
@@ -1376,6 +1493,15 @@ class Consumer:
             no_ack=no_ack,
             accept=self.accept,
         )
+
+    def _handed_over(self, consumer_tag: str, offset: object) -> None:
+        """A stream message goes to the user: consuming again starts after it."""
+        if type(offset) is not int:
+            return
+        for name, tag in self._tags.items():
+            if tag == consumer_tag:
+                self._stream_resume[name] = offset + 1
+                return
 
     async def _handle(self, message: Message) -> None:
         if self.on_message is not None:
