@@ -516,3 +516,20 @@ class _Sink:
 
     def close(self) -> None:
         pass
+
+
+async def test_leaving_a_consumer_with_deliveries_buffered_returns_them(
+    conn: trio_msg.Connection,
+) -> None:
+    # The consumer rejects what it holds as it leaves and the broker, which
+    # answers at once, hands those messages straight back while the consumer
+    # is still there: leaving must still end, and every message stays.
+    queue = Queue("leave", durable=False)
+    await publish_all(conn, queue, [f"m{i}" for i in range(20)])
+    with anyio.fail_after(TIMEOUT):
+        for _ in range(3):
+            async with Consumer(conn, [queue], prefetch_count=10) as consumer:
+                [first] = await receive(consumer, 1)
+                await first.ack()
+    async with conn.channel() as ch:
+        assert (await ch.queue_declare("leave", passive=True)).message_count == 17

@@ -157,10 +157,14 @@ class MemoryWire:
 
     async def wait_readable(self) -> bool:
         """Wait until there is something to read (or the end): ``True``;
-        ``False`` if :meth:`interrupt` woke it first.  Returns at once,
-        without yielding, when there is something already (the caller's
-        own work yields).  One task at a time may wait here."""
+        ``False`` if :meth:`interrupt` woke it first.  Always a yield, as a
+        socket's: when there is something already, a checkpoint (without
+        it, a client that answers what it reads at once -- a consumer
+        rejecting deliveries while it cancels, the broker redelivering them
+        -- could keep its reader running and every other task waiting).
+        One task at a time may wait here."""
         if self._readable_now():
+            await self._ck.checkpoint()
             return True
         readable = self._readable = self._ck.new_event()
         self._interrupted = False
