@@ -35,6 +35,10 @@ from .server import ServerConnection
 
 __all__ = ["BrokerServer", "MemoryClient", "MemoryWire"]
 
+#: How long, at most, a ``memory://`` client busy with deliveries is left
+#: to find the next ones itself before it is woken for them (see
+#: :meth:`MemoryWire._wake_reader`).
+LAZY = 0.001
 #: How much a ``memory://`` connection's broker side may hold for the
 #: client, unread, before it stops taking the client's writes: a socket's
 #: buffers, so that a client that writes and never reads is pushed back on.
@@ -71,6 +75,10 @@ class MemoryWire:
         self.dropped = False
         #: The client closed its end.
         self.closed = False
+        #: The ticker's wait, whose deadline a lazy wake moves closer.
+        self._timer: anyio.CancelScope | None = None
+        #: The writer task is writing (:meth:`send`): no lazy wake.
+        self._eager = False
         conn.on_output = self._wake_reader
         conn.on_resume = self._wake_writer
         conn.on_abort = self._drop
@@ -79,6 +87,37 @@ class MemoryWire:
     # --- the broker's side --------------------------------------------------------
 
     def _wake_reader(self) -> None:
+        """Output for the client: wake the task waiting to read, if any.
+
+        Interrupt moderation, as a network card does it: a delivery to a
+        consumer that has others in flight (``ServerConnection.lazy``) does
+        not wake the reader at once but within :data:`LAZY`, by the
+        ticker, unless output that is not lazy comes first or a task
+        reads meanwhile.  Such a consumer's client has deliveries buffered
+        to work on; its reader then reads them in batches, not one by
+        one, each woken by the ack that made room for it.  A consumer with
+        at most one in flight (an RPC server, a prefetch of one, a consumer
+        waiting for the next message) is woken at once; so is a task
+        waiting for a reply or a confirm, which reads itself anyway."""
+        readable = self._readable
+        if readable is None:
+            return
+        conn = self._conn
+        if conn.lazy and not self._eager:
+            if not conn.told_lazily:
+                conn.told_lazily = True
+                timer = self._timer
+                if timer is None:
+                    self._wake_now()
+                    return
+                due = self._ck.current_time() + LAZY
+                if due < timer.deadline:
+                    timer.deadline = due
+            return
+        self._wake_now()
+
+    def _wake_now(self) -> None:
+        self._conn.told_lazily = False
         readable = self._readable
         if readable is not None:
             self._readable = None
@@ -95,7 +134,7 @@ class MemoryWire:
 
     def _ended(self) -> None:
         self.ended.set()
-        self._wake_reader()
+        self._wake_now()
         self._wake_writer()
 
     # --- the client's side ----------------------------------------------------------
@@ -119,7 +158,13 @@ class MemoryWire:
         none.  Cancelled while waiting, it took none of them."""
         total = sum(map(len, buffers))
         while True:
-            sent = self.try_send(buffers)
+            # What the writer task writes was corked, and a task may be
+            # waiting for its answers already: they wake it at once.
+            self._eager = True
+            try:
+                sent = self.try_send(buffers)
+            finally:
+                self._eager = False
             if sent == total:
                 return
             if sent:
@@ -143,6 +188,7 @@ class MemoryWire:
             raise anyio.EndOfStream
         data = conn.data_to_send()
         if data:
+            conn.told_lazily = False
             conn.sent(self._clock())
             if self._writable is not None and not conn.output_over(OUTPUT_LIMIT):
                 self._wake_writer()
@@ -179,7 +225,7 @@ class MemoryWire:
         """Wake the task in :meth:`wait_readable`, if any: it returns ``False``."""
         if self._readable is not None:
             self._interrupted = True
-            self._wake_reader()
+            self._wake_now()
 
     async def receive(self, size: int | None = None) -> bytes:
         """The next bytes from the broker; waits only when there are none.
@@ -359,15 +405,23 @@ class BrokerServer:
             return conn.closed or wire.dropped
 
         async def ticker() -> None:
+            now = anyio.current_time
+            next_tick = now()
             try:
                 while not over():
-                    beat = conn.heartbeat or 0
-                    with anyio.move_on_after(min(beat / 2, 1.0) if beat else 1.0):
-                        await wire.ended.wait()
-                    if over():
-                        break
-                    conn.tick(self.clock())
-                    self.broker.sweep()
+                    if now() >= next_tick:
+                        beat = conn.heartbeat or 0
+                        next_tick = now() + (min(beat / 2, 1.0) if beat else 1.0)
+                        conn.tick(self.clock())
+                        self.broker.sweep()
+                    with anyio.CancelScope(deadline=next_tick) as timer:
+                        wire._timer = timer
+                        try:
+                            await wire.ended.wait()
+                        finally:
+                            wire._timer = None
+                    if conn.told_lazily:
+                        wire._wake_now()
             finally:
                 conn.connection_lost()
 

@@ -260,6 +260,14 @@ class _Channel:
             consumer.unacked += 1
             queue.unacked += 1
         connection = self.connection
+        connection.lazy = consumer.unacked > 1
+        try:
+            self._deliver(consumer, tag, message)
+        finally:
+            connection.lazy = False
+
+    def _deliver(self, consumer: _Consumer, tag: int, message: StoredMessage) -> None:
+        connection = self.connection
         number = self.number
         keys = connection._keys.get((message.exchange, message.routing_key))
         if keys is None:
@@ -530,13 +538,20 @@ class ServerConnection:
         self.on_abort: Callable[[], None] | None = None
         #: Called once the connection is over (:attr:`closed`), however it ended.
         self.on_end: Callable[[], None] | None = None
+        #: True while the output being queued is a delivery to a consumer
+        #: that has others in flight: a client busy with those need not be
+        #: woken for it at once (see ``driver.MemoryWire``).
+        self.lazy = False
+        #: The transport was told of output lazily: :attr:`on_output` is
+        #: called again for the next output that is not lazy.
+        self.told_lazily = False
 
     # --- output -------------------------------------------------------------------
 
     def _push(self, *buffers: fr.Buffer) -> None:
         was_empty = not self._out
         self._out.extend(buffers)
-        if was_empty and self.on_output is not None:
+        if (was_empty or (self.told_lazily and not self.lazy)) and self.on_output is not None:
             self.on_output()
 
     def deliver_keys(self, exchange: str, routing_key: str) -> bytes:
