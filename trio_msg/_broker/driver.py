@@ -35,10 +35,6 @@ from .server import ServerConnection
 
 __all__ = ["BrokerServer", "MemoryClient", "MemoryWire"]
 
-#: How long, at most, a ``memory://`` client busy with deliveries is left
-#: to find the next ones itself before it is woken for them (see
-#: :meth:`MemoryWire._wake_reader`).
-LAZY = 0.001
 #: How much a ``memory://`` connection's broker side may hold for the
 #: client, unread, before it stops taking the client's writes: a socket's
 #: buffers, so that a client that writes and never reads is pushed back on.
@@ -89,30 +85,32 @@ class MemoryWire:
     def _wake_reader(self) -> None:
         """Output for the client: wake the task waiting to read, if any.
 
-        Interrupt moderation, as a network card does it: a delivery to a
-        consumer that has others in flight (``ServerConnection.lazy``) does
-        not wake the reader at once but within :data:`LAZY`, by the
-        ticker, unless output that is not lazy comes first or a task
-        reads meanwhile.  Such a consumer's client has deliveries buffered
-        to work on; its reader then reads them in batches, not one by
-        one, each woken by the ack that made room for it.  A consumer with
-        at most one in flight (an RPC server, a prefetch of one, a consumer
-        waiting for the next message) is woken at once; so is a task
-        waiting for a reply or a confirm, which reads itself anyway."""
+        Interrupt moderation, as a network card does it: output the broker
+        marks lazy (``ServerConnection.lazy``: a delivery to a consumer that
+        has others in flight, a confirm) does not wake the reader at once
+        but within that many seconds, by the ticker, unless output that is
+        not lazy comes first or a task reads meanwhile.  A consumer's
+        client busy with the deliveries it has, or a publisher going on
+        with its next messages, then reads in batches, not a wake-up per
+        message; a task that waits for a confirm finds it already there
+        (it came as the publish was written) and reads it itself.  A
+        consumer with at most one in flight (an RPC server, a prefetch of
+        one) and everything else wake the reader at once, and so does what
+        the writer task writes (it was corked: a task may be waiting for
+        its answer already)."""
         readable = self._readable
         if readable is None:
             return
         conn = self._conn
         if conn.lazy and not self._eager:
-            if not conn.told_lazily:
-                conn.told_lazily = True
-                timer = self._timer
-                if timer is None:
-                    self._wake_now()
-                    return
-                due = self._ck.current_time() + LAZY
-                if due < timer.deadline:
-                    timer.deadline = due
+            timer = self._timer
+            if timer is None:
+                self._wake_now()
+                return
+            due = self._ck.current_time() + conn.lazy
+            if due < timer.deadline:
+                timer.deadline = due
+            conn.told_lazily = True
             return
         self._wake_now()
 

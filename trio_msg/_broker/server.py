@@ -78,6 +78,13 @@ _CLOSING = "closing"  # connection.close sent, waiting for close-ok
 _CLOSED = "closed"
 
 
+#: How late, at most, the client may be woken for a delivery to a consumer
+#: with others in flight, and for a confirm (see ``driver.MemoryWire``): a
+#: client busy with the others reads these in batches, not one by one, and
+#: a task that waits for a confirm reads it itself.  The confirm's bound is
+#: about RabbitMQ's own confirm latency on loopback.
+LAZY_DELIVERY = 0.001
+LAZY_CONFIRM = 0.0002
 _ACK_ID = struct.pack(">I", C.Basic.Ack.index)
 _FRAME_TYPES = frozenset((fr.FRAME_METHOD, fr.FRAME_HEADER, fr.FRAME_BODY, fr.FRAME_HEARTBEAT))
 #: Bodies up to this size are sent in one byte string with their frames;
@@ -260,11 +267,13 @@ class _Channel:
             consumer.unacked += 1
             queue.unacked += 1
         connection = self.connection
-        connection.lazy = consumer.unacked > 1
+        if consumer.unacked > 1:
+            # others in flight: its client has deliveries to work on
+            connection.lazy = LAZY_DELIVERY
         try:
             self._deliver(consumer, tag, message)
         finally:
-            connection.lazy = False
+            connection.lazy = 0.0
 
     def _deliver(self, consumer: _Consumer, tag: int, message: StoredMessage) -> None:
         connection = self.connection
@@ -538,12 +547,11 @@ class ServerConnection:
         self.on_abort: Callable[[], None] | None = None
         #: Called once the connection is over (:attr:`closed`), however it ended.
         self.on_end: Callable[[], None] | None = None
-        #: True while the output being queued is a delivery to a consumer
-        #: that has others in flight: a client busy with those need not be
-        #: woken for it at once (see ``driver.MemoryWire``).
-        self.lazy = False
+        #: While output is queued that the client need not be woken for at
+        #: once, how soon it must be (see ``driver.MemoryWire``); 0: at once.
+        self.lazy = 0.0
         #: The transport was told of output lazily: :attr:`on_output` is
-        #: called again for the next output that is not lazy.
+        #: called again for the next output (it may be more urgent).
         self.told_lazily = False
 
     # --- output -------------------------------------------------------------------
@@ -551,7 +559,7 @@ class ServerConnection:
     def _push(self, *buffers: fr.Buffer) -> None:
         was_empty = not self._out
         self._out.extend(buffers)
-        if (was_empty or (self.told_lazily and not self.lazy)) and self.on_output is not None:
+        if (was_empty or self.told_lazily) and self.on_output is not None:
             self.on_output()
 
     def deliver_keys(self, exchange: str, routing_key: str) -> bytes:
@@ -978,7 +986,11 @@ class ServerConnection:
             if self.broker.holding_confirms:
                 self.broker.held_confirms.append((self, channel, confirm))
             else:
+                # A task waiting for it reads it itself (it is here before
+                # the publisher waits); otherwise nobody is in a hurry.
+                self.lazy = LAZY_CONFIRM
                 self._push(confirm)
+                self.lazy = 0.0
 
     def _publish_whole(self, data: bytes, pos: int, number: int, stop: int, end: int) -> int:
         """A ``basic.publish`` method frame at ``data[pos:stop + 1]`` whose
