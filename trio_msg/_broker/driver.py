@@ -1,6 +1,6 @@
 """The embedded broker's driver: serves :class:`~.server.ServerConnection`\\ s
-over any anyio byte stream (TCP), or in the
-client's own tasks (``memory://``, :meth:`BrokerServer.attach`).
+over any anyio byte stream (TCP), or in the client's own tasks
+(``memory://``, :meth:`BrokerServer.attach`).
 
 A served stream is three small tasks in the task group of whoever serves
 it: a reader (bytes into the core), a writer (the core's output out, woken
@@ -11,9 +11,9 @@ the client's connection writes to a :class:`MemoryWire`, whose write hands
 the bytes to the broker's core there and then (the broker reads them, frame
 by frame, with the project's codec, and answers at once), and whose read
 takes the bytes the core has queued for this client.  A write and the
-reply it causes are one step of the writing task, not four task switches
-through two byte pipes.  What is left to a task of its own is the clock:
-one ticker per connection (heartbeats, queue expiry), in the client
+reply it causes are one step of the writing task.  What is left to a task of its own is the clock:
+one ticker per connection (heartbeats, queue expiry, and the wake-ups the
+wire puts off: :meth:`MemoryWire._wake_reader`), in the client
 connection's own task group, so the broker's side of a connection lives
 and dies with it.
 """
