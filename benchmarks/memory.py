@@ -3,8 +3,9 @@ broker (in the process) and against RabbitMQ on loopback, in one run.
 
 Run from the repository root::
 
-    python -m benchmarks.memory                  # the sizes below, 3 rounds
+    python -m benchmarks.memory                  # the sizes below, 3 rounds, and --flat
     python -m benchmarks.memory --scale 0.1 --rounds 1 --long-n 0   # a smoke test
+    python -m benchmarks.memory --flat           # only the 1,000,000-message run
 
 Workloads (as in ``benchmarks/README.md``, trio_msg on trio only):
 
@@ -15,18 +16,28 @@ Workloads (as in ``benchmarks/README.md``, trio_msg on trio only):
 - e: RPC round trips (a server task in the same process);
 - f: publish and consume 1 MiB messages, prefetch 10.
 
-And a long run: 1,000,000 messages published (window 1000) and consumed on
-memory://, the process's resident memory sampled every 100,000 (it must stay
-flat).  Writes ``benchmarks/results/memory.json`` and prints a table.
+Both targets are reached with the same client settings, ``busy_poll=0``
+(``--busy-poll``): with memory:// the broker works in the client's own
+thread, and a task spinning while it waits for an answer would only take
+that thread from the broker.
+
+And a long run (``--flat``): 1,000,000 messages published (window 1000) and
+consumed on memory://, the process's resident memory and the number of
+memory blocks Python has allocated sampled every 100,000 (both must stay
+flat).  Writes ``benchmarks/results/memory.json`` (with the machine's load
+average before and after, as wall-clock rates depend on it) and prints a
+table; ``--flat`` alone writes only its own figures there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -152,10 +163,11 @@ async def _rpc(conn: trio_msg.Connection, queue: str, n: int) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def long_run(n: int) -> list[tuple[int, int]]:
-    """Publish and consume ``n`` messages on memory://; RSS every n/10."""
+async def long_run(n: int) -> list[tuple[int, int, int]]:
+    """Publish and consume ``n`` messages on memory://; every n/10 messages
+    the count, RSS (KiB) and Python's allocated blocks."""
     name = f"bench-long-{uuid.uuid4().hex[:8]}"
-    samples: list[tuple[int, int]] = []
+    samples: list[tuple[int, int, int]] = []
     step = max(n // 10, 1)
     consumed = 0
     try:
@@ -178,7 +190,7 @@ async def long_run(n: int) -> list[tuple[int, int]]:
                             count += 1
                             consumed = count
                             if count % step == 0:
-                                samples.append((count, rss_kib()))
+                                samples.append((count, rss_kib(), sys.getallocatedblocks()))
                             if count == n:
                                 return
 
@@ -202,15 +214,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "workloads": {},
         "machine": platform.platform(),
+        "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "busy_poll": args.busy_poll,
+        "load_before": os.getloadavg(),
     }
+    query = f"?busy_poll={args.busy_poll}"
     for name, size in SIZES.items():
+        if args.flat:
+            break
         n = max(int(size * args.scale), 1)
         rates: dict[str, list[float]] = {"memory": [], "rabbitmq": []}
         for _ in range(args.rounds):
             for target in ("memory", "rabbitmq"):
                 url = f"memory://bench-{uuid.uuid4().hex[:8]}" if target == "memory" else RABBITMQ
-                seconds = await workload(url, name, n)
+                seconds = await workload(url + query, name, n)
                 if target == "memory":
                     drop_broker(url.removeprefix("memory://"))
                 rates[target].append(n / seconds)
@@ -226,10 +244,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             f"{name}: memory {med['memory']:>10,.0f}  rabbitmq {med['rabbitmq']:>10,.0f} {unit}  ratio {med['memory'] / med['rabbitmq']:.2f}x",
             flush=True,
         )
-    if args.long_n:
-        samples = await long_run(args.long_n)
-        results["long"] = {"n": args.long_n, "rss_kib": samples}
-        print("long run, RSS KiB every", args.long_n // 10, ":", [kib for _, kib in samples])
+    if args.long_n or args.flat:
+        n = args.long_n or 1_000_000
+        start = time.perf_counter()
+        samples = await long_run(n)
+        seconds = time.perf_counter() - start
+        results["long"] = {
+            "n": n,
+            "seconds": seconds,
+            "backlog_max": 10_000,
+            "samples": [{"messages": m, "rss_kib": kib, "blocks": b} for m, kib, b in samples],
+        }
+        print(f"long run: {n:,} messages in {seconds:.1f} s; every {n // 10:,}:")
+        for m, kib, b in samples:
+            print(f"  {m:>9,}  RSS {kib / 1024:6.1f} MiB  Python blocks {b:>9,}")
+    results["load_after"] = os.getloadavg()
     return results
 
 
@@ -238,8 +267,15 @@ if __name__ == "__main__":
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--long-n", type=int, default=1_000_000)
+    parser.add_argument("--busy-poll", type=float, default=0.0, help="the client's, both targets")
+    parser.add_argument("--flat", action="store_true", help="only the long run")
     parser.add_argument("--no-write", action="store_true", help="print only")
     arguments = parser.parse_args()
     out = trio.run(main, arguments)
     if not arguments.no_write:
+        if arguments.flat and RESULTS.exists():
+            # keep the workloads of the last full run, replace the long run
+            previous = json.loads(RESULTS.read_text())
+            previous["long"] = out["long"]
+            out = previous
         RESULTS.write_text(json.dumps(out, indent=1) + "\n")

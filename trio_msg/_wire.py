@@ -35,7 +35,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import anyio
 import anyio.abc
@@ -241,7 +241,11 @@ class StreamWire:
 def make_wire(stream: anyio.abc.ByteStream) -> Wire:
     """The fastest wire for *stream*: for a plain TCP socket a
     ``SocketWire`` on trio, an ``AsyncioSocketWire`` on an asyncio loop that
-    can watch file descriptors; else a :class:`StreamWire`."""
+    can watch file descriptors; for ``memory://`` the broker's own
+    ``MemoryWire``; else a :class:`StreamWire`."""
+    driver = sys.modules.get("trio_msg._broker.driver")
+    if driver is not None and isinstance(stream, driver.MemoryClient):
+        return cast(Wire, stream.wire)
     if not isinstance(stream, anyio.abc.SocketStream):
         return StreamWire(stream)
     sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)

@@ -537,3 +537,41 @@ class _Sink:
 
     def close(self) -> None:
         pass
+
+
+async def test_leaving_a_consumer_with_deliveries_buffered_returns_them(
+    conn: trio_msg.Connection,
+) -> None:
+    # The consumer rejects what it holds as it leaves and the broker, which
+    # answers at once, hands those messages straight back while the consumer
+    # is still there: leaving must still end, and every message stays.
+    queue = Queue("leave", durable=False)
+    await publish_all(conn, queue, [f"m{i}" for i in range(20)])
+    with anyio.fail_after(TIMEOUT):
+        for _ in range(3):
+            async with Consumer(conn, [queue], prefetch_count=10) as consumer:
+                [first] = await receive(consumer, 1)
+                await first.ack()
+    async with conn.channel() as ch:
+        assert (await ch.queue_declare("leave", passive=True)).message_count == 17
+
+
+async def test_a_consumer_with_deliveries_in_flight_still_gets_the_next_one(url: str) -> None:
+    # A delivery to a consumer that has others unacknowledged wakes its
+    # connection's reader lazily (memory:// moderates its wake-ups); the
+    # consumer, waiting for it, still gets it.
+    queue = Queue("inflight", durable=False)
+    async with (
+        trio_msg.connect(url, revive=False) as consumer_conn,
+        trio_msg.connect(url, revive=False) as publisher_conn,
+    ):
+        await publish_all(publisher_conn, queue, ["m0", "m1", "m2"])
+        async with Consumer(consumer_conn, [queue], prefetch_count=10) as consumer:
+            held = await receive(consumer, 3)  # three in flight, none acked
+            for i in range(3, 6):
+                await publish_all(publisher_conn, queue, [f"m{i}"])
+                [message] = await receive(consumer, 1)
+                assert message.body == f"m{i}".encode()
+                held.append(message)
+            for message in held:
+                await message.ack()

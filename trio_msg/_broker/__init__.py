@@ -3,8 +3,8 @@
 Three layers, as the client has: :mod:`.model` (exchanges, queues, bindings
 and consumers as plain data, with RabbitMQ's rules), :mod:`.server` (the
 broker's side of one AMQP connection, sans IO, on the project's own frame
-codec) and :mod:`.driver` (anyio tasks serving a connection over an
-in-memory stream or TCP).
+codec) and :mod:`.driver` (a ``memory://`` connection served in the
+client's own tasks, or anyio tasks serving a TCP stream).
 
 Connections to ``memory://NAME`` in one process share the broker ``NAME``
 (made on first use); different names are different brokers.
@@ -14,17 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from .driver import BrokerServer, MemoryStream, memory_stream_pair
+from .driver import BrokerServer, MemoryClient, MemoryWire
 from .model import AMQPError, Broker
 
 __all__ = [
     "AMQPError",
     "Broker",
     "BrokerServer",
-    "MemoryStream",
+    "MemoryClient",
+    "MemoryWire",
     "attach",
     "get_broker",
-    "memory_stream_pair",
 ]
 
 _BROKERS: dict[str, BrokerServer] = {}
@@ -44,13 +44,8 @@ def drop_broker(name: str) -> None:
     _BROKERS.pop(name, None)
 
 
-def attach(name: str) -> tuple[MemoryStream, Callable[[], Awaitable[None]]]:
-    """A client stream to the broker ``name``, and the function that serves
-    its other end (the caller runs it in the connection's task group)."""
-    client, server_side = memory_stream_pair()
-    server = get_broker(name)
-
-    async def serve() -> None:
-        await server.serve_stream(server_side)
-
-    return client, serve
+def attach(name: str) -> tuple[MemoryClient, Callable[[], Awaitable[None]]]:
+    """A client stream to the broker ``name``, and its broker side's ticker
+    (the caller runs it in the connection's task group; see
+    :meth:`BrokerServer.attach`)."""
+    return get_broker(name).attach()

@@ -273,10 +273,12 @@ class Ready:
     ``x-max-priority``).  Counts messages and body bytes, for
     ``x-max-length`` and ``x-max-length-bytes``."""
 
-    __slots__ = ("_levels", "bytes", "count")
+    __slots__ = ("_levels", "_only", "bytes", "count")
 
     def __init__(self) -> None:
         self._levels: dict[int, deque[StoredMessage]] = {}
+        #: The level, while there is only one (every queue without priorities).
+        self._only: deque[StoredMessage] | None = None
         self.count = 0
         self.bytes = 0
 
@@ -290,10 +292,15 @@ class Ready:
         for level in sorted(self._levels, reverse=True):
             yield from self._levels[level]
 
+    def _level(self, number: int) -> deque[StoredMessage]:
+        level = self._levels[number] = deque()
+        self._only = level if len(self._levels) == 1 else None
+        return level
+
     def append(self, message: StoredMessage) -> None:
         level = self._levels.get(message.level)
         if level is None:
-            level = self._levels[message.level] = deque()
+            level = self._level(message.level)
         level.append(message)
         self.count += 1
         self.bytes += len(message.body)
@@ -303,11 +310,20 @@ class Ready:
         return [self._levels[k] for k in sorted(self._levels, reverse=True) if self._levels[k]]
 
     def head(self) -> StoredMessage | None:
+        only = self._only
+        if only is not None:
+            return only[0] if only else None
         for level in self.heads():
             return level[0]
         return None
 
     def popleft(self) -> StoredMessage:
+        only = self._only
+        if only is not None and only:
+            message = only.popleft()
+            self.count -= 1
+            self.bytes -= len(message.body)
+            return message
         for level in self.heads():
             message = level.popleft()
             self.count -= 1
@@ -325,7 +341,7 @@ class Ready:
         """Back to its place in its level (by publish order)."""
         level = self._levels.get(message.level)
         if level is None:
-            level = self._levels[message.level] = deque()
+            level = self._level(message.level)
         if not level or message.seq < level[0].seq:
             level.appendleft(message)
         elif message.seq > level[-1].seq:
@@ -333,13 +349,15 @@ class Ready:
         else:
             items = list(level)
             insort(items, message)
-            self._levels[message.level] = deque(items)
+            level.clear()
+            level.extend(items)
         self.count += 1
         self.bytes += len(message.body)
 
     def clear(self) -> list[StoredMessage]:
         out = list(self)
         self._levels.clear()
+        self._only = None
         self.count = 0
         self.bytes = 0
         return out
@@ -364,6 +382,9 @@ class Queue:
 
     #: The consumer that gets every message of a single-active-consumer queue.
     active: ConsumerPort | None = None
+    #: A message with an expiry time was put in it (until then, nothing
+    #: in it can expire: :meth:`Broker.expire` has nothing to look at).
+    may_expire: bool = False
 
     def requeue(self, message: StoredMessage) -> None:
         """Back to its place among the ready messages, flagged redelivered."""
@@ -890,6 +911,8 @@ class Broker:
             max_priority = queue.max_priority
             if max_priority is not None:
                 level = min(properties.priority or 0, max_priority)
+            if expires is not None:
+                queue.may_expire = True
             queue.ready.append(
                 StoredMessage(
                     self._seq,
@@ -905,6 +928,25 @@ class Broker:
             self.dispatch(queue)
             self._drop_head(queue)
         return accepted
+
+    def enqueue_plain(
+        self,
+        queue: Queue,
+        exchange: str,
+        routing_key: str,
+        properties: BasicProperties,
+        body: bytes,
+        header: bytes | None,
+    ) -> None:
+        """:meth:`enqueue` for the common case, in fewer steps: one queue
+        without arguments, a message without ``expiration`` or headers
+        (nothing to expire, limit, prioritise or strip)."""
+        self._seq += 1
+        queue.ready.append(
+            StoredMessage(self._seq, exchange, routing_key, properties, body, header=header)
+        )
+        if queue.consumers:
+            self.dispatch(queue)
 
     def _full(self, queue: Queue, size: int) -> bool:
         """Whether one more message of ``size`` bytes would be over a limit
@@ -936,7 +978,7 @@ class Broker:
         """Drop (and dead-letter) the expired messages at the head of
         ``queue``: RabbitMQ expires messages when they reach the head."""
         ready = queue.ready
-        if not ready:
+        if not ready or not queue.may_expire:
             return
         now = self.clock()
         expired = []
@@ -1019,6 +1061,11 @@ class Broker:
             assert active is not None
             while ready and active.can_take():
                 active.take(queue, ready.popleft())
+            return
+        if len(consumers) == 1:
+            only = consumers[0]
+            while ready and only.can_take():
+                only.take(queue, ready.popleft())
             return
         while ready:
             n = len(consumers)

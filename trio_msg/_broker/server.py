@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from pamqp import base as _pbase
@@ -78,9 +78,24 @@ _CLOSING = "closing"  # connection.close sent, waiting for close-ok
 _CLOSED = "closed"
 
 
+#: How late, at most, the client may be woken for a delivery to a consumer
+#: with others in flight, and for a confirm (see ``driver.MemoryWire``): a
+#: client busy with the others reads these in batches, not one by one, and
+#: a task that waits for a confirm reads it itself.  The confirm's bound is
+#: about RabbitMQ's own confirm latency on loopback.
+LAZY_DELIVERY = 0.001
+LAZY_CONFIRM = 0.0002
+_ACK_ID = struct.pack(">I", C.Basic.Ack.index)
+_FRAME_TYPES = frozenset((fr.FRAME_METHOD, fr.FRAME_HEADER, fr.FRAME_BODY, fr.FRAME_HEARTBEAT))
+#: Bodies up to this size are sent in one byte string with their frames;
+#: larger ones as views (no copy before the transport's).
+_JOIN_UNDER = 4096
 _SHORT = struct.Struct(">B")
 _DELIVER_ID = struct.pack(">I", C.Basic.Deliver.index)
 _FRAME_HEAD = struct.Struct(">BHI")
+# a frame's end octet and the next frame's header
+_END_HEADER_HEAD = struct.Struct(">BBHI")
+_END_BODY_HEAD = _END_HEADER_HEAD
 _TAG_BITS = struct.Struct(">QB")
 
 
@@ -157,6 +172,7 @@ class _Consumer:
         "arguments",
         "channel",
         "exclusive",
+        "head",
         "no_ack",
         "prefetch",
         "priority",
@@ -183,6 +199,8 @@ class _Consumer:
         self.prefetch = prefetch
         self.arguments = arguments
         self.unacked = 0
+        #: basic.deliver's payload up to the delivery tag.
+        self.head = _DELIVER_ID + _shortstr(tag)
         priority = arguments.get("x-priority", 0)
         self.priority = priority if isinstance(priority, int) else 0
 
@@ -243,23 +261,73 @@ class _Channel:
 
     def deliver(self, consumer: _Consumer, queue: Queue, message: StoredMessage) -> None:
         tag = self.next_tag
-        self.next_tag += 1
+        self.next_tag = tag + 1
         if not consumer.no_ack:
             self.unacked[tag] = _Unacked(queue, message, consumer)
             consumer.unacked += 1
             queue.unacked += 1
         connection = self.connection
-        connection._push(
-            _deliver_frame(
-                self.number,
-                consumer.tag,
-                tag,
-                message.redelivered,
-                message.exchange,
-                message.routing_key,
-            )
+        if consumer.unacked > 1:
+            # others in flight: its client has deliveries to work on
+            connection.lazy = LAZY_DELIVERY
+        try:
+            self._deliver(consumer, tag, message)
+        finally:
+            connection.lazy = 0.0
+
+    def _deliver(self, consumer: _Consumer, tag: int, message: StoredMessage) -> None:
+        connection = self.connection
+        number = self.number
+        keys = connection._keys.get((message.exchange, message.routing_key))
+        if keys is None:
+            keys = connection.deliver_keys(message.exchange, message.routing_key)
+        head = consumer.head
+        method = (
+            _FRAME_HEAD.pack(fr.FRAME_METHOD, number, len(head) + 9 + len(keys)),
+            head,
+            _TAG_BITS.pack(tag, message.redelivered),
+            keys,
         )
-        connection.send_stored(self.number, message)
+        header = message.header
+        if header is None:
+            connection._push(b"".join(method), b"\xce")
+            connection.send_content(number, message.body, message.properties)
+            return
+        body = message.body
+        size = len(body)
+        if size < _JOIN_UNDER and size + 8 <= connection.frame_max:
+            # the whole delivery in one byte string
+            connection._push(
+                b"".join(
+                    (
+                        *method,
+                        _END_HEADER_HEAD.pack(fr.FRAME_END, fr.FRAME_HEADER, number, len(header)),
+                        header,
+                        _END_BODY_HEAD.pack(fr.FRAME_END, fr.FRAME_BODY, number, size),
+                        body,
+                        b"\xce",
+                    )
+                    if size
+                    else (
+                        *method,
+                        _END_HEADER_HEAD.pack(fr.FRAME_END, fr.FRAME_HEADER, number, len(header)),
+                        header,
+                        b"\xce",
+                    )
+                )
+            )
+            return
+        connection._push(
+            b"".join(
+                (
+                    *method,
+                    _END_HEADER_HEAD.pack(fr.FRAME_END, fr.FRAME_HEADER, number, len(header)),
+                    header,
+                    b"\xce",
+                )
+            ),
+            *fr._body_frames(number, body, connection.frame_max),
+        )
 
     def can_deliver(self) -> bool:
         return self.open and (not self.global_prefetch or len(self.unacked) < self.global_prefetch)
@@ -298,6 +366,24 @@ class _Channel:
     # --- settling -------------------------------------------------------------
 
     def settle(self, what: str, tag: int, multiple: bool, requeue: bool) -> None:
+        if what == "ack" and not multiple and len(self.consumers) <= 1:
+            # one delivery acknowledged: the usual case, in fewer steps
+            entry = self.unacked.pop(tag, None)
+            if entry is None:
+                raise AMQPError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+            queue = entry.queue
+            queue.unacked -= 1
+            if entry.consumer is not None:
+                entry.consumer.unacked -= 1
+            broker = self.broker
+            queues = broker.queues
+            if queues.get(queue.name) is queue:
+                broker.dispatch(queue)
+            for consumer in self.consumers.values():
+                other = consumer.queue
+                if other is not queue and queues.get(other.name) is other:
+                    broker.dispatch(other)
+            return
         if multiple:
             if tag:
                 # (tags are added in increasing order: stop at the first above)
@@ -347,6 +433,18 @@ class _Channel:
         ``header``: the content header's payload as published, kept to be
         sent again with each delivery (its properties unchanged)."""
         broker = self.broker
+        if (
+            exchange == ""
+            and properties.headers is None
+            and properties.expiration is None
+            and properties.reply_to != REPLY_TO
+        ):
+            # The common case: the default exchange, to a queue without
+            # arguments (or to none).
+            queue = broker.queues.get(routing_key)
+            if queue is not None and not queue.arguments:
+                broker.enqueue_plain(queue, exchange, routing_key, properties, body, header)
+                return True
         message_ttl(properties.expiration)  # a bad one is refused before routing
         if properties.reply_to == REPLY_TO:
             # Direct reply-to: the reply comes to this channel's reply consumer.
@@ -423,6 +521,11 @@ class ServerConnection:
         self.auth_failure_close = False
         self.user = ""
         self._out: list[fr.Buffer] = []
+        #: A frame could not be cut (bad header or frame end): nothing after
+        #: it is read.
+        self._broken = False
+        #: Encoded exchange + routing key fields of basic.deliver, by the pair.
+        self._keys: dict[tuple[str, str], bytes] = {}
         #: Decoded properties by their bytes (a stream repeats a few).
         self._properties: dict[bytes, Any] = {}
         self._header_buf = b""
@@ -442,14 +545,30 @@ class ServerConnection:
         self.on_resume: Callable[[], None] | None = None
         #: Called to drop the stream at once (:meth:`abort`).
         self.on_abort: Callable[[], None] | None = None
+        #: Called once the connection is over (:attr:`closed`), however it ended.
+        self.on_end: Callable[[], None] | None = None
+        #: While output is queued that the client need not be woken for at
+        #: once, how soon it must be (see ``driver.MemoryWire``); 0: at once.
+        self.lazy = 0.0
+        #: The transport was told of output lazily: :attr:`on_output` is
+        #: called again for the next output (it may be more urgent).
+        self.told_lazily = False
 
     # --- output -------------------------------------------------------------------
 
     def _push(self, *buffers: fr.Buffer) -> None:
         was_empty = not self._out
         self._out.extend(buffers)
-        if was_empty and self.on_output is not None:
+        if (was_empty or self.told_lazily) and self.on_output is not None:
             self.on_output()
+
+    def deliver_keys(self, exchange: str, routing_key: str) -> bytes:
+        """basic.deliver's exchange and routing key fields, remembered."""
+        keys = self._keys
+        if len(keys) >= 256:
+            keys.clear()
+        encoded = keys[exchange, routing_key] = _shortstr(exchange) + _shortstr(routing_key)
+        return encoded
 
     def send_method(self, channel: int, method: _pbase.Frame) -> None:
         self._push(fr.encode_method(channel, method))
@@ -482,6 +601,12 @@ class ServerConnection:
     @property
     def has_output(self) -> bool:
         return bool(self._out)
+
+    def output_over(self, limit: int) -> bool:
+        """Whether more than ``limit`` bytes are queued for the client
+        (counted only when many buffers are: the usual answer is free)."""
+        out = self._out
+        return len(out) > 64 and sum(map(len, out)) > limit
 
     @property
     def closed(self) -> bool:
@@ -523,17 +648,101 @@ class ServerConnection:
             self.state = _START
             if not data:
                 return
-        self.reader.feed(data)
-        self._run_frames(self.reader.frames())
+        self._run(data)
 
-    def _run_frames(self, frames: Iterable[fr.Frame]) -> None:
+    def _run(self, data: bytes) -> None:
+        """Cut ``data`` (after what is held of a frame not yet complete) into
+        frames, checked as :class:`~trio_msg._protocol.frames.FrameReader`
+        checks them, and act on each in order; hold what is left of an
+        incomplete frame for the next call.
+
+        A ``basic.publish`` whose content header and body frames are all
+        here is taken in one step (:meth:`_publish_whole`), and so is a
+        plain ``basic.ack`` (:meth:`_ack`): the frames are the same, read
+        with less ceremony.  Anything unusual about them goes the general
+        way, frame by frame (:meth:`_frame`), which has every check.
+        """
+        if self._broken:
+            return  # a framing error: nothing after it can be read
+        reader = self.reader
+        whole = reader.take(data)
+        if whole is None:
+            return
+        pos = 0
+        end = len(whole)
         try:
-            for frame in frames:
+            while end - pos >= 7:
+                if self.state == _CLOSED:
+                    pos = end
+                    return
+                frame_type, number, size = _FRAME_HEAD.unpack_from(whole, pos)
+                if (
+                    size + 8 > reader.frame_max
+                    or number > reader.channel_max
+                    or frame_type not in _FRAME_TYPES
+                    or (frame_type == fr.FRAME_HEARTBEAT and number)
+                ):
+                    try:
+                        fr.check_frame_header(
+                            whole,
+                            pos,
+                            frame_type,
+                            number,
+                            size,
+                            reader.frame_max,
+                            reader.channel_max,
+                        )
+                    except FrameError:
+                        self._broken = True
+                        raise
+                stop = pos + 7 + size
+                if stop >= end:
+                    break  # its payload or frame-end octet is still to come
+                if whole[stop] != fr.FRAME_END:
+                    self._broken = True
+                    raise fr.bad_frame_end(whole[stop])
+                if frame_type == fr.FRAME_METHOD and not self._paused:
+                    if whole.startswith(_PUBLISH_ID, pos + 7):
+                        if self.broker.alarm is not None:
+                            # A resource alarm: the broker stops reading a
+                            # connection that publishes, and says so
+                            # (connection.blocked); the publish is held.
+                            self._pause()
+                        else:
+                            after = self._publish_whole(whole, pos, number, stop, end)
+                            if after:
+                                pos = after
+                                continue
+                    elif (
+                        size == 13
+                        and whole.startswith(_ACK_ID, pos + 7)
+                        and self._ack(whole, pos + 11, number)
+                    ):
+                        pos = stop + 1
+                        continue
+                payload = whole[pos + 7 : stop]
+                pos = stop + 1
+                if self._paused:
+                    self._held.append((frame_type, number, payload))
+                    continue
+                self._frame(frame_type, number, payload)
+        except FrameError as exc:
+            self._fail(AMQPError(exc.reply_code or FRAME_ERROR, str(exc)))
+        except AMQPError as exc:
+            self._fail(exc)
+        finally:
+            if not self._broken:
+                reader.keep(whole, pos)
+
+    def _run_frames(self, frames: list[fr.Frame]) -> None:
+        """Act on frames held during a resource alarm."""
+        try:
+            for i, frame in enumerate(frames):
                 if self.state == _CLOSED:
                     return
                 if self.paused:
-                    self._held.append(frame)
-                    continue
+                    self._held += frames[i:]
+                    return
                 frame_type, channel, payload = frame
                 if (
                     frame_type == fr.FRAME_METHOD
@@ -585,7 +794,7 @@ class ServerConnection:
         held, self._held = self._held, []
         self._run_frames(held)
         if not self._paused:
-            self._run_frames(self.reader.frames())
+            self._run(b"")
         if not self._paused and self.on_resume is not None:
             self.on_resume()
 
@@ -625,6 +834,8 @@ class ServerConnection:
             channel.release()
         self.channels.clear()
         self.broker.connection_gone(self)
+        if self.on_end is not None:
+            self.on_end()
 
     def server_close(self, code: int, text: str) -> None:
         """Close the connection from the broker's side (``rabbitmqctl
@@ -725,21 +936,45 @@ class ServerConnection:
         channel.publishing = None
         channel.properties = None
         channel.body = []
-        exchange = _text(method.exchange)
-        routing_key = _text(method.routing_key)
+        self._take_message(
+            channel,
+            _text(method.exchange),
+            _text(method.routing_key),
+            bool(method.mandatory),
+            props,
+            body,
+            channel.header,
+            method,
+        )
+
+    def _take_message(
+        self,
+        channel: _Channel,
+        exchange: str,
+        routing_key: str,
+        mandatory: bool,
+        props: fr.BasicProperties,
+        body: bytes,
+        header: bytes,
+        method: _pbase.Frame | _Publish | None,
+    ) -> None:
+        """A whole published message: route it (or keep it for the
+        transaction), and confirm it on a confirming channel.  ``method``:
+        its ``basic.publish``, for an error's class and method ids (made
+        from the rest when None)."""
         try:
             if channel.transactional:
                 self.broker.exchange(exchange)
-                channel.tx_publishes.append((exchange, routing_key, props, body, method.mandatory))
+                channel.tx_publishes.append((exchange, routing_key, props, body, mandatory))
                 return
             if self.broker.nacking and channel.confirming:
                 self.broker.exchange(exchange)
                 accepted = False  # scripted: the broker could not take it
             else:
-                accepted = channel.publish(
-                    exchange, routing_key, props, body, bool(method.mandatory), channel.header
-                )
+                accepted = channel.publish(exchange, routing_key, props, body, mandatory, header)
         except AMQPError as exc:
+            if method is None:
+                method = _Publish(exchange, routing_key, mandatory, False)
             if exc.connection:
                 self._connection_error(exc, method)
             else:
@@ -752,7 +987,109 @@ class ServerConnection:
             if self.broker.holding_confirms:
                 self.broker.held_confirms.append((self, channel, confirm))
             else:
+                # A task waiting for it reads it itself (it is here before
+                # the publisher waits); otherwise nobody is in a hurry.
+                self.lazy = LAZY_CONFIRM
                 self._push(confirm)
+                self.lazy = 0.0
+
+    def _publish_whole(self, data: bytes, pos: int, number: int, stop: int, end: int) -> int:
+        """A ``basic.publish`` method frame at ``data[pos:stop + 1]`` whose
+        content header and body frames follow in ``data`` (before ``end``):
+        take the message, and return where its last frame ends.  0 when
+        anything is unusual or not all here (the frames then go one by
+        one through :meth:`_frame`, which says what is wrong, if anything)."""
+        if self.state != _RUNNING:
+            return 0
+        channel = self.channels.get(number)
+        if channel is None or channel.publishing is not None:
+            return 0
+        # the method: id (4), ticket (2), exchange, routing key, bits
+        p = pos + 13
+        ex_end = p + 1 + data[p]
+        if ex_end >= stop:
+            return 0
+        key_end = ex_end + 1 + data[ex_end]
+        if key_end + 1 != stop:
+            return 0
+        bits = data[key_end]
+        if bits & 2:
+            return 0  # immediate: refused there
+        try:
+            exchange = data[p + 1 : ex_end].decode()
+            routing_key = data[ex_end + 1 : key_end].decode()
+        except UnicodeDecodeError:
+            return 0
+        if exchange:
+            target = self.broker.exchanges.get(exchange)
+            if target is None or target.internal:
+                return 0
+        # the content header
+        frame_max = self.reader.frame_max
+        h = stop + 1
+        if end - h < 7:
+            return 0
+        kind, channel_number, size = _FRAME_HEAD.unpack_from(data, h)
+        if kind != fr.FRAME_HEADER or channel_number != number or size + 8 > frame_max:
+            return 0
+        h_stop = h + 7 + size
+        if h_stop >= end or data[h_stop] != fr.FRAME_END:
+            return 0
+        header = data[h + 7 : h_stop]
+        try:
+            class_id, body_size, props = fr.decode_content_header(header, self._properties)
+        except FrameError:
+            return 0
+        if class_id != 60:
+            return 0
+        # the body frames
+        b: int = h_stop + 1
+        if not body_size:
+            body = b""
+        else:
+            pieces: list[bytes | memoryview] = []
+            got = 0
+            view = None
+            while got < body_size:
+                if end - b < 7:
+                    return 0
+                kind, channel_number, size = _FRAME_HEAD.unpack_from(data, b)
+                if kind != fr.FRAME_BODY or channel_number != number or size + 8 > frame_max:
+                    return 0
+                b_stop = b + 7 + size
+                if b_stop >= end or data[b_stop] != fr.FRAME_END:
+                    return 0
+                got += size
+                if got > body_size:
+                    return 0
+                if size < _JOIN_UNDER:
+                    pieces.append(data[b + 7 : b_stop])
+                else:
+                    if view is None:
+                        view = memoryview(data)
+                    pieces.append(view[b + 7 : b_stop])
+                b = b_stop + 1
+            first = pieces[0]
+            body = first if len(pieces) == 1 and type(first) is bytes else b"".join(pieces)
+        self._take_message(
+            channel, exchange, routing_key, bool(bits & 1), props, body, header, None
+        )
+        return b
+
+    def _ack(self, data: bytes, pos: int, number: int) -> bool:
+        """A ``basic.ack`` of one delivery (its tag and bits at ``data[pos:]``)
+        on a channel that has it: settle it; False when it is anything else
+        (it then goes through :meth:`_frame`)."""
+        if self.state != _RUNNING:
+            return False
+        channel = self.channels.get(number)
+        if channel is None or channel.publishing is not None or channel.transactional:
+            return False
+        tag, bits = _TAG_BITS.unpack_from(data, pos)
+        if bits or tag not in channel.unacked:
+            return False
+        channel.settle("ack", tag, False, False)
+        return True
 
     def send_held_confirm(self, channel: _Channel, confirm: bytes) -> None:
         if channel.open and self.channels.get(channel.number) is channel:
