@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 from _ledger import Ledger
+from _workload import wait_until  # (tests/faults, on the path: conftest.py)
 
 import trio_msg
 from trio_msg.errors import TrioMsgError
@@ -62,16 +63,6 @@ class Run:
     ledger: Ledger
     timeline: Timeline
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll *predicate* every 10 ms; ``TimeoutError`` naming *what*."""
-    try:
-        with anyio.fail_after(timeout):
-            while not predicate():
-                await anyio.sleep(0.01)
-    except TimeoutError:
-        raise TimeoutError(f"{what}: not within {timeout} s") from None
 
 
 async def traffic(

@@ -292,11 +292,8 @@ class BrokerServer:
         self.clock = clock
         self.connections: list[ServerConnection] = []
 
-    async def serve_stream(self, stream: anyio.abc.ByteStream) -> None:
-        """Serve one client over ``stream`` until either side ends it; then
-        close the stream.  Cancellation ends the connection as a lost one
-        (its channels released, its exclusive queues deleted)."""
-        conn = ServerConnection(
+    def _new_connection(self) -> ServerConnection:
+        return ServerConnection(
             self.broker,
             users=self.users,
             heartbeat=self.heartbeat,
@@ -304,6 +301,12 @@ class BrokerServer:
             channel_max=self.channel_max,
             now=self.clock(),
         )
+
+    async def serve_stream(self, stream: anyio.abc.ByteStream) -> None:
+        """Serve one client over ``stream`` until either side ends it; then
+        close the stream.  Cancellation ends the connection as a lost one
+        (its channels released, its exclusive queues deleted)."""
+        conn = self._new_connection()
         wake = anyio.Event()
 
         def on_output() -> None:
@@ -380,14 +383,7 @@ class BrokerServer:
         caller to run in the connection's task group.  The ticker returns
         once the connection is over; cancelled, it ends the connection as a
         lost one (its channels released, its exclusive queues deleted)."""
-        conn = ServerConnection(
-            self.broker,
-            users=self.users,
-            heartbeat=self.heartbeat,
-            frame_max=self.frame_max,
-            channel_max=self.channel_max,
-            now=self.clock(),
-        )
+        conn = self._new_connection()
         wire = MemoryWire(conn, self.clock)
         self.connections.append(conn)
         ended = wire._ended
