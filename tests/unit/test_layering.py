@@ -6,19 +6,16 @@
   no private name of theirs.
 - The driver does not import the API layer's entities: a reviving connection
   replays the steps ``maybe_declare`` registered.
-- The core's events carry plain values, never pamqp objects.
+- The core's events carry plain values, never pamqp objects
+  (``tests/protocol/test_plain_events.py``, beside the core's test peer).
 """
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Any
-
-from pamqp import commands as C
 
 import trio_msg
-from trio_msg._protocol import events
 
 PACKAGE = Path(trio_msg.__file__).parent
 API_LAYER = ["messaging.py", "message.py", "entity.py", "simple.py", "worker.py", "cli.py"]
@@ -156,44 +153,3 @@ def test_driver_does_not_import_the_entities() -> None:
             continue
         imported = _runtime_imports(tree)
         assert not imported & {".entity", ".messaging", "trio_msg.entity"}, (name, imported)
-
-
-def _plain(value: Any) -> bool:
-    if value is None or isinstance(value, bool | int | float | str | bytes | events.Outcome):
-        return True
-    if isinstance(value, tuple | list):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    module = type(value).__module__
-    return module.startswith("trio_msg.") or module in ("datetime", "decimal")
-
-
-def test_core_events_carry_plain_values() -> None:
-    from tests.protocol.peer import build, connected
-
-    peer = connected()
-    ch = peer.open_channel()
-    ch.queue_declare("q")
-    ch.basic_get("q")
-    seen = peer.send(ch.id, build(C.Queue.DeclareOk, queue="q", message_count=1, consumer_count=0))
-    seen += peer.feed(
-        peer.content(
-            ch.id,
-            build(
-                C.Basic.GetOk,
-                delivery_tag=1,
-                redelivered=False,
-                exchange="",
-                routing_key="q",
-                message_count=0,
-            ),
-            b"body",
-        )
-    )
-    assert [type(e).__name__ for e in seen] == ["RpcReply", "RpcReply"]
-    assert [e.name for e in seen] == ["queue.declare-ok", "basic.get-ok"]
-    for event in [*seen, events.ConnectionBlocked("x")]:
-        for field in type(event).__slots__:
-            value = getattr(event, field)
-            assert _plain(value), (event, field, value)
