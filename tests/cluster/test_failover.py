@@ -275,10 +275,7 @@ async def test_rolling_restart(
         await delete(cluster, queue.name)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("TRIO_MSG_CLUSTER_COMPARE"),
-    reason="a measurement for docs/cluster.rst: TRIO_MSG_CLUSTER_COMPARE=1 runs it",
-)
+@pytest.mark.measurement
 async def test_kill_the_clients_node_retrying_on_the_same_channel(
     healthy: Cluster,
     unique_name: str,
@@ -289,7 +286,11 @@ async def test_kill_the_clients_node_retrying_on_the_same_channel(
 ) -> None:
     """What moving to a new channel after a nack saves: the same scenario as
     test_kill_the_node_the_clients_are_on with the move turned off, so a
-    nacked publish is retried on the channel that keeps being nacked."""
+    nacked publish is retried on the channel that keeps being nacked.
+
+    A measurement for docs/cluster.rst, not a check (``-m measurement``
+    runs it): either outcome is a figure, and it turns off a private step
+    of the Producer to take it."""
 
     async def stay(self: trio_msg.Producer) -> None:
         pass
@@ -311,7 +312,8 @@ async def test_kill_the_clients_node_retrying_on_the_same_channel(
         except TimeoutError as exc:
             # what it measured on RabbitMQ 3.10.8: the channel was still
             # nacked 60 s after the kill
-            pytest.xfail(f"no publish got through on the nacked channel: {exc}")
+            print(f"measured: no publish got through on the nacked channel: {exc}")
+            return
         figures = ledger.check()
         record(records, "kill -9 the client's node, no channel move", anyio_backend, run, figures)
     finally:
