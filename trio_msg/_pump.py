@@ -11,6 +11,8 @@ pump through a few calls that cannot be misused:
 - :meth:`Pump.send` after queuing bytes in the core: ``urgent`` when a task
   will wait for the answer at once (a request, a confirmed publish), else
   the bytes may cork.  Either way they go out before any task waits.
+  :meth:`Pump.settle` after queuing acks (or nacks, rejects): corked too,
+  but kept corked through a run of deliveries (see its rule).
 - :meth:`Pump.signal` makes a :class:`Signal`, the event a task waits on
   for what the broker will send (a reply, a confirm, a delivery);
   ``await signal.wait()`` writes what is corked, then reads the socket
@@ -32,7 +34,9 @@ The rules, and why (docs/architecture.rst tells the same at length):
 2. Nothing a task waits for stays corked: every wait writes what is queued
    first.  A cork waits ``LINGER`` at most, and not at all past
    ``FLUSH_BYTES``, after ``QUIET``, or right after the broker sent
-   something (an answer in a conversation).
+   something (an answer in a conversation).  Acks are no such answer:
+   nobody waits on them but the broker's prefetch window, so they stay
+   corked until a quarter of the window waits in the cork.
 3. One task reads at a time: the reader task, or one leader.  A leader
    reads only while the reader holds nothing undispatched, and gives what
    it cannot dispatch without waiting back to the reader (``_backlog``), so
@@ -176,6 +180,8 @@ class Pump:
         self._idle: anyio.CancelScope | None = None
         #: Bytes came in since the last write: the broker is waiting on us.
         self._heard = False
+        #: Settlements (acks, nacks, rejects) in the cork now.
+        self._settles = 0
         #: Back-pressure: tasks waiting for room, and what wakes them.
         self._room_waiters = 0
         self._room = anyio.Event()
@@ -223,7 +229,23 @@ class Pump:
         if urgent:
             self._kick()
         else:
-            self._kick_lazy()
+            self._kick_lazy(self._heard)
+
+    def settle(self, window: int) -> None:
+        """The core has queued a settlement (an ack, a nack, a reject):
+        corked as :meth:`send` corks, save that a delivery just read does
+        not write it at once.  An ack answers no question anybody waits on
+        (a task waiting for its next delivery writes the cork first); it
+        reopens the broker's prefetch window, of *window* deliveries (0:
+        none), which only needs it before the window runs dry: the cork is
+        written once it holds a quarter of the window.  In a run of
+        deliveries acks then go out a cork at a time, not one write per
+        socket read."""
+        self._settles = settles = self._settles + 1
+        if window and settles * 4 >= window:
+            self._kick()
+        else:
+            self._kick_lazy(False)
 
     def signal(self) -> Signal:
         """An event whose waiter may read the socket while it waits."""
@@ -334,6 +356,7 @@ class Pump:
             self._corked_at = None
             self._cork_by_reader = False
             self._heard = False
+            self._settles = 0
             try:
                 sent = wire.try_send(buffers)
             except OSError:
@@ -351,10 +374,10 @@ class Pump:
         self._wake.set()
         self._flush.set()
 
-    def _kick_lazy(self) -> None:
+    def _kick_lazy(self, heard: bool) -> None:
         """Write what is queued soon: within ``LINGER``; at once past
-        ``FLUSH_BYTES``, after ``QUIET``, or when the broker has sent
-        something since the last write.
+        ``FLUSH_BYTES``, after ``QUIET``, or when *heard* (the broker has
+        sent something since the last write, and the bytes answer it).
 
         The last is for conversations: an RPC server's reply follows the
         request it answers, a client's next request follows the last reply,
@@ -369,7 +392,7 @@ class Pump:
         now = _now()
         last = self._last_lazy
         self._last_lazy = now
-        if self._heard or now - last > QUIET or self._core.outbound_size >= FLUSH_BYTES:
+        if heard or now - last > QUIET or self._core.outbound_size >= FLUSH_BYTES:
             self._kick()
             return
         corked = self._corked_at
@@ -445,6 +468,7 @@ class Pump:
                 self._corked_at = None
                 self._cork_by_reader = False
                 self._heard = False
+                self._settles = 0
                 try:
                     await wire.send(data)
                 finally:

@@ -221,6 +221,9 @@ class Channel:
         self._closed = connection._new_signal()
         self._flow = anyio.Event()
         self._flow.set()
+        #: The last ``basic.qos`` prefetch count (0: none): how many acks
+        #: the pump may cork before the broker's window needs them.
+        self._prefetch = 0
         self.error: TrioMsgError | None = None
         #: The closing error reached (or will reach) a caller: one whose
         #: request or publish was pending on the channel, or its consumer.
@@ -609,6 +612,7 @@ class Channel:
             await checkpoint()  # a checkpoint even when refusing locally
             raise NotSupported("RabbitMQ does not implement prefetch_size; use prefetch_count")
         await self._call(lambda c: c.basic_qos(prefetch_size, prefetch_count, global_))
+        self._prefetch = prefetch_count
 
     async def basic_recover(self, requeue: bool = True) -> None:
         """``basic.recover``: redeliver unacknowledged messages.  RabbitMQ
@@ -805,8 +809,9 @@ class Channel:
         self._publishes[tag] = result
         return result
 
-    # Settling is corked (Pump.send, not urgent): acks travel in batches, and
-    # go out at once when the consumer waits for its next delivery.
+    # Settling is corked (Pump.settle): acks travel in batches, written when
+    # a quarter of the prefetch window waits in the cork, and at once when
+    # the consumer waits for its next delivery.
 
     def ack_nowait(self, delivery_tag: int, multiple: bool) -> None:
         """The ChannelPort operation: see :mod:`trio_msg._ports`.
@@ -821,7 +826,7 @@ class Channel:
         else:
             core.ack(delivery_tag, multiple)
             self._counts.acked += 1
-        self._pump.send(False)
+        self._pump.settle(self._prefetch)
 
     def nack_nowait(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
         """The ChannelPort operation: see :mod:`trio_msg._ports`.
@@ -832,7 +837,7 @@ class Channel:
         before = core.unsettled_count
         core.nack(delivery_tag, multiple, requeue)
         self._counts.rejected += before - core.unsettled_count
-        self._pump.send(False)
+        self._pump.settle(self._prefetch)
 
     def reject_nowait(self, delivery_tag: int, requeue: bool) -> None:
         """The ChannelPort operation: see :mod:`trio_msg._ports`.
@@ -841,7 +846,7 @@ class Channel:
         """
         self._core.reject(delivery_tag, requeue)
         self._counts.rejected += 1
-        self._pump.send(False)
+        self._pump.settle(self._prefetch)
 
     def is_unsettled(self, delivery_tag: int) -> bool:
         """The ChannelPort operation: see :mod:`trio_msg._ports`.

@@ -3,7 +3,8 @@
 A publish or ack that no task waits on may wait up to ``LINGER`` for
 company; anything a task waits for is written before it waits; a message
 that answers the broker, a lone message (``QUIET`` after the last) and a
-cork past ``FLUSH_BYTES`` or ``CORK_AGE`` go at once.
+cork past ``FLUSH_BYTES`` or ``CORK_AGE`` go at once.  An ack is no
+answer: it goes at once when a quarter of the prefetch window is corked.
 
 Virtual time: trio's autojump clock, and the ``cork_clock`` fixture puts
 that clock behind the pump's corking, so time stands still while a test
@@ -226,3 +227,64 @@ async def test_an_ack_nobody_waits_after_is_written_a_linger_later(
         assert broker.acked() == [1, 2]
     times = [r.time for r in broker.received if r.name == "Basic.Ack"]
     assert times == pytest.approx([sent, sent + LINGER], abs=1e-9)
+
+
+async def test_acks_stay_corked_through_a_run_of_deliveries(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A delivery read between two acks does not write the second at once
+    (as an answer would be): nobody waits on an ack, and the broker's
+    prefetch window (100 here) has plenty left."""
+    async with (
+        broker,
+        connect(URL) as conn,
+        Consumer(conn, queues=[Queue("q")], prefetch_count=100) as consumer,
+    ):
+        (tag,) = broker.consumers
+        for i in range(2):
+            await broker.deliver(tag, b"m%d" % i)
+        first = await consumer.__anext__()
+        second = await consumer.__anext__()
+        await trio.sleep(1)
+        sent = trio.current_time()
+        await first.ack()  # a lone message: at once
+        await trio.testing.wait_all_tasks_blocked()
+        await broker.deliver(tag, b"m2")  # the broker speaks...
+        await trio.testing.wait_all_tasks_blocked()
+        await second.ack()  # ...but this ack answers nobody: corked
+        await trio.sleep(1)
+        assert broker.acked() == [1, 2]
+    times = [r.time for r in broker.received if r.name == "Basic.Ack"]
+    assert times == pytest.approx([sent, sent + LINGER], abs=1e-9)
+
+
+@pytest.mark.parametrize(("prefetch", "written_at_once"), [(8, True), (1000, False)])
+async def test_acks_are_written_once_a_quarter_of_the_prefetch_window_waits(
+    broker: FakeBroker,
+    autojump_clock: trio.testing.MockClock,
+    prefetch: int,
+    written_at_once: bool,
+) -> None:
+    """With a small window the broker needs the acks before its window runs
+    dry: every second ack of a window of 8 writes the cork, and none waits.
+    With a window of 1000 the run of acks waits for company."""
+    async with (
+        broker,
+        connect(URL) as conn,
+        Consumer(conn, queues=[Queue("q")], prefetch_count=prefetch) as consumer,
+    ):
+        (tag,) = broker.consumers
+        for i in range(8):
+            await broker.deliver(tag, b"m%d" % i)
+        messages = [await consumer.__anext__() for _ in range(8)]
+        await trio.sleep(1)
+        sent = trio.current_time()
+        for message in messages:
+            await message.ack()
+        await trio.sleep(1)  # the consumer does not wait: nothing else writes them
+        assert broker.acked() == list(range(1, 9))
+    times = [r.time for r in broker.received if r.name == "Basic.Ack"]
+    if written_at_once:
+        assert times == pytest.approx([sent] * len(times), abs=1e-9)
+    else:
+        assert times[-1] == pytest.approx(sent + LINGER, abs=1e-9)
