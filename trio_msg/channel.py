@@ -263,7 +263,11 @@ class Channel:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        # An exception on its way out is not replaced by a cancellation: the
+        # close (bounded in time) is shielded then.  (Cancelled here would be
+        # caught by the cancelled scope, and the exception lost with it.)
+        with anyio.CancelScope(shield=exc_type is not None):
+            await self.aclose()
 
     async def _wait_open(self) -> None:
         try:

@@ -185,6 +185,7 @@ async def connect(
     params = parse_url(url, **options)
     policy = None if revive is False else RetryPolicy.coerce(None if revive is True else revive)
     conn = Connection(params, retry_policy=policy)
+    body_error: BaseException | None = None
     try:
         async with anyio.create_task_group() as tg:
             conn._tg = tg
@@ -198,6 +199,9 @@ async def connect(
                 # this block then raises the loss, like a failed nursery.
                 with anyio.CancelScope() as conn._body:
                     yield conn
+            except BaseException as exc:
+                body_error = exc
+                raise
             finally:
                 conn._body = None
                 # Shielded: aclose() ends with a checkpoint, whose Cancelled
@@ -207,7 +211,7 @@ async def connect(
                     await conn.aclose()
                 conn._stop_tasks()
     except BaseExceptionGroup as group:
-        error = _unwrap(group)
+        error = _unwrap(group, body_error)
         # (keeps the exception's own cause; only the group is hidden)
         raise error from error.__cause__
     # Here the body ended without an exception of its own, or was cancelled
@@ -229,20 +233,31 @@ def _normal_close(error: BaseException) -> bool:
     )
 
 
-def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """One clear exception out of a task group's: the first that is not a
-    cancellation (there is at most one user-visible error per connection)."""
+#: What the loss of a connection reaches the body's tasks as.
+_LOSSES = (ConnectionLost, ConnectionClosed, ConnectionFailed)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException], body: BaseException | None) -> BaseException:
+    """One clear exception out of the connection's task group's.
+
+    The body's own exception, unchanged (an exception group of its own
+    included), when it holds anything besides the connection's loss and
+    cancellations.  Otherwise it is the loss, reaching the body's tasks
+    (several waiters, a task group of the body's cancelled around it): the
+    first leaf that is not a cancellation (there is at most one loss per
+    connection), not a group."""
     cancelled = anyio.get_cancelled_exc_class()
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
+    if body is not None and any(
+        not isinstance(leaf, (cancelled, *_LOSSES)) for leaf in _leaves(body)
+    ):
+        return body
+    leaves = _leaves(group)
     for exc in leaves:
         if not isinstance(exc, cancelled):
             return exc
@@ -728,10 +743,8 @@ class Connection:
     async def channel(self) -> AsyncIterator[Channel]:
         """``async with connection.channel() as ch``: a channel closed on exit."""
         ch = await self.open_channel()
-        try:
+        async with ch:  # (Channel.__aexit__: an exception on its way out stays)
             yield ch
-        finally:
-            await ch.aclose()
 
     # --- kombu's simple interface -------------------------------------------
 

@@ -181,12 +181,16 @@ class Producer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            if exc_type is None:
-                await self._drain_returns()
-        finally:
-            await self._close_channel()
-        await checkpoint()
+        # An exception on its way out is not replaced by a cancellation: the
+        # close (bounded in time) is shielded then.  (Cancelled here would be
+        # caught by the cancelled scope, and the exception lost with it.)
+        with anyio.CancelScope(shield=exc_type is not None):
+            try:
+                if exc_type is None:
+                    await self._drain_returns()
+            finally:
+                await self._close_channel()
+            await checkpoint()
         channel = self._channel
         # A broker's close that no publish has raised yet (publishing without
         # confirms): said here rather than lost.
@@ -1093,7 +1097,11 @@ class Consumer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._close()
+        # An exception on its way out is not replaced by a cancellation: the
+        # close (bounded in time) is shielded then.  (Cancelled here would be
+        # caught by the cancelled scope, and the exception lost with it.)
+        with anyio.CancelScope(shield=exc_type is not None):
+            await self._close()
 
     async def _setup(self) -> None:
         """On a fresh channel: declare (``auto_declare``), qos, consume."""

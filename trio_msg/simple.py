@@ -177,7 +177,11 @@ class SimpleQueue:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        # An exception on its way out is not replaced by a cancellation: the
+        # close (bounded in time) is shielded then.  (Cancelled here would be
+        # caught by the cancelled scope, and the exception lost with it.)
+        with anyio.CancelScope(shield=exc_type is not None):
+            await self.close()
 
     async def close(self) -> None:
         """Cancel the consumer and close the channels this queue opened.

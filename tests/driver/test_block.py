@@ -156,6 +156,44 @@ async def test_the_bodys_own_exception_passes_unchanged(broker: FakeBroker) -> N
 
 
 @pytest.mark.anyio
+async def test_the_bodys_own_exception_group_passes_unchanged(broker: FakeBroker) -> None:
+    """A group of the body's own (two errors of its task group) is not cut
+    down to its first error."""
+    mine = ExceptionGroup("two failed", [ValueError("a"), KeyError("b")])
+    async with broker:
+        with anyio.fail_after(5), pytest.raises(ExceptionGroup) as info:
+            async with connect(URL, revive=False):
+                raise mine
+    assert info.value is mine
+
+
+@pytest.mark.anyio
+async def test_a_body_error_beside_the_loss_is_not_dropped(broker: FakeBroker) -> None:
+    """A task of the body's fails with an error of its own as the connection
+    dies: the block raises the body's group with that error, not the loss
+    alone (the closing channel's cancellation used to replace the group,
+    and the body's cancelled scope swallowed it)."""
+    broker.hold.add("Queue.Declare")
+
+    async def fail_soon() -> None:
+        await broker.wait_for("Queue.Declare")
+        await _force_close(broker)
+        raise ValueError("mine")
+
+    async with broker:
+        with anyio.fail_after(5), pytest.raises(BaseExceptionGroup) as info:
+            async with (
+                connect(URL, revive=False) as conn,
+                conn.channel() as ch,
+                anyio.create_task_group() as tg,
+            ):
+                tg.start_soon(fail_soon)
+                await ch.queue_declare("q")
+    assert info.group_contains(ValueError, match="mine")
+    assert conn.error is not None  # the connection did die meanwhile
+
+
+@pytest.mark.anyio
 async def test_an_exception_before_any_loss_passes_unchanged(broker: FakeBroker) -> None:
     cause = LookupError("why")
     async with broker:

@@ -298,3 +298,33 @@ async def test_consumer_methods_cancelled_at_first_checkpoint(
         assert consumer.channel.is_open
         if call != "consume":
             assert consumer.consuming_from(queue)
+
+
+def _closers(conn: Any) -> dict[str, Callable[[], Any]]:
+    return {
+        "channel": conn.channel,
+        "Producer": lambda: Producer(conn),
+        "Consumer": lambda: Consumer(conn, queues=[Queue("q")]),
+        "SimpleQueue": lambda: conn.SimpleQueue("q"),
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("what", ["channel", "Producer", "Consumer", "SimpleQueue"])
+async def test_an_exception_leaving_a_cancelled_block_is_not_replaced(
+    broker: FakeBroker, what: str
+) -> None:
+    """Leaving the ``async with`` with an exception in a cancelled scope:
+    the close still happens, and the exception goes on (a Cancelled from
+    the close would replace it, and the cancelled scope would swallow it)."""
+    async with broker, connect(URL) as conn:
+        with pytest.raises(LookupError, match="the body's"):
+            with anyio.CancelScope() as scope:
+                async with _closers(conn)[what]() as thing:
+                    if what == "SimpleQueue":
+                        await thing.put(b"x")  # (it opens its channels lazily)
+                    scope.cancel()
+                    raise LookupError("the body's")
+        assert broker.names().count("Channel.Close") >= 1
+        async with conn.channel() as ch:  # the connection goes on
+            await ch.queue_declare("after")
