@@ -343,7 +343,8 @@ async def cmd_publish(conn: Connection, args: argparse.Namespace) -> None:
     interval = 1.0 / args.rate if args.rate else 0.0
     next_at = trio.current_time()
     producer = Producer(conn, exchange=args.exchange, auto_declare=False)
-    async with producer, producer.pipeline() as pipeline:
+    # (the command reports failures itself: _check_pipeline)
+    async with producer, producer.pipeline(raise_on_failure=False) as pipeline:
         async for line in _lines(args.body, args.count):
             if interval:
                 await trio.sleep_until(next_at)
@@ -501,7 +502,10 @@ async def cmd_bench(conn: Connection, args: argparse.Namespace) -> None:
         queue = Queue(name, durable=False, exclusive=True)
         progress = Progress("publish", args.count)
         producer = Producer(channel)
-        async with producer, producer.pipeline(max_unconfirmed=args.window) as pipeline:
+        async with (
+            producer,
+            producer.pipeline(max_unconfirmed=args.window, raise_on_failure=False) as pipeline,
+        ):
             for _ in range(args.count):
                 await pipeline.publish(body, routing_key=name, content_type="raw")
                 progress.step()

@@ -76,6 +76,7 @@ __all__ = [
     "NotFound",
     "NotImplementedByBroker",
     "NotSupported",
+    "PipelineFailed",
     "PreconditionFailed",
     "ProtocolError",
     "RemoteProtocolError",
@@ -154,6 +155,39 @@ class MessageOutcomeUnknown(TrioMsgError):
         super().__init__(message)
         self.reason = reason
         self.result = result
+
+
+class PipelineFailed(TrioMsgError):
+    """A :meth:`Producer.pipeline <trio_msg.Producer.pipeline>` ended with
+    publishes that were not plainly acked: nacked, outcome unknown, or
+    returned unroutable (``mandatory``).  Raised on leaving the pipeline's
+    ``async with`` (unless it was given ``raise_on_failure=False``), once
+    every outcome is known.  ``failures`` holds their
+    :class:`~trio_msg.PublishResult` objects; ``acked``, ``nacked``,
+    ``unknown`` and ``returned`` count the pipeline's outcomes."""
+
+    def __init__(
+        self,
+        failures: list[PublishResult],
+        acked: int,
+        nacked: int,
+        unknown: int,
+        returned: int,
+    ) -> None:
+        total = acked + len(failures)
+        super().__init__(
+            f"{len(failures)} of {total} pipelined publishes failed: {nacked} nacked, "
+            f"{unknown} outcome unknown, {returned} returned unroutable (see .failures)"
+        )
+        self.failures = failures
+        self.acked = acked
+        self.nacked = nacked
+        self.unknown = unknown
+        self.returned = returned
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = (self.failures, self.acked, self.nacked, self.unknown, self.returned)
+        return type(self), fields
 
 
 class Unroutable(TrioMsgError):

@@ -34,6 +34,7 @@ from .errors import (
     MessageNacked,
     MessageOutcomeUnknown,
     NotSupported,
+    PipelineFailed,
     ResourceLocked,
     Unroutable,
 )
@@ -747,7 +748,9 @@ class Producer:
             await self._returned(returns.popleft())
 
     @asynccontextmanager
-    async def pipeline(self, max_unconfirmed: int = 1000) -> AsyncIterator[Pipeline]:
+    async def pipeline(
+        self, max_unconfirmed: int = 1000, *, raise_on_failure: bool = True
+    ) -> AsyncIterator[Pipeline]:
         """Publish with confirms without waiting for each one.
 
         ``async with producer.pipeline(1000) as pipe: await pipe.publish(...)``
@@ -759,12 +762,22 @@ class Producer:
         A publish the broker refused by closing the channel (a missing
         exchange) is counted in ``nacked``, its result's ``reason`` the
         error; the publishes after it go out on a new channel.
+
+        Leaving the block with failures raises
+        :class:`~trio_msg.errors.PipelineFailed` (the failures and the
+        counts in it), so that no nacked message goes unnoticed; with
+        ``raise_on_failure=False`` the block only counts them, for code
+        that reads ``pipe.failures`` itself.
         """
         if not self.confirm:
             raise NotSupported("a pipeline needs publisher confirms (Producer(confirm=True))")
         pipe = Pipeline(self, max_unconfirmed)
         yield pipe
         await pipe.wait_all()
+        if raise_on_failure and pipe.failures:
+            raise PipelineFailed(
+                list(pipe.failures), pipe.acked, pipe.nacked, pipe.unknown, pipe.returned
+            )
 
 
 class _Pending:

@@ -99,7 +99,7 @@ async def test_several_unconfirmed_publishes_and_no_exchange_named_are_all_unkno
     broker.auto_confirm = False
     async with broker, connect(URL, revive=FAST) as conn, Producer(conn) as producer:
         cid = producer.channel.channel_id
-        async with producer.pipeline() as pipe:
+        async with producer.pipeline(raise_on_failure=False) as pipe:
             for _ in range(3):
                 await pipe.publish(b"m", routing_key="q", retry=True)
             await broker.wait_published(3)
@@ -123,7 +123,7 @@ async def test_a_pipelines_pending_confirms_resolve_when_its_channel_closes(
     ):
         cid = producer.channel.channel_id
         with anyio.fail_after(5):
-            async with producer.pipeline(100) as pipe:
+            async with producer.pipeline(100, raise_on_failure=False) as pipe:
                 results = [await pipe.publish(b"m", routing_key="q") for _ in range(10)]
                 await broker.wait_published(10)
                 await broker.confirm(cid, 4, multiple=True)

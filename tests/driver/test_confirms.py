@@ -17,6 +17,7 @@ from trio_msg.errors import (
     MessageNacked,
     MessageOutcomeUnknown,
     NotFound,
+    PipelineFailed,
     Unroutable,
 )
 
@@ -202,7 +203,7 @@ async def test_pipeline_waits_while_the_window_is_full(broker: FakeBroker) -> No
     broker.auto_confirm = False
     async with broker, connect(URL) as conn, Producer(conn) as producer:
         cid = producer.channel.channel_id
-        async with producer.pipeline(max_unconfirmed=3) as pipe:
+        async with producer.pipeline(max_unconfirmed=3, raise_on_failure=False) as pipe:
             for i in range(3):
                 await pipe.publish(b"%d" % i, routing_key="q")
             assert pipe.pending == 3
@@ -252,10 +253,35 @@ async def test_pipeline_counts_unknown_outcomes(broker: FakeBroker) -> None:
     broker.auto_confirm = False
     async with broker, connect(URL) as conn, Producer(conn) as producer:
         cid = producer.channel.channel_id
-        async with producer.pipeline(max_unconfirmed=10) as pipe:
+        async with producer.pipeline(max_unconfirmed=10, raise_on_failure=False) as pipe:
             for i in range(4):
                 await pipe.publish(b"%d" % i, routing_key="q")
             await broker.wait_published(4)
             await broker.confirm(cid, 1)
             await broker.close_channel(cid, 406, "PRECONDITION_FAILED")
         assert (pipe.acked, pipe.nacked, pipe.unknown) == (1, 0, 3)
+
+
+@pytest.mark.anyio
+async def test_leaving_a_pipeline_with_a_nacked_message_raises(broker: FakeBroker) -> None:
+    """No nack goes unnoticed: the block raises PipelineFailed, with the
+    failed results and the counts; the acked ones are not in it."""
+    broker.auto_confirm = False
+    async with broker, connect(URL) as conn, Producer(conn) as producer:
+        cid = producer.channel.channel_id
+        with pytest.raises(PipelineFailed, match=r"1 of 3 .* 1 nacked") as info:
+            async with producer.pipeline(max_unconfirmed=10) as pipe:
+                results = [await pipe.publish(b"%d" % i, routing_key="q") for i in range(3)]
+                await broker.wait_published(3)
+                await broker.confirm(cid, 1)
+                await broker.confirm(cid, 2, nack=True)
+                await broker.confirm(cid, 3)
+        error = info.value
+        assert error.failures == [results[1]]
+        assert results[1].outcome is Outcome.NACK
+        assert (error.acked, error.nacked, error.unknown, error.returned) == (2, 1, 0, 0)
+        # The producer goes on.
+        broker.auto_confirm = True
+        async with producer.pipeline() as pipe:
+            await pipe.publish(b"after", routing_key="q")
+        assert pipe.acked == 1

@@ -130,7 +130,7 @@ async def test_a_pipeline_resolves_every_pending_publish_when_the_channel_closes
     async with Producer(conn) as producer:
         await queue.declare(channel=producer.channel)
         with anyio.fail_after(TIMEOUT):
-            async with producer.pipeline(100) as pipe:
+            async with producer.pipeline(100, raise_on_failure=False) as pipe:
                 results = [await pipe.publish(b"%d" % i, routing_key=queue.name) for i in range(20)]
                 refused = await pipe.publish(b"lost", exchange=missing)
                 after = [await pipe.publish(b"after", routing_key=queue.name) for _ in range(5)]
@@ -161,7 +161,7 @@ async def test_unknown_outcomes_of_bystanders_are_retried(
     async with trio_msg.connect(broker_url, revive=FAST) as conn, Producer(conn) as producer:
         await queue.declare(channel=producer.channel)
         with anyio.fail_after(TIMEOUT):
-            async with producer.pipeline(100) as pipe:
+            async with producer.pipeline(100, raise_on_failure=False) as pipe:
                 for i in range(50):
                     await pipe.publish(b"%d" % i, routing_key=queue.name, retry=True)
                 await pipe.publish(b"lost", exchange=missing, retry=True)

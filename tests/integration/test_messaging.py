@@ -18,6 +18,7 @@ from trio_msg.errors import (
     DecodeError,
     MessageStateError,
     NotSupported,
+    PipelineFailed,
     SerializerNotInstalled,
     Unroutable,
 )
@@ -316,12 +317,15 @@ async def test_mandatory_return_in_a_pipeline(
     queue = topo.queue()
     async with Producer(conn) as producer:
         await trio_msg.maybe_declare(queue, producer.channel)
-        async with producer.pipeline(10) as pipe:
-            await pipe.publish("ok", routing_key=queue.name, mandatory=True)
-            lost = await pipe.publish("lost", routing_key=f"{unique_name}.no", mandatory=True)
+        # Leaving the pipeline says so: a returned message is not lost quietly.
+        with pytest.raises(PipelineFailed, match=r"1 of 2 .* 1 returned unroutable") as info:
+            async with producer.pipeline(10) as pipe:
+                await pipe.publish("ok", routing_key=queue.name, mandatory=True)
+                lost = await pipe.publish("lost", routing_key=f"{unique_name}.no", mandatory=True)
         # the broker acks a returned message too; it counts as returned, not acked
         assert (pipe.acked, pipe.returned) == (1, 1)
-        assert pipe.failures == [lost]
+        assert pipe.failures == [lost] == info.value.failures
+        assert (info.value.acked, info.value.returned) == (1, 1)
         assert lost.returned is not None
         assert lost.returned.body == b"lost"
 

@@ -63,6 +63,7 @@ def _samples() -> list[errors.TrioMsgError]:
         errors.ConnectionFailed("localhost:5672: connection refused"),
         errors.Unroutable("NO_ROUTE", 312, "media", "video", message={"k": 1}),
         errors.MessageOutcomeUnknown("channel closed before confirm"),
+        errors.PipelineFailed([], 10, 2, 1, 0),
         errors.Empty("no message in 1 s"),
         errors.SerializerNotInstalled("no serializer 'msgpack'"),
     ]
