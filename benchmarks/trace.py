@@ -1,7 +1,8 @@
 """Where does an RPC's round trip go?  Runs workload e for trio_msg on trio
 (its client and its RPC server, as the comparison does) with every read
 and write of their sockets timestamped, and splits the round trip into
-the two sides' own work and the two hops between them:
+the two sides' own work and the two hops between them (``--workload c``
+does the same for a publish waiting for its confirm; see :func:`analyse_c`):
 
 * *client*: from reading a reply to writing the next request (decoding,
   handing the message over, the benchmark's checks, the next publish);
@@ -28,6 +29,7 @@ several times what a warm loop of it does.
 Run from the repository root::
 
     python -m benchmarks.trace                          # HEAD, 3 runs, busy_poll=0
+    python -m benchmarks.trace --workload c             # publish, wait for the confirm
     python -m benchmarks.trace --ref worktree --against HEAD --runs 4
 
 With ``--against`` the two refs' runs alternate, and each pair is printed.
@@ -65,7 +67,9 @@ def traced_recv(sock, size):
     return data
 def traced_send(sock, buffers):
     stamps.append((clock(), "s"))
-    return send_some(sock, buffers)
+    sent = send_some(sock, buffers)
+    stamps.append((clock(), "S"))
+    return sent
 wire.recv_some, wire.send_some = traced_recv, traced_send
 @atexit.register
 def dump():
@@ -123,6 +127,49 @@ def analyse(client: list[tuple[float, str]], server: list[tuple[float, str]]) ->
     }
 
 
+def analyse_c(client: list[tuple[float, str]]) -> dict[str, float]:
+    """Workload c's publish-and-confirm, in microseconds (medians): the
+    *send* system call itself (on loopback it also runs the broker's side
+    of TCP), the *hop* from the send's return to the confirm's read (the
+    broker, the kernel, the client's wake-up), and the *client*'s own work
+    from the confirm's read to the next publish's write (the rest of that
+    publish call, the benchmark's loop, the next call up to its write)."""
+    calls = _spans(client, "s", "r")[SKIP:]
+    us = 1e6
+    return {
+        "round trip": statistics.median(b - a for a, b in calls) * us
+        + statistics.median(b - a for a, b in _spans(client, "r", "s")[SKIP:]) * us,
+        "client": statistics.median(b - a for a, b in _spans(client, "r", "s")[SKIP:]) * us,
+        "send": statistics.median(b - a for a, b in _spans(client, "s", "S")[SKIP:]) * us,
+        "hop": statistics.median(b - a for a, b in _spans(client, "S", "r")[SKIP:]) * us,
+    }
+
+
+def trace_c(runner: Runner, broker: Broker, n: int, work: Path) -> dict[str, float]:
+    """One traced run of c; the medians, plus the client's own mean."""
+    client = BY_NAME["trio_msg[trio]"]
+    queue = broker.new_queue("c-trace")
+    path = work / "client.txt"
+    args = runner._cmd(client, "c", queue, n)
+    try:
+        done = subprocess.run(
+            [args[0], "-c", HOOK, *args[3:]],
+            cwd=runner.cwd,
+            env=dict(runner._env(), TRIO_MSG_TRACE=str(path)),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=runner.timeout,
+        )
+    finally:
+        broker.delete(queue)
+    result = analyse_c(_load(path))
+    ran = json.loads(done.stdout.splitlines()[-1])
+    result["mean (client's own)"] = ran["seconds"] / n * 1e6
+    result["client CPU/msg"] = ran["cpu_us_per_msg"]
+    return result
+
+
 def trace(runner: Runner, broker: Broker, n: int, work: Path) -> dict[str, float]:
     """One traced run of e; the medians, plus the client's own p50."""
     client = BY_NAME["trio_msg[trio]"]
@@ -173,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ref", default="HEAD", help="git ref of trio_msg, or 'worktree'")
     parser.add_argument("--against", default=None, help="a second ref, run alternately")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workload", choices=("e", "c"), default="e")
     parser.add_argument("--n", type=int, default=3000, help="calls per run")
     parser.add_argument(
         "--busy-poll", type=float, default=0.0, help="trio_msg's busy_poll (default 0: off)"
@@ -195,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.runs):
             order = refs if i % 2 == 0 else refs[::-1]
             for ref in order:
-                res = trace(runners[ref], broker, args.n, work)
+                res = (trace if args.workload == "e" else trace_c)(
+                    runners[ref], broker, args.n, work
+                )
                 results[ref].append(res)
                 parts = "  ".join(f"{k} {v:6.1f}" for k, v in res.items())
                 print(f"run {i + 1}  {ref:<10} {parts}  (us)", flush=True)
