@@ -326,8 +326,17 @@ class Producer:
                 self._revivable() or (self._owns_channel and channel_error(channel.error))
             ):
                 connection = channel.connection
-                await connection.wait_connected()
-                await self._bind(connection)
+                while True:
+                    await connection.wait_connected()
+                    try:
+                        await self._bind(connection)
+                        break
+                    except TrioMsgError as exc:
+                        # Lost again while opening the new channel: wait
+                        # for the next incarnation, as for the first loss
+                        # (wait_connected raises once revive gives up).
+                        if not connection.will_revive(exc):
+                            raise
         return self.channel
 
     # --- building messages ---------------------------------------------------

@@ -208,3 +208,29 @@ async def test_heartbeat_error_is_not_raised_after_a_revive(
                     await conn.wait_connected()
         except HeartbeatTimeout:
             pytest.fail("the revived connection raised the lost one's error")
+
+
+@pytest.mark.trio
+async def test_a_publish_waits_out_a_loss_during_its_move_to_a_new_channel(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The connection is lost again while the Producer opens its channel on
+    the revived connection: the publish waits for the next one too, as it
+    waited for the first, instead of raising the second loss."""
+    broker.serve_again = True
+    policy = RetryPolicy(max_retries=None, interval_start=1, interval_step=0)
+
+    async def drop_the_second(b: FakeBroker, received: object) -> None:
+        if b.sessions == 2:
+            await b.hang_up()  # lost during the rebind
+        else:
+            await b.answer(received)  # type: ignore[arg-type]
+
+    async with broker, connect(URL, revive=policy) as conn, Producer(conn) as producer:
+        await producer.publish(b"before", routing_key="q")
+        broker.handlers["Confirm.Select"] = drop_the_second
+        await broker.hang_up()
+        with trio.fail_after(60):
+            await producer.publish(b"after", routing_key="q")
+        assert conn.incarnation == 3
+    assert [p.body for p in broker.published] == [b"before", b"after"]
