@@ -230,6 +230,8 @@ async def test_a_publish_waits_out_a_loss_during_its_move_to_a_new_channel(
         await producer.publish(b"before", routing_key="q")
         broker.handlers["Confirm.Select"] = drop_the_second
         await broker.hang_up()
+        await trio.testing.wait_all_tasks_blocked()  # the client saw it: now disconnected
+        assert not conn.is_open
         with trio.fail_after(60):
             await producer.publish(b"after", routing_key="q")
         assert conn.incarnation == 3
