@@ -205,36 +205,14 @@ async def test_a_consumer_about_to_wait_writes_its_corked_acks(
         assert acks[-1].time == pytest.approx(acked_at, abs=1e-9)
 
 
+@pytest.mark.parametrize("broker_speaks", [False, True], ids=["quiet", "delivery-between"])
 async def test_an_ack_nobody_waits_after_is_written_a_linger_later(
-    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock, broker_speaks: bool
 ) -> None:
-    async with (
-        broker,
-        connect(URL) as conn,
-        Consumer(conn, queues=[Queue("q")], prefetch_count=10) as consumer,
-    ):
-        (tag,) = broker.consumers
-        for i in range(2):
-            await broker.deliver(tag, b"m%d" % i)
-        first = await consumer.__anext__()
-        second = await consumer.__anext__()
-        await trio.sleep(1)
-        sent = trio.current_time()
-        await first.ack()  # a lone message: at once
-        await trio.testing.wait_all_tasks_blocked()  # (written)
-        await second.ack()  # corked
-        await trio.sleep(1)  # the consumer does not wait: nothing else writes it
-        assert broker.acked() == [1, 2]
-    times = [r.time for r in broker.received if r.name == "Basic.Ack"]
-    assert times == pytest.approx([sent, sent + LINGER], abs=1e-9)
-
-
-async def test_acks_stay_corked_through_a_run_of_deliveries(
-    broker: FakeBroker, autojump_clock: trio.testing.MockClock
-) -> None:
-    """A delivery read between two acks does not write the second at once
-    (as an answer would be): nobody waits on an ack, and the broker's
-    prefetch window (100 here) has plenty left."""
+    """The first ack after a pause is a lone message: at once.  The second
+    is corked, and nothing but the LINGER writes it: not even a delivery
+    read between the two (an ack answers nobody; the broker's prefetch
+    window, 100 here, has plenty left)."""
     async with (
         broker,
         connect(URL) as conn,
@@ -248,11 +226,12 @@ async def test_acks_stay_corked_through_a_run_of_deliveries(
         await trio.sleep(1)
         sent = trio.current_time()
         await first.ack()  # a lone message: at once
-        await trio.testing.wait_all_tasks_blocked()
-        await broker.deliver(tag, b"m2")  # the broker speaks...
-        await trio.testing.wait_all_tasks_blocked()
-        await second.ack()  # ...but this ack answers nobody: corked
-        await trio.sleep(1)
+        await trio.testing.wait_all_tasks_blocked()  # (written)
+        if broker_speaks:
+            await broker.deliver(tag, b"m2")
+            await trio.testing.wait_all_tasks_blocked()  # (read)
+        await second.ack()  # corked
+        await trio.sleep(1)  # the consumer does not wait: nothing else writes it
         assert broker.acked() == [1, 2]
     times = [r.time for r in broker.received if r.name == "Basic.Ack"]
     assert times == pytest.approx([sent, sent + LINGER], abs=1e-9)
