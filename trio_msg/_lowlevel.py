@@ -100,3 +100,12 @@ def _trio(trio: Any) -> Checkpoints:
         trio.current_time,
         lambda: trio.current_effective_deadline() == -math.inf,
     )
+
+
+def closing_scope(exc_type: type[BaseException] | None) -> anyio.CancelScope:
+    """The scope an ``__aexit__`` closes its resource in: shielded when an
+    exception is on its way out (the closes are bounded in time).  A
+    cancellation raised by the close would replace that exception, and the
+    cancelled scope that caught it would drop the exception with it; with
+    no exception in flight, the close delivers the cancellation as usual."""
+    return anyio.CancelScope(shield=exc_type is not None)

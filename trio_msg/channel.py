@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import anyio
 from anyio.lowlevel import checkpoint
 
+from ._lowlevel import closing_scope
 from ._protocol import events as ev
 from ._protocol.connection import AMQPChannel
 from ._protocol.errors import (
@@ -263,10 +264,7 @@ class Channel:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # An exception on its way out is not replaced by a cancellation: the
-        # close (bounded in time) is shielded then.  (Cancelled here would be
-        # caught by the cancelled scope, and the exception lost with it.)
-        with anyio.CancelScope(shield=exc_type is not None):
+        with closing_scope(exc_type):
             await self.aclose()
 
     async def _wait_open(self) -> None:

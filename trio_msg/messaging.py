@@ -21,6 +21,7 @@ from anyio.lowlevel import checkpoint
 
 from . import _content
 from ._buffer import BufferReceiver, BufferSender, delivery_buffer
+from ._lowlevel import closing_scope
 from ._protocol import events as ev
 from ._protocol._build import record
 from ._protocol.errors import TrioMsgError
@@ -182,10 +183,7 @@ class Producer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # An exception on its way out is not replaced by a cancellation: the
-        # close (bounded in time) is shielded then.  (Cancelled here would be
-        # caught by the cancelled scope, and the exception lost with it.)
-        with anyio.CancelScope(shield=exc_type is not None):
+        with closing_scope(exc_type):
             try:
                 if exc_type is None:
                     await self._drain_returns()
@@ -1119,10 +1117,7 @@ class Consumer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # An exception on its way out is not replaced by a cancellation: the
-        # close (bounded in time) is shielded then.  (Cancelled here would be
-        # caught by the cancelled scope, and the exception lost with it.)
-        with anyio.CancelScope(shield=exc_type is not None):
+        with closing_scope(exc_type):
             await self._close()
 
     async def _setup(self) -> None:

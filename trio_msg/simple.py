@@ -25,6 +25,7 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from . import errors
+from ._lowlevel import closing_scope
 from .channel import Channel, PublishResult
 from .connection import Connection
 from .entity import Exchange, Queue, maybe_declare
@@ -177,10 +178,7 @@ class SimpleQueue:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # An exception on its way out is not replaced by a cancellation: the
-        # close (bounded in time) is shielded then.  (Cancelled here would be
-        # caught by the cancelled scope, and the exception lost with it.)
-        with anyio.CancelScope(shield=exc_type is not None):
+        with closing_scope(exc_type):
             await self.close()
 
     async def close(self) -> None:
