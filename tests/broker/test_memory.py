@@ -15,7 +15,7 @@ import pytest
 
 import trio_msg
 from trio_msg import Consumer, Exchange, Producer, Queue
-from trio_msg._broker import drop_broker
+from trio_msg._broker import attach, drop_broker
 from trio_msg.errors import (
     AccessRefused,
     ConsumerCancelled,
@@ -575,3 +575,31 @@ async def test_a_consumer_with_deliveries_in_flight_still_gets_the_next_one(url:
                 held.append(message)
             for message in held:
                 await message.ack()
+
+
+@pytest.mark.anyio
+async def test_the_memory_stream_keeps_to_max_bytes_and_loses_nothing_when_cancelled() -> None:
+    """``memory://``'s client end as an anyio byte stream: a read returns at
+    most ``max_bytes`` (the rest comes next), and a read cancelled before
+    it returns takes nothing."""
+    name = f"stream-{uuid.uuid4().hex[:8]}"
+    stream, serve = attach(name)
+    try:
+        # (bytes lost to the cancelled read would be a hang: a failure here)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(serve)
+                await stream.send(b"AMQP\x00\x00\x09\x01")  # the broker answers connection.start
+                with anyio.CancelScope() as scope:
+                    scope.cancel()
+                    await stream.receive(4)  # cancelled at once: takes nothing
+                got = b""
+                while len(got) < 7 or len(got) < 8 + int.from_bytes(got[3:7], "big"):
+                    piece = await stream.receive(4)
+                    assert 0 < len(piece) <= 4
+                    got += piece
+                assert got[:3] == b"\x01\x00\x00"  # a method frame on channel 0, read whole
+                await stream.aclose()
+                tg.cancel_scope.cancel()
+    finally:
+        drop_broker(name)

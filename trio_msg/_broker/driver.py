@@ -227,10 +227,12 @@ class MemoryWire:
 
     async def receive(self, size: int | None = None) -> bytes:
         """The next bytes from the broker; waits only when there are none.
-        A read that did not wait yields before it returns."""
+        A read that did not wait yields before it returns.  Cancelled, it
+        took nothing (the cancellation is taken before the bytes are)."""
+        await self._ck.checkpoint_if_cancelled()
         data = self.try_receive(size)
         if data is not None:
-            await self._ck.checkpoint()
+            await self._ck.cancel_shielded_checkpoint()
             return data
         while True:
             await self.wait_readable()
@@ -255,9 +257,20 @@ class MemoryClient(anyio.abc.ByteStream):
 
     def __init__(self, wire: MemoryWire) -> None:
         self.wire = wire
+        #: What a read took beyond its ``max_bytes``: the next read's.
+        self._rest = b""
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
-        return await self.wire.receive(max_bytes)
+        """At most *max_bytes* of what the broker sent (the wire hands over
+        all it has at once; the rest waits here for the next read)."""
+        data = self._rest
+        if data:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            data = await self.wire.receive(max_bytes)
+        self._rest = data[max_bytes:]
+        return data[:max_bytes]
 
     async def send(self, item: bytes) -> None:
         await self.wire.send([item])
