@@ -996,7 +996,8 @@ class Consumer:
     Stream queues (``Queue(..., queue_type="stream")``): ``stream_offset``
     says where to start reading (``"first"``, ``"last"``, ``"next"``, an
     offset, or a timezone-aware :class:`~datetime.datetime`), sent as the
-    ``x-stream-offset`` consume argument for every stream queue.  RabbitMQ
+    ``x-stream-offset`` consume argument for each of its queues (a classic
+    or quorum queue ignores it).  RabbitMQ
     refuses to consume from a stream without a prefetch, so without a
     ``prefetch_count`` the consumer sets :data:`STREAM_PREFETCH` when one of
     its queues is a stream (or ``stream_offset`` is given).  Each message's

@@ -31,6 +31,7 @@ import re
 import shutil
 import signal
 import threading
+import warnings
 from pathlib import Path
 from typing import IO
 
@@ -116,7 +117,11 @@ class ClusterNode(PrivateNode):
         of a rolling upgrade."""
         try:
             self.ctl("stop", timeout=90)
-        except RabbitmqctlError:
+        except RabbitmqctlError as exc:
+            # Said, not hidden: the step was then a kill, not a clean stop.
+            warnings.warn(
+                f"{self!r}: rabbitmqctl stop failed ({exc}); killed it instead", stacklevel=2
+            )
             pid = self.pid()
             if pid is not None:
                 _kill(pid)

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE.parent / "faults"))
 
 from _cluster import Cluster, NodeError  # noqa: E402
+from _fixtures import unique_name  # noqa: E402,F401 (a fixture)
 from _ledger import Ledger  # noqa: E402
 from _records import Records  # noqa: E402
 
@@ -88,15 +87,7 @@ def records() -> Iterator[Records]:
 
 @pytest.fixture
 def ledger(request: pytest.FixtureRequest) -> Ledger:
-    return Ledger(
-        request.node.name, lambda key, value: request.node.user_properties.append((key, value))
-    )
-
-
-@pytest.fixture
-def unique_name(request: pytest.FixtureRequest) -> str:
-    test = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name).strip("_")
-    return f"trio_msg.cluster.{test}.{uuid.uuid4().hex[:8]}"
+    return Ledger.for_test(request)
 
 
 def results_summary(path: Path = RESULTS) -> dict[str, Any]:

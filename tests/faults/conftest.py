@@ -80,9 +80,5 @@ def _heal(node: PrivateNode) -> None:
 
 @pytest.fixture
 def ledger(request: pytest.FixtureRequest) -> Ledger:
-    """A fresh ledger; ``ledger.check()`` asserts nothing was lost and records
-    the figures as the test's user properties (junit ``<property>`` elements,
-    as ``record_property`` would, without its warning under xunit2)."""
-    return Ledger(
-        request.node.name, lambda key, value: request.node.user_properties.append((key, value))
-    )
+    """A fresh ledger; ``ledger.check()`` asserts nothing was lost."""
+    return Ledger.for_test(request)
