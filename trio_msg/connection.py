@@ -186,6 +186,7 @@ async def connect(
     policy = None if revive is False else RetryPolicy.coerce(None if revive is True else revive)
     conn = Connection(params, retry_policy=policy)
     body_error: BaseException | None = None
+    error: BaseException | None = None
     try:
         async with anyio.create_task_group() as tg:
             conn._tg = tg
@@ -212,7 +213,12 @@ async def connect(
                 conn._stop_tasks()
     except BaseExceptionGroup as group:
         error = _unwrap(group, body_error)
-        # (keeps the exception's own cause; only the group is hidden)
+    # Raised here, outside the handler, so that the group does not become
+    # its context.  The body's own exception goes as it came (its cause and
+    # context included); the loss keeps its own cause.
+    if error is body_error and error is not None:
+        raise error
+    if error is not None:
         raise error from error.__cause__
     # Here the body ended without an exception of its own, or was cancelled
     # by the loss (see _end_body): either way a loss is raised, never

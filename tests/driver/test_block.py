@@ -156,6 +156,21 @@ async def test_the_bodys_own_exception_passes_unchanged(broker: FakeBroker) -> N
 
 
 @pytest.mark.anyio
+async def test_the_bodys_own_exception_keeps_its_context(broker: FakeBroker) -> None:
+    """Raised while handling another, the body's exception leaves the block
+    with that other one as its context, as a traceback shows it."""
+    async with broker:
+        with anyio.fail_after(5), pytest.raises(ValueError, match="outer") as info:
+            async with connect(URL, revive=False):
+                try:
+                    raise KeyError("inner")
+                except KeyError:
+                    raise ValueError("outer")  # noqa: B904 (the context is the point)
+    assert isinstance(info.value.__context__, KeyError)
+    assert not info.value.__suppress_context__
+
+
+@pytest.mark.anyio
 async def test_the_bodys_own_exception_group_passes_unchanged(broker: FakeBroker) -> None:
     """A group of the body's own (two errors of its task group) is not cut
     down to its first error."""
