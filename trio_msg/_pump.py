@@ -231,7 +231,7 @@ class Pump:
         else:
             self._kick_lazy(self._heard)
 
-    def settle(self, window: int) -> None:
+    def settle(self, window: int, released: int = 1) -> None:
         """The core has queued a settlement (an ack, a nack, a reject):
         corked as :meth:`send` corks, save that a delivery just read does
         not write it at once.  An ack answers no question anybody waits on
@@ -240,8 +240,10 @@ class Pump:
         none), which only needs it before the window runs dry: the cork is
         written once it holds a quarter of the window.  In a run of
         deliveries acks then go out a cork at a time, not one write per
-        socket read."""
-        self._settles = settles = self._settles + 1
+        socket read.  *released*: how many deliveries the settlement
+        released (``multiple`` releases many).  The count is of every
+        channel's settlements in the cork, which can only write it sooner."""
+        self._settles = settles = self._settles + released
         if window and settles * 4 >= window:
             self._kick()
         else:
@@ -353,10 +355,7 @@ class Pump:
             if not size:
                 return
             buffers = core.buffers_to_send()
-            self._corked_at = None
-            self._cork_by_reader = False
-            self._heard = False
-            self._settles = 0
+            self._cork_taken()
             try:
                 sent = wire.try_send(buffers)
             except OSError:
@@ -374,16 +373,22 @@ class Pump:
         self._wake.set()
         self._flush.set()
 
+    def _cork_taken(self) -> None:
+        """The core's bytes were taken for writing: no cork is left."""
+        self._corked_at = None
+        self._cork_by_reader = False
+        self._heard = False
+        self._settles = 0
+
     def _kick_lazy(self, heard: bool) -> None:
         """Write what is queued soon: within ``LINGER``; at once past
         ``FLUSH_BYTES``, after ``QUIET``, or when *heard* (the broker has
         sent something since the last write, and the bytes answer it).
 
         The last is for conversations: an RPC server's reply follows the
-        request it answers, a client's next request follows the last reply,
-        and the first ack after a batch of deliveries opens the broker's
-        prefetch window.  A run of publishes with nothing coming back (or
-        the acks of one batch) is still corked.
+        request it answers, a client's next request follows the last reply.
+        A run of publishes with nothing coming back is still corked (acks:
+        see :meth:`settle`).
 
         In a steady run the sending task writes the cork itself once it is
         ``CORK_AGE`` old, and the first message of the next cork moves the
@@ -465,10 +470,7 @@ class Pump:
                     if not data:
                         continue  # a task about to wait wrote it while we lingered
                 self._sending = True
-                self._corked_at = None
-                self._cork_by_reader = False
-                self._heard = False
-                self._settles = 0
+                self._cork_taken()
                 try:
                     await wire.send(data)
                 finally:

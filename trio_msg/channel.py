@@ -222,8 +222,9 @@ class Channel:
         self._closed = connection._new_signal()
         self._flow = anyio.Event()
         self._flow.set()
-        #: The last ``basic.qos`` prefetch count (0: none): how many acks
-        #: the pump may cork before the broker's window needs them.
+        #: The smallest ``basic.qos`` prefetch count sent (0: none): a
+        #: quarter of it is how many acks the pump corks before the
+        #: broker's window needs them.
         self._prefetch = 0
         self.error: TrioMsgError | None = None
         #: The closing error reached (or will reach) a caller: one whose
@@ -613,8 +614,12 @@ class Channel:
         if prefetch_size:
             await checkpoint()  # a checkpoint even when refusing locally
             raise NotSupported("RabbitMQ does not implement prefetch_size; use prefetch_count")
+        if prefetch_count:
+            # The smallest window the broker may apply on this channel (an
+            # earlier per-consumer or global limit stays): set before the
+            # request, so that a cancelled one errs toward writing sooner.
+            self._prefetch = min(self._prefetch or prefetch_count, prefetch_count)
         await self._call(lambda c: c.basic_qos(prefetch_size, prefetch_count, global_))
-        self._prefetch = prefetch_count
 
     async def basic_recover(self, requeue: bool = True) -> None:
         """``basic.recover``: redeliver unacknowledged messages.  RabbitMQ
@@ -790,12 +795,7 @@ class Channel:
         mandatory: bool,
         urgent: bool,
     ) -> PublishResult | None:
-        """Queue a publish now (after :meth:`wait_for_room`, or
-        when :meth:`has_room`): no await, so a publish is wholly queued or not.
-        Callers checkpoint themselves, once per message, so that the writer
-        can gather a run of publishes into one write; *urgent* (the caller
-        waits for the confirm next, if the channel is in confirm mode)
-        writes it now instead.
+        """The ChannelPort operation: see :mod:`trio_msg._ports`.
 
         :meta private:
         """
@@ -824,11 +824,13 @@ class Channel:
         if multiple:
             before = core.unsettled_count
             core.ack(delivery_tag, multiple)
-            self._counts.acked += before - core.unsettled_count
+            released = before - core.unsettled_count
+            self._counts.acked += released
+            self._pump.settle(self._prefetch, released)
         else:
             core.ack(delivery_tag, multiple)
             self._counts.acked += 1
-        self._pump.settle(self._prefetch)
+            self._pump.settle(self._prefetch)
 
     def nack_nowait(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
         """The ChannelPort operation: see :mod:`trio_msg._ports`.
@@ -838,8 +840,9 @@ class Channel:
         core = self._core
         before = core.unsettled_count
         core.nack(delivery_tag, multiple, requeue)
-        self._counts.rejected += before - core.unsettled_count
-        self._pump.settle(self._prefetch)
+        released = before - core.unsettled_count
+        self._counts.rejected += released
+        self._pump.settle(self._prefetch, released)
 
     def reject_nowait(self, delivery_tag: int, requeue: bool) -> None:
         """The ChannelPort operation: see :mod:`trio_msg._ports`.

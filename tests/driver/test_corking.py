@@ -275,3 +275,28 @@ async def test_acks_are_written_once_a_quarter_of_the_prefetch_window_waits(
     assert all(r.time <= sent + LINGER + 1e-9 for r in acks)
     if at_once < 8:
         assert acks[-1].time == pytest.approx(sent + LINGER, abs=1e-9)
+
+
+async def test_a_multiple_ack_counts_every_delivery_it_releases(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    """An ack with ``multiple`` that releases a quarter of the window (4 of
+    16) is written at once, as four acks would be."""
+    async with (
+        broker,
+        connect(URL) as conn,
+        Consumer(conn, queues=[Queue("q")], prefetch_count=16) as consumer,
+    ):
+        (tag,) = broker.consumers
+        for i in range(5):
+            await broker.deliver(tag, b"m%d" % i)
+        messages = [await consumer.__anext__() for _ in range(5)]
+        await trio.sleep(1)
+        sent = trio.current_time()
+        await messages[0].ack()  # a lone message: at once
+        await trio.testing.wait_all_tasks_blocked()  # (written)
+        await messages[4].ack(multiple=True)  # releases 2..5: a quarter
+        await trio.sleep(1)
+        assert broker.acked() == [1, 2, 3, 4, 5]
+    times = [r.time for r in broker.received if r.name == "Basic.Ack"]
+    assert times == pytest.approx([sent, sent], abs=1e-9)
